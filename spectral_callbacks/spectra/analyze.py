@@ -1,0 +1,216 @@
+"""One layer's full spectral analysis: SVD once, then every metric from the singular values."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from .esd import eigenvalues, singular_values
+from .matrices import MatrixView, SkippedParameter, matrices_of
+from .metrics import frame_potential, matrix_entropy, norm_metrics, rank_metrics
+from .mp import fit_marchenko_pastur, phase_label
+from .powerlaw import fit_power_law
+
+__all__ = ["EVALS_THRESH", "METRIC_NAMES", "LayerSpectrum", "analyze_matrix", "analyze_view"]
+
+# WeightWatcher drops eigenvalues at or below this before the power-law fit (not for the norms).
+EVALS_THRESH = 1e-5
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class LayerSpectrum:
+    """Spectral metrics of one matrix view; names are WeightWatcher's columns where they exist.
+
+    ``status`` is ``"ok"``, ``"warning"`` (all computed, but alpha is doubtful: see ``reason``),
+    ``"no-fit"`` (metrics computed but no power law: see ``reason``) or ``"skipped"`` (nothing
+    computed: see ``reason``). Missing numbers are NaN with a reason, never silently.
+    """
+
+    name: str
+    kind: str
+    N: int  # noqa: N815 - WeightWatcher's column name
+    M: int  # noqa: N815 - WeightWatcher's column name
+    Q: float  # noqa: N815 - WeightWatcher's column name
+    num_evals: int
+    status: str
+    reason: str | None = None
+    alpha: float = _NAN
+    xmin: float = _NAN
+    xmax: float = _NAN
+    D: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    sigma: float = _NAN
+    num_pl_spikes: int = 0
+    alpha_weighted: float = _NAN
+    log_alpha_norm: float = _NAN
+    norm: float = _NAN
+    log_norm: float = _NAN
+    spectral_norm: float = _NAN
+    log_spectral_norm: float = _NAN
+    stable_rank: float = _NAN
+    entropy: float = _NAN
+    rank: int = 0
+    rank_loss: int = 0
+    rank_nr: int = 0
+    rank_loss_nr: int = 0
+    lambda_min: float = _NAN
+    sv_min: float = _NAN
+    sv_max: float = _NAN
+    frame_potential: float = _NAN
+    frame_potential_normalized: float = _NAN
+    mp_s: float = _NAN
+    lambda_plus: float = _NAN
+    num_spikes: int = 0
+    mp_softrank: float = _NAN
+    phase: str = "unknown"
+    evals: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
+    svals: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False, compare=False)
+
+    def metrics(self) -> dict[str, float]:
+        """The numeric metrics as a flat dict (names in :data:`METRIC_NAMES`)."""
+        return {name: float(getattr(self, name)) for name in METRIC_NAMES}
+
+    def row(self) -> dict[str, object]:
+        """Everything but the arrays, e.g. for a table or a DataFrame row."""
+        record = asdict(self)
+        record.pop("evals")
+        record.pop("svals")
+        return record
+
+    @classmethod
+    def skipped(cls, skipped: SkippedParameter, kind: str = "") -> LayerSpectrum:
+        """A row for a parameter that has no analyzable matrix."""
+        shape = skipped.shape + (1, 1)
+        n, m = max(shape[:2]), min(shape[:2])
+        return cls(skipped.name, kind, n, m, n / m if m else _NAN, 0, "skipped", skipped.reason)
+
+
+_NON_METRICS = {"name", "kind", "status", "reason", "phase", "evals", "svals"}
+METRIC_NAMES = tuple(f.name for f in fields(LayerSpectrum) if f.name not in _NON_METRICS)
+
+
+def analyze_matrix(
+    W: np.ndarray,  # noqa: N803 - the matrix's conventional name
+    *,
+    kind: str | None = None,
+    name: str = "W",
+    normalize: str | None = None,
+    conv2d_norm: bool = True,
+    xmax: float | str | None = None,
+    min_evals: int = 8,
+) -> LayerSpectrum:
+    """Analyze one weight matrix (or conv kernel in torch layout) as WeightWatcher 0.7.x would.
+
+    Args:
+        W: a 2-D matrix, or a conv weight ``(out, in, *kernel)`` whose slices are pooled.
+        kind: see :func:`~spectral_callbacks.spectra.matrices_of`; ``"attention"`` is refused here
+            because it yields three matrices (use ``matrices_of`` and :func:`analyze_view`).
+        name: used in error messages and in the result.
+        normalize: ``None`` (ESD of ``W^T W``) or ``"N"`` (of ``W^T W / N``).
+        conv2d_norm: halve conv2d eigenvalues as WeightWatcher does.
+        xmax: ``None`` for the untruncated power law, ``"max"`` to truncate at the largest
+            eigenvalue (the seed's ``powerlaw.Fit(evals, xmax=max(evals))``), or a number.
+        min_evals: fewer pooled eigenvalues than this is an error.
+
+    Raises:
+        ValueError: the array is not an analyzable real matrix, or its spectrum has no power-law fit.
+    """
+    array = np.asarray(W)
+    if array.ndim < 2:
+        raise ValueError(f"{name!r} has shape {array.shape}; a matrix needs at least 2 dimensions.")
+    views = matrices_of(name, array, kind, min_evals=min_evals)
+    if isinstance(views, SkippedParameter):
+        raise ValueError(f"{name!r} with shape {array.shape} cannot be analyzed: {views.reason}.")
+    if len(views) != 1:
+        raise ValueError(f"{name!r} splits into {len(views)} matrices; analyze each with analyze_view.")
+    return analyze_view(
+        views[0],
+        weights_dtype=array.dtype,
+        normalize=normalize,
+        conv2d_norm=conv2d_norm,
+        xmax=xmax,
+        strict=True,
+    )
+
+
+def analyze_view(
+    view: MatrixView,
+    *,
+    weights_dtype: np.dtype | None = None,
+    normalize: str | None = None,
+    conv2d_norm: bool = True,
+    xmax: float | str | None = None,
+    strict: bool = False,
+) -> LayerSpectrum:
+    """Analyze a matrix view; see :func:`analyze_matrix` for the options.
+
+    Args:
+        weights_dtype: dtype the weights were trained in; its epsilon sets the rank tolerance.
+        strict: raise ``ValueError`` when the power law cannot be fitted, instead of returning
+            the other metrics with ``status="no-fit"``.
+    """
+    svals = singular_values(view)
+    if not np.any(svals > 0):
+        raise ValueError(f"{view.name!r} is all zeros; its spectrum is empty.")
+    evals = eigenvalues(view, svals, normalize=normalize, conv2d_norm=conv2d_norm)
+    dtype = np.dtype(weights_dtype if weights_dtype is not None else view.slices.dtype)
+    eps = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+    rank = rank_metrics(svals, view.N, view.M, eps)
+    frame = frame_potential(view.neurons)
+    mp = fit_marchenko_pastur(np.square(svals).ravel() / view.N, view.N, view.M)
+    to_esd_scale = evals[-1] / (float(svals.max()) ** 2 / view.N)
+
+    status, reason, fit = "ok", None, None
+    try:
+        fit_evals = evals[evals > EVALS_THRESH]
+        upper = float(fit_evals.max()) if xmax == "max" else xmax
+        fit = fit_power_law(fit_evals, xmax=upper)
+        if fit.warning:
+            status, reason = "warning", fit.warning
+    except ValueError as error:
+        if strict:
+            raise ValueError(f"{view.name!r}: {error}") from error
+        status, reason = "no-fit", str(error)
+    alpha = fit.alpha if fit else _NAN
+    norms = norm_metrics(evals, alpha)
+    return LayerSpectrum(
+        name=view.name,
+        kind=view.kind,
+        N=view.N,
+        M=view.M,
+        Q=view.Q,
+        num_evals=int(evals.size),
+        status=status,
+        reason=reason,
+        alpha=alpha,
+        xmin=fit.xmin if fit else _NAN,
+        xmax=(fit.xmax if fit.xmax is not None else float(evals[-1])) if fit else _NAN,
+        D=fit.D if fit else _NAN,
+        sigma=fit.sigma if fit else _NAN,
+        num_pl_spikes=fit.n_tail if fit else 0,
+        alpha_weighted=norms.alpha_weighted,
+        log_alpha_norm=norms.log_alpha_norm,
+        norm=norms.norm,
+        log_norm=norms.log_norm,
+        spectral_norm=norms.spectral_norm,
+        log_spectral_norm=norms.log_spectral_norm,
+        stable_rank=norms.stable_rank,
+        entropy=matrix_entropy(svals, view.N),
+        rank=rank.rank,
+        rank_loss=rank.rank_loss,
+        rank_nr=rank.rank_nr,
+        rank_loss_nr=rank.rank_loss_nr,
+        lambda_min=float(evals[0]),
+        sv_min=rank.sv_min,
+        sv_max=rank.sv_max,
+        frame_potential=frame.frame_potential,
+        frame_potential_normalized=frame.frame_potential_normalized,
+        mp_s=mp.s,
+        lambda_plus=float(mp.lambda_plus * to_esd_scale),
+        num_spikes=mp.num_spikes,
+        mp_softrank=float(mp.mp_softrank),
+        phase=phase_label(mp, alpha, rank.rank_loss, int(evals.size)),
+        evals=evals,
+        svals=svals,
+    )

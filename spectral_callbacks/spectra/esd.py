@@ -1,0 +1,74 @@
+"""Singular values and the empirical spectral density (ESD) of a matrix view.
+
+The ESD is the set of eigenvalues of ``X = W^T W``, computed as squared singular values of ``W``
+(never by forming ``X``). WeightWatcher 0.7.x does not divide by ``N`` and halves the pooled
+eigenvalues of conv2d slices (its ``conv2d_norm``); both are the defaults here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from .matrices import MatrixView
+
+__all__ = ["CONV2D_EIGENVALUE_SCALE", "singular_values", "eigenvalues", "log10_histogram"]
+
+# WeightWatcher's conv2d_norm multiplies each pooled slice by sqrt(1/2), halving its eigenvalues.
+CONV2D_EIGENVALUE_SCALE = 0.5
+
+
+def singular_values(view: MatrixView) -> np.ndarray:
+    """Singular values of every slice of ``view`` in float64, shape ``(S, M)``, descending per slice.
+
+    Raises:
+        ValueError: the view holds NaN/Inf, or is not floating point (integer, complex).
+    """
+    slices = view.slices
+    if not np.issubdtype(slices.dtype, np.floating):
+        raise ValueError(
+            f"{view.name!r} has dtype {slices.dtype}; expected real floating-point weights."
+        )
+    slices = np.asarray(slices, dtype=np.float64)
+    if not np.all(np.isfinite(slices)):
+        raise ValueError(f"{view.name!r} contains NaN or Inf values.")
+    if slices.shape[0] == 1:
+        return scipy.linalg.svdvals(slices[0], check_finite=False)[None]
+    return np.linalg.svd(slices, compute_uv=False)
+
+
+def eigenvalues(
+    view: MatrixView,
+    svals: np.ndarray,
+    *,
+    normalize: str | None = None,
+    conv2d_norm: bool = True,
+) -> np.ndarray:
+    """The pooled ESD of ``view``, sorted ascending.
+
+    Args:
+        view: the matrix view the singular values belong to.
+        svals: its singular values from :func:`singular_values`.
+        normalize: ``None`` (WeightWatcher: ``W^T W``) or ``"N"`` (seed 001: ``W^T W / N``).
+        conv2d_norm: halve conv2d eigenvalues as WeightWatcher does by default.
+    """
+    if normalize not in (None, "N"):
+        raise ValueError(f"Invalid normalize={normalize!r}; expected None or 'N'.")
+    evals = np.sort(np.square(svals, dtype=np.float64).ravel())
+    if conv2d_norm and view.kind == "conv2d":
+        evals *= CONV2D_EIGENVALUE_SCALE
+    if normalize == "N":
+        evals /= view.N
+    return evals
+
+
+def log10_histogram(
+    evals: np.ndarray, bins: int = 64, *, floor: float = 1e-12
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of ``log10(lambda)`` (heavy tails span decades); values below ``floor`` are clipped.
+
+    Returns:
+        ``(counts, edges)`` as ``numpy.histogram`` returns them.
+    """
+    logs = np.log10(np.maximum(np.asarray(evals, dtype=np.float64), floor))
+    return np.histogram(logs, bins=bins)

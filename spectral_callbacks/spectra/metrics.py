@@ -1,0 +1,145 @@
+"""Scalar spectral metrics of a layer: norms, stable rank, numerical rank, entropy, frame potential.
+
+Names follow WeightWatcher's columns where they exist. References: C. H. Martin and M. W. Mahoney,
+"Implicit Self-Regularization in Deep Neural Networks", JMLR 22 (2021); numpy.linalg.matrix_rank;
+W. H. Press et al., Numerical Recipes (3rd ed.), section 2.6; J. J. Benedetto and M. Fickus,
+"Finite normalized tight frames", Adv. Comput. Math. 18 (2003) for the frame potential's minimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "NormMetrics",
+    "RankMetrics",
+    "FramePotential",
+    "norm_metrics",
+    "rank_metrics",
+    "matrix_entropy",
+    "frame_potential",
+]
+
+
+@dataclass(frozen=True)
+class NormMetrics:
+    """Norm-based metrics of an ESD (eigenvalues ``lambda``) and a fitted exponent ``alpha``."""
+
+    norm: float
+    log_norm: float
+    spectral_norm: float
+    log_spectral_norm: float
+    alpha_weighted: float
+    log_alpha_norm: float
+    stable_rank: float
+
+
+@dataclass(frozen=True)
+class RankMetrics:
+    """Numerical rank with numpy's and Numerical Recipes' tolerances, summed over slices."""
+
+    rank: int
+    rank_loss: int
+    rank_nr: int
+    rank_loss_nr: int
+    sv_min: float
+    sv_max: float
+
+
+@dataclass(frozen=True)
+class FramePotential:
+    """Frame potential of the unit-normalized neurons and its ratio to the tight-frame minimum."""
+
+    frame_potential: float
+    frame_potential_normalized: float
+
+
+def norm_metrics(evals: np.ndarray, alpha: float) -> NormMetrics:
+    """Norm metrics over all eigenvalues (WeightWatcher uses all of them, not only the tail).
+
+    ``norm = sum(lambda)`` (squared Frobenius), ``spectral_norm = max(lambda)``,
+    ``alpha_weighted = alpha * log10(max(lambda))``, ``log_alpha_norm = log10(sum(lambda^alpha))``,
+    ``stable_rank = norm / spectral_norm``. ``alpha`` may be NaN when no fit exists.
+    """
+    evals = np.asarray(evals, dtype=np.float64)
+    norm = float(evals.sum())
+    spectral_norm = float(evals.max())
+    log_spectral_norm = _log10(spectral_norm)
+    if np.isfinite(alpha):
+        with np.errstate(over="ignore"):
+            alpha_sum = float(np.sum(evals**alpha))
+        log_alpha_norm = _log10(alpha_sum)
+    else:
+        log_alpha_norm = float("nan")
+    return NormMetrics(
+        norm=norm,
+        log_norm=_log10(norm),
+        spectral_norm=spectral_norm,
+        log_spectral_norm=log_spectral_norm,
+        alpha_weighted=alpha * log_spectral_norm,
+        log_alpha_norm=log_alpha_norm,
+        stable_rank=norm / spectral_norm if spectral_norm > 0 else float("nan"),
+    )
+
+
+def rank_metrics(svals: np.ndarray, N: int, M: int, eps: float) -> RankMetrics:  # noqa: N803
+    """Numerical rank of each slice, summed, with two tolerances.
+
+    numpy: ``sigma > sigma_max * max(N, M) * eps``. Numerical Recipes:
+    ``sigma > 0.5 * sqrt(M + N + 1) * sigma_max * eps``. ``eps`` is the machine epsilon of the
+    dtype the weights came in (what ``numpy.linalg.matrix_rank(W)`` uses).
+
+    Args:
+        svals: singular values, shape ``(S, M)``.
+    """
+    svals = np.atleast_2d(np.asarray(svals, dtype=np.float64))
+    largest = svals.max(axis=1, keepdims=True)
+    rank = int(np.count_nonzero(svals > largest * N * eps))
+    rank_nr = int(np.count_nonzero(svals > 0.5 * np.sqrt(M + N + 1.0) * largest * eps))
+    return RankMetrics(
+        rank=rank,
+        rank_loss=svals.size - rank,
+        rank_nr=rank_nr,
+        rank_loss_nr=svals.size - rank_nr,
+        sv_min=float(svals.min()),
+        sv_max=float(svals.max()),
+    )
+
+
+def matrix_entropy(svals: np.ndarray, N: int) -> float:  # noqa: N803
+    """WeightWatcher's matrix entropy: Shannon entropy of ``sigma^2 / sum(sigma^2)`` over ``ln(rank)``.
+
+    1 for a flat spectrum, toward 0 when a few directions carry all the weight; NaN for rank <= 1.
+    The rank here uses float64's epsilon, as WeightWatcher does.
+    """
+    svals = np.asarray(svals, dtype=np.float64).ravel()
+    rank = np.count_nonzero(svals > svals.max() * N * np.finfo(np.float64).eps)
+    if rank <= 1:
+        return float("nan")
+    p = np.square(svals)
+    p = p[p > 0] / p.sum()
+    return float(-np.sum(p * np.log(p)) / np.log(rank))
+
+
+def frame_potential(neurons: np.ndarray) -> FramePotential:
+    """Frame potential ``FP = sum_ij <w_i, w_j>^2`` of the unit-normalized rows (seed 002).
+
+    Over ``n`` unit vectors in dimension ``d`` its minimum is ``max(n, n^2 / d)``, reached exactly
+    by tight frames (orthonormal sets when ``n <= d``), so the normalized value is 1 for a tight
+    frame and grows with redundancy. All-zero rows have no direction and are left out.
+    """
+    rows = np.asarray(neurons, dtype=np.float64).reshape(neurons.shape[0], -1)
+    lengths = np.linalg.norm(rows, axis=1)
+    rows = rows[lengths > 0] / lengths[lengths > 0, None]
+    n, d = rows.shape
+    if n == 0:
+        return FramePotential(float("nan"), float("nan"))
+    gram = rows @ rows.T if n <= d else rows.T @ rows
+    value = float(np.sum(np.square(gram)))
+    return FramePotential(value, value / max(n, n * n / d))
+
+
+def _log10(value: float) -> float:
+    return float(np.log10(value)) if value > 0 else float("-inf")
