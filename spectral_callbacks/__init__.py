@@ -1,16 +1,36 @@
-"""spectral-callbacks: watch the spectra of a network's weight matrices while it trains."""
+"""spectral-callbacks: watch the spectra of a network's weight matrices while it trains.
 
+``SpectralCallback`` (Lightning) is imported on first use, so ``import spectral_callbacks``
+works without Lightning or Keras installed.
+"""
+
+from typing import Any
+
+from ._version import __version__
 from .model import ModelAnalysis, analyze_model
+from .reader import RunReader, open_run
 from .spectra import LayerSpectrum, PowerLawFit, analyze_matrix, fit_power_law
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LayerSpectrum",
     "ModelAnalysis",
     "PowerLawFit",
+    "RunReader",
+    "SpectralCallback",
+    "SpectralWarning",
     "__version__",
     "analyze_matrix",
     "analyze_model",
     "fit_power_law",
+    "open_run",
 ]
+
+_LAZY = {"SpectralCallback": "callbacks.lightning", "SpectralWarning": "callbacks.lightning"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

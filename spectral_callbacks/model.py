@@ -89,10 +89,13 @@ def analyze_weights(
     for name, array, kind in items:
         try:
             views = matrices_of(name, array, kind, min_evals=min_evals)
-            if isinstance(views, SkippedParameter):
-                rows.append(LayerSpectrum.skipped(views, kind or ""))
-                continue
-            for view in views:
+        except ValueError as error:
+            views = SkippedParameter(name, tuple(array.shape), str(error))
+        if isinstance(views, SkippedParameter):
+            rows.append(LayerSpectrum.skipped(views, kind or ""))
+            continue
+        for view in views:
+            try:
                 rows.append(
                     analyze_view(
                         view,
@@ -102,8 +105,9 @@ def analyze_weights(
                         xmax=xmax,
                     )
                 )
-        except ValueError as error:
-            rows.append(LayerSpectrum.skipped(SkippedParameter(name, tuple(array.shape), str(error)), kind or ""))
+            except ValueError as error:
+                skipped = SkippedParameter(view.name, tuple(view.slices.shape[1:]), str(error))
+                rows.append(LayerSpectrum.skipped(skipped, view.kind))
     return rows
 
 
@@ -113,7 +117,10 @@ def format_table(rows: Iterable[LayerSpectrum]) -> str:
     analyzed = [row for row in rows if row.status != "skipped"]
     cells = [list(TABLE_COLUMNS)] + [[_cell(row, column) for column in TABLE_COLUMNS] for row in analyzed]
     widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
-    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in cells]
+    lines = [
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     skipped = [row for row in rows if row.status == "skipped"]
     if skipped:

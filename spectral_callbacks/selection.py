@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol, TypeVar, Union
+from typing import Protocol, TypeVar
 
 __all__ = ["LayerFilter", "select_layers"]
 
-LayerFilter = Union[None, str, type, Sequence[Union[str, type]]]
+LayerFilter = None | str | type | Sequence[str | type]
 
 
 class _Layer(Protocol):

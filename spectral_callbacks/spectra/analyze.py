@@ -30,16 +30,16 @@ class LayerSpectrum:
 
     name: str
     kind: str
-    N: int  # noqa: N815 - WeightWatcher's column name
-    M: int  # noqa: N815 - WeightWatcher's column name
-    Q: float  # noqa: N815 - WeightWatcher's column name
+    N: int
+    M: int
+    Q: float
     num_evals: int
     status: str
     reason: str | None = None
     alpha: float = _NAN
     xmin: float = _NAN
     xmax: float = _NAN
-    D: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    D: float = _NAN
     sigma: float = _NAN
     num_pl_spikes: int = 0
     alpha_weighted: float = _NAN
@@ -81,7 +81,7 @@ class LayerSpectrum:
     @classmethod
     def skipped(cls, skipped: SkippedParameter, kind: str = "") -> LayerSpectrum:
         """A row for a parameter that has no analyzable matrix."""
-        shape = skipped.shape + (1, 1)
+        shape = (*skipped.shape, 1, 1)
         n, m = max(shape[:2]), min(shape[:2])
         return cls(skipped.name, kind, n, m, n / m if m else _NAN, 0, "skipped", skipped.reason)
 
@@ -153,7 +153,7 @@ def analyze_view(
     svals = singular_values(view)
     if not np.any(svals > 0):
         raise ValueError(f"{view.name!r} is all zeros; its spectrum is empty.")
-    evals = eigenvalues(view, svals, normalize=normalize, conv2d_norm=conv2d_norm)
+    evals = eigenvalues(svals, kind=view.kind, N=view.N, normalize=normalize, conv2d_norm=conv2d_norm)
     dtype = np.dtype(weights_dtype if weights_dtype is not None else view.slices.dtype)
     eps = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
     rank = rank_metrics(svals, view.N, view.M, eps)

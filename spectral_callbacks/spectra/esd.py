@@ -12,7 +12,7 @@ import scipy.linalg
 
 from .matrices import MatrixView
 
-__all__ = ["CONV2D_EIGENVALUE_SCALE", "singular_values", "eigenvalues", "log10_histogram"]
+__all__ = ["CONV2D_EIGENVALUE_SCALE", "eigenvalues", "log10_histogram", "singular_values"]
 
 # WeightWatcher's conv2d_norm multiplies each pooled slice by sqrt(1/2), halving its eigenvalues.
 CONV2D_EIGENVALUE_SCALE = 0.5
@@ -26,9 +26,7 @@ def singular_values(view: MatrixView) -> np.ndarray:
     """
     slices = view.slices
     if not np.issubdtype(slices.dtype, np.floating):
-        raise ValueError(
-            f"{view.name!r} has dtype {slices.dtype}; expected real floating-point weights."
-        )
+        raise ValueError(f"{view.name!r} has dtype {slices.dtype}; expected real floating-point weights.")
     slices = np.asarray(slices, dtype=np.float64)
     if not np.all(np.isfinite(slices)):
         raise ValueError(f"{view.name!r} contains NaN or Inf values.")
@@ -38,27 +36,29 @@ def singular_values(view: MatrixView) -> np.ndarray:
 
 
 def eigenvalues(
-    view: MatrixView,
     svals: np.ndarray,
     *,
+    kind: str,
+    N: int,  # noqa: N803 - the larger dimension's conventional name
     normalize: str | None = None,
     conv2d_norm: bool = True,
 ) -> np.ndarray:
-    """The pooled ESD of ``view``, sorted ascending.
+    """The pooled ESD of a matrix view from its singular values, sorted ascending.
 
     Args:
-        view: the matrix view the singular values belong to.
-        svals: its singular values from :func:`singular_values`.
+        svals: singular values from :func:`singular_values` (any shape; pooled).
+        kind: the view's kind (conv2d eigenvalues may be halved).
+        N: the larger side of each slice.
         normalize: ``None`` (WeightWatcher: ``W^T W``) or ``"N"`` (seed 001: ``W^T W / N``).
         conv2d_norm: halve conv2d eigenvalues as WeightWatcher does by default.
     """
     if normalize not in (None, "N"):
         raise ValueError(f"Invalid normalize={normalize!r}; expected None or 'N'.")
     evals = np.sort(np.square(svals, dtype=np.float64).ravel())
-    if conv2d_norm and view.kind == "conv2d":
+    if conv2d_norm and kind == "conv2d":
         evals *= CONV2D_EIGENVALUE_SCALE
     if normalize == "N":
-        evals /= view.N
+        evals /= N
     return evals
 
 

@@ -125,7 +125,7 @@ def _views(param_name: str, values: np.ndarray, kind: str) -> list[MatrixView]:
             )
         return [
             MatrixView(f"{param_name}[{part}]", kind, block[None], block)
-            for part, block in zip(_ATTENTION_PARTS, np.split(values, 3, axis=0))
+            for part, block in zip(_ATTENTION_PARTS, np.split(values, 3, axis=0), strict=True)
         ]
     if kind in ("conv1d", "conv2d"):
         out_channels, in_channels = values.shape[:2]

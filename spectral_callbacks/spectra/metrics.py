@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "FramePotential",
     "NormMetrics",
     "RankMetrics",
-    "FramePotential",
+    "frame_potential",
+    "matrix_entropy",
     "norm_metrics",
     "rank_metrics",
-    "matrix_entropy",
-    "frame_potential",
 ]
 
 

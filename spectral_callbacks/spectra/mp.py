@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MPFit", "PHASES", "fit_marchenko_pastur", "phase_label"]
+__all__ = ["PHASES", "MPFit", "fit_marchenko_pastur", "phase_label"]
 
 # The largest eigenvalue of a white Wishart matrix exceeds mu + 2.02 sigma_TW in 1% of draws (TW1).
 TRACY_WIDOM_99 = 2.02
@@ -90,9 +90,7 @@ def fit_marchenko_pastur(evals: np.ndarray, N: int, M: int) -> MPFit:  # noqa: N
     )
 
 
-def phase_label(
-    mp: MPFit | None, alpha: float, rank_loss: int, num_evals: int
-) -> str:
+def phase_label(mp: MPFit | None, alpha: float, rank_loss: int, num_evals: int) -> str:
     """The phase of training of one layer, by a fixed rule evaluated in this order.
 
     1. ``rank-collapse``: the numerical rank (numpy tolerance) is below full.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PowerLawFit", "DistributionComparison", "fit_power_law", "compare_distributions"]
+__all__ = ["DistributionComparison", "PowerLawFit", "compare_distributions", "fit_power_law"]
 
 # powerlaw 2.0 marks a fit as noise when alpha lies within this distance of its parameter range.
 _BOUNDARY_EPS = 1e-2
@@ -189,9 +189,7 @@ def compare_distributions(
     try:
         import powerlaw
     except ImportError as error:  # pragma: no cover - exercised only without the package
-        raise ImportError(
-            "compare_distributions needs the powerlaw package: pip install powerlaw"
-        ) from error
+        raise ImportError("compare_distributions needs the powerlaw package: pip install powerlaw") from error
     data = np.asarray(evals, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,0 +1,101 @@
+"""One validated settings object shared by the Lightning and Keras callbacks and their worker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .selection import LayerFilter
+
+__all__ = ["SpectralConfig"]
+
+_ON_FULL = ("block", "drop")
+
+
+@dataclass(frozen=True)
+class SpectralConfig:
+    """What to snapshot, when, and how to analyze it. Every value is checked on creation.
+
+    Attributes:
+        every_n_epochs: snapshot after every n-th epoch (and at epoch 0, the initialization).
+        every_n_steps: snapshot every n optimizer steps instead (``every_n_epochs`` then ignored).
+        layers, exclude: layer names, regular expressions or layer classes to include / leave out.
+        save_weights: keep the raw weights of every snapshot in the run file.
+        weights_dtype: dtype of the saved weights (``"float32"``, ``"float16"`` or ``"float64"``).
+        log_dir: where the run file and TensorBoard events go when the trainer has no logger dir.
+        tensorboard: also write TensorBoard histograms and scalars.
+        queue_size: snapshots waiting for the worker before ``on_full`` applies.
+        on_full: ``"block"`` (training waits, nothing lost) or ``"drop"`` (the new snapshot is
+            dropped and recorded as such in the run file's index).
+        min_evals: layers with fewer eigenvalues are skipped (WeightWatcher's default 8).
+        normalize, conv2d_norm, xmax: ESD conventions, see ``spectra.analyze_matrix``.
+        histogram_bins: bins of the ``log10(lambda)`` TensorBoard histograms.
+        esd_figures: also log an ESD log-log plot with the fitted power law (needs matplotlib).
+        blas_threads: BLAS threads of the worker process, so training keeps its cores.
+        close_timeout: seconds to wait at fit end for the worker to finish its queue.
+    """
+
+    every_n_epochs: int = 1
+    every_n_steps: int | None = None
+    layers: LayerFilter = None
+    exclude: LayerFilter = None
+    save_weights: bool = True
+    weights_dtype: str = "float32"
+    log_dir: str | None = None
+    tensorboard: bool = True
+    queue_size: int = 4
+    on_full: str = "block"
+    min_evals: int = 8
+    normalize: str | None = None
+    conv2d_norm: bool = True
+    xmax: float | str | None = None
+    histogram_bins: int = 64
+    esd_figures: bool = False
+    blas_threads: int = 1
+    close_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        _at_least("every_n_epochs", self.every_n_epochs, 1)
+        if self.every_n_steps is not None:
+            _at_least("every_n_steps", self.every_n_steps, 1)
+        _at_least("queue_size", self.queue_size, 1)
+        _at_least("min_evals", self.min_evals, 1)
+        _at_least("histogram_bins", self.histogram_bins, 2)
+        _at_least("blas_threads", self.blas_threads, 1)
+        if self.on_full not in _ON_FULL:
+            raise ValueError(f"Invalid value for on_full={self.on_full!r}. Must be one of {_ON_FULL}.")
+        if self.weights_dtype not in ("float16", "float32", "float64"):
+            raise ValueError(
+                f"Invalid value for weights_dtype={self.weights_dtype!r}. "
+                "Must be 'float16', 'float32' or 'float64'."
+            )
+        if self.normalize not in (None, "N"):
+            raise ValueError(f"Invalid value for normalize={self.normalize!r}. Must be None or 'N'.")
+        if not (self.xmax is None or self.xmax == "max" or isinstance(self.xmax, (int, float))):
+            raise ValueError(f"Invalid value for xmax={self.xmax!r}. Must be None, 'max' or a number.")
+        if self.close_timeout <= 0:
+            raise ValueError(f"Invalid value for close_timeout={self.close_timeout}. Must be > 0.")
+
+    @property
+    def numpy_weights_dtype(self) -> np.dtype:
+        return np.dtype(self.weights_dtype)
+
+    def analysis_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``spectra.analyze_view``."""
+        return {"normalize": self.normalize, "conv2d_norm": self.conv2d_norm, "xmax": self.xmax}
+
+    def to_json(self) -> str:
+        """The settings as JSON (layer classes by name), stored in the run file."""
+        return json.dumps(asdict(self), default=_describe, sort_keys=True)
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise ValueError(f"Invalid value for {name}={value!r}. Must be an integer >= {low}.")
+
+
+def _describe(value: Any) -> str:
+    return value.__name__ if isinstance(value, type) else repr(value)

@@ -1,0 +1,94 @@
+"""TensorBoard output of the analysis through torch's ``SummaryWriter`` (no hand-made protobufs).
+
+Tags group by metric so one chart compares layers: ``alpha/<layer>``, ``log_norm/<layer>``, ...;
+``esd/<layer>`` holds the histogram of ``log10(lambda)``; ``model/<metric>`` the averages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..spectra import LayerSpectrum
+
+__all__ = ["AVERAGED_METRICS", "SCALAR_METRICS", "TensorBoardSink", "model_averages"]
+
+SCALAR_METRICS = (
+    "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
+    "frame_potential", "frame_potential_normalized", "rank_loss", "lambda_min",
+    "num_spikes", "mp_softrank",
+)  # fmt: skip
+AVERAGED_METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
+# Zero eigenvalues (rank collapse) show at log10(lambda) = -12 instead of -inf.
+LOG_FLOOR = 1e-12
+
+
+def model_averages(spectra: Sequence[LayerSpectrum]) -> dict[str, float]:
+    """Mean of each averaged metric over the fitted layers, leaving out the last layer.
+
+    Seed 001 averages alpha and log norms over layers without the final classifier, whose
+    spectrum reflects the number of classes more than training quality.
+    """
+    fitted = [spectrum for spectrum in spectra if spectrum.status in ("ok", "warning")]
+    if len(fitted) > 1 and fitted[-1] is spectra[-1]:
+        fitted = fitted[:-1]
+    averages = {}
+    for metric in AVERAGED_METRICS:
+        values = [getattr(s, metric) for s in fitted if math.isfinite(getattr(s, metric))]
+        if values:
+            averages[metric] = float(np.mean(values))
+    return averages
+
+
+class TensorBoardSink:
+    """Writes ESD histograms, per-layer scalars and model averages for each snapshot."""
+
+    def __init__(self, log_dir: str | Path, *, histogram_bins: int = 64, esd_figures: bool = False):
+        self.log_dir = Path(log_dir)
+        self.histogram_bins = histogram_bins
+        self.esd_figures = esd_figures
+        self._writer = None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), filename_suffix=".spectral")
+        return self._writer
+
+    def write_layout(self, layers: Sequence[str]) -> None:
+        """A custom-scalars layout: one chart per metric with every layer, and the model averages."""
+        per_metric = {metric: ["Multiline", [rf"^{metric}/"]] for metric in SCALAR_METRICS}
+        averages = {metric: ["Multiline", [rf"^model/{metric}$"]] for metric in AVERAGED_METRICS}
+        self.writer.add_custom_scalars({"spectral: layers": per_metric, "spectral: model": averages})
+
+    def write_snapshot(self, step: int, spectra: Sequence[LayerSpectrum]) -> None:
+        """Everything for one snapshot; skipped layers and NaN metrics are left out, never logged."""
+        for spectrum in spectra:
+            if spectrum.status == "skipped" or spectrum.evals.size == 0:
+                continue
+            self._histogram(f"esd/{spectrum.name}", spectrum.evals, step)
+            for metric in SCALAR_METRICS:
+                value = float(getattr(spectrum, metric))
+                if math.isfinite(value):
+                    self.writer.add_scalar(f"{metric}/{spectrum.name}", value, step)
+            if self.esd_figures and math.isfinite(spectrum.alpha):
+                from ..plots import esd_figure
+
+                self.writer.add_figure(f"esd_plot/{spectrum.name}", esd_figure(spectrum), step, close=True)
+        for metric, value in model_averages(spectra).items():
+            self.writer.add_scalar(f"model/{metric}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _histogram(self, tag: str, evals: np.ndarray, step: int) -> None:
+        logs = np.log10(np.maximum(evals, LOG_FLOOR))
+        self.writer.add_histogram(tag, logs, step, bins=self.histogram_bins)

@@ -1,0 +1,271 @@
+"""The HDF5 run file: one per run, written by the worker alone, readable while it grows (SWMR).
+
+Layout (format version 1)::
+
+    /                      attrs: format_version, library_version, framework, run_id, created, config (JSON)
+    /index/                one row per snapshot: epoch, step, time, status, reason
+    /parameters/<param>/   attrs: kind, shape;  datasets: snapshot, weights (rows = snapshots)
+    /layers/<matrix>/      attrs: name, parameter, kind, N, M, Q, num_slices
+                           datasets: snapshot, svals (float64), status, reason, metrics/<name>
+
+Every dataset grows along its first axis. A snapshot is committed by its index row: weights are
+appended and flushed first, then the index row ("captured"); analysis rows follow, then the index
+row becomes "analyzed". A crash at any moment leaves every committed snapshot readable; rows
+without an index row are ignored by readers and cut when the run is resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ._version import __version__
+from .spectra import METRIC_NAMES, LayerSpectrum, SkippedParameter, matrices_of
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LAYER_STATUS",
+    "SNAPSHOT_STATUS",
+    "ParameterSpec",
+    "RunFileConflictError",
+    "RunWriter",
+]
+
+FORMAT_VERSION = 1
+SNAPSHOT_STATUS = {"captured": 0, "analyzed": 1, "dropped": 2, "failed": 3}
+LAYER_STATUS = {"ok": 0, "warning": 1, "no-fit": 2, "skipped": 3}
+REASON_DTYPE = "S240"
+
+
+class RunFileConflictError(FileExistsError):
+    """The run file exists and belongs to another run."""
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A parameter the run captures: its name, matrix kind, shape and dtype."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+
+
+def group_name(name: str) -> str:
+    """An HDF5-safe group name for a layer or parameter name (``/`` is a path separator)."""
+    return name.replace("/", "|")
+
+
+class RunWriter:
+    """Appends snapshots and their analysis to a run file (single writer, SWMR)."""
+
+    def __init__(self, file: h5py.File):
+        self.file = file
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        run_id: str,
+        parameters: Sequence[ParameterSpec],
+        config_json: str,
+        framework: str,
+        weights_dtype: str | None,
+        min_evals: int = 8,
+        resume_after_step: int | None = None,
+    ) -> RunWriter:
+        """Create the run file, or reopen it to resume after ``resume_after_step``.
+
+        Raises:
+            RunFileConflictError: the file exists and is not this run's (or resuming was not asked).
+        """
+        path = Path(path)
+        if path.exists():
+            file = h5py.File(path, "a", libver="latest")
+            existing = file.attrs.get("run_id")
+            if resume_after_step is None or existing != run_id:
+                file.close()
+                raise RunFileConflictError(
+                    f"Run file {path} already exists and belongs to run {existing!r}. Resume that run "
+                    "from its checkpoint (the callback's state holds the run), or choose another log_dir."
+                )
+            writer = cls(file)
+            writer._truncate_after(resume_after_step)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = h5py.File(path, "w", libver="latest")
+            writer = cls(file)
+            writer._create(run_id, parameters, config_json, framework, weights_dtype, min_evals)
+        file.swmr_mode = True
+        return writer
+
+    def close(self) -> None:
+        if self.file.id.valid:
+            self.file.flush()
+            self.file.close()
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [self.file["layers"][key].attrs["name"] for key in self.file["layers"]]
+
+    def append_weights(self, arrays: dict[str, np.ndarray]) -> int:
+        """Append one snapshot's weights; return its snapshot id (not committed until indexed)."""
+        snapshot = self.file["index/epoch"].shape[0]
+        parameters = self.file["parameters"]
+        for key in parameters:
+            group = parameters[key]
+            name = group.attrs["name"]
+            if "weights" in group and name in arrays:
+                _append(group["weights"], arrays[name])
+                _append(group["snapshot"], snapshot)
+        self.file.flush()
+        return snapshot
+
+    def append_index(
+        self, epoch: int, step: int, status: str, reason: str = "", when: float | None = None
+    ) -> int:
+        """Commit a snapshot row; return its id."""
+        index = self.file["index"]
+        _append(index["epoch"], epoch)
+        _append(index["step"], step)
+        _append(index["time"], time.time() if when is None else when)
+        _append(index["status"], SNAPSHOT_STATUS[status])
+        _append(index["reason"], _reason(reason))
+        self.file.flush()
+        return index["epoch"].shape[0] - 1
+
+    def set_status(self, snapshot: int, status: str, reason: str = "") -> None:
+        self.file["index/status"][snapshot] = SNAPSHOT_STATUS[status]
+        self.file["index/reason"][snapshot] = _reason(reason)
+        self.file.flush()
+
+    def append_layer(self, snapshot: int, spectrum: LayerSpectrum) -> None:
+        """Append one matrix's analysis for a snapshot (NaN metrics when skipped)."""
+        group = self.file["layers"][group_name(spectrum.name)]
+        _append(group["snapshot"], snapshot)
+        svals = np.full(group["svals"].shape[1:], np.nan)
+        if spectrum.svals.size:
+            svals[...] = spectrum.svals
+        _append(group["svals"], svals)
+        _append(group["status"], LAYER_STATUS[spectrum.status])
+        _append(group["reason"], _reason(spectrum.reason or ""))
+        values = spectrum.metrics()
+        for metric in METRIC_NAMES:
+            _append(group["metrics"][metric], values[metric])
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def _create(
+        self,
+        run_id: str,
+        parameters: Sequence[ParameterSpec],
+        config_json: str,
+        framework: str,
+        weights_dtype: str | None,
+        min_evals: int,
+    ) -> None:
+        attrs = self.file.attrs
+        attrs.update(
+            format_version=FORMAT_VERSION,
+            library_version=__version__,
+            framework=framework,
+            run_id=run_id,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            config=config_json,
+        )
+        index = self.file.create_group("index")
+        for name, dtype in (("epoch", "i8"), ("step", "i8"), ("time", "f8"), ("status", "i1")):
+            _growing(index, name, (), dtype)
+        _growing(index, "reason", (), REASON_DTYPE)
+        skipped = {}
+        for spec in parameters:
+            group = self.file.require_group("parameters").create_group(group_name(spec.name))
+            group.attrs.update(name=spec.name, kind=spec.kind, shape=spec.shape)
+            _growing(group, "snapshot", (), "i8")
+            if weights_dtype is not None:
+                _growing(group, "weights", spec.shape, weights_dtype)
+            views = matrices_of(
+                spec.name, np.empty(spec.shape, dtype=np.float32), spec.kind, min_evals=min_evals
+            )
+            if isinstance(views, SkippedParameter):
+                skipped[spec.name] = views.reason
+                continue
+            for view in views:
+                self._create_layer(spec.name, view.name, view.kind, view.slices.shape, view.N, view.M)
+        self.file.require_group("layers")
+        attrs["skipped_parameters"] = json.dumps(skipped)
+
+    def _create_layer(
+        self, parameter: str, name: str, kind: str, slices: tuple[int, ...], n: int, m: int
+    ) -> None:
+        group = self.file.require_group("layers").create_group(group_name(name))
+        group.attrs.update(name=name, parameter=parameter, kind=kind, N=n, M=m, Q=n / m, num_slices=slices[0])
+        _growing(group, "snapshot", (), "i8")
+        _growing(group, "svals", (slices[0], m), "f8")
+        _growing(group, "status", (), "i1")
+        _growing(group, "reason", (), REASON_DTYPE)
+        metrics = group.create_group("metrics")
+        for metric in METRIC_NAMES:
+            _growing(metrics, metric, (), "f8")
+
+    def _truncate_after(self, last_step: int) -> None:
+        """Drop snapshots after ``last_step`` and rows never committed, renumbering the rest."""
+        index = self.file["index"]
+        keep = np.flatnonzero(index["step"][...] <= last_step)
+        renumber = np.full(index["step"].shape[0], -1)
+        renumber[keep] = np.arange(keep.size)
+        for name in index:
+            _keep_rows(index[name], keep)
+        for root in ("parameters", "layers"):
+            for key in self.file[root]:
+                group = self.file[root][key]
+                old = group["snapshot"][...]
+                valid = (old < renumber.size) & (old >= 0)
+                rows = np.flatnonzero(valid)
+                rows = rows[renumber[old[rows]] >= 0]
+                datasets = [group[name] for name in group if isinstance(group[name], h5py.Dataset)]
+                if "metrics" in group:
+                    datasets += [group["metrics"][name] for name in group["metrics"]]
+                for dataset in datasets:
+                    _keep_rows(dataset, rows)
+                group["snapshot"][...] = renumber[old[rows]]
+        self.file.flush()
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _growing(group: h5py.Group, name: str, row_shape: tuple[int, ...], dtype: str) -> h5py.Dataset:
+    return group.create_dataset(
+        name,
+        shape=(0, *row_shape),
+        maxshape=(None, *row_shape),
+        dtype=dtype,
+        chunks=(1, *row_shape) if row_shape else (256,),
+    )
+
+
+def _append(dataset: h5py.Dataset, value: object) -> None:
+    size = dataset.shape[0]
+    dataset.resize(size + 1, axis=0)
+    dataset[size] = value
+
+
+def _keep_rows(dataset: h5py.Dataset, rows: np.ndarray) -> None:
+    kept = dataset[...][rows]
+    dataset.resize(rows.size, axis=0)
+    if rows.size:
+        dataset[...] = kept
+
+
+def _reason(text: str) -> bytes:
+    return text.encode("utf-8")[:240]

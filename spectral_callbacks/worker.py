@@ -1,0 +1,277 @@
+"""The analysis process: snapshots in through a bounded queue; run file and TensorBoard out.
+
+The training process only copies weights and hands them over; a spawned process (safe with CUDA
+and DDP) is the run file's single writer. It never raises into training: a failing layer is a
+skipped row with its reason, a failing snapshot a "failed" index row, and messages for the user
+come back through a second queue. A worker that dies is restarted once, then the callback warns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import analyze_weights
+from .store import ParameterSpec, RunWriter
+
+__all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
+
+_BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_PUT_POLL_SECONDS = 0.5
+_RESUME_KEEP_ALL = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Copied weights at one point of training."""
+
+    epoch: int
+    step: int
+    time: float
+    arrays: dict[str, np.ndarray] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything the worker needs, as plain data (nothing from the user's ``__main__``)."""
+
+    path: str
+    run_id: str
+    parameters: tuple[ParameterSpec, ...]
+    config_json: str
+    framework: str
+    tensorboard_dir: str | None
+    save_weights: bool
+    weights_dtype: str
+    min_evals: int
+    analysis_options: dict
+    histogram_bins: int = 64
+    esd_figures: bool = False
+    resume_after_step: int | None = None
+
+
+class AnalysisWorker:
+    """The training side's handle on the analysis process."""
+
+    def __init__(self, spec: RunSpec, *, queue_size: int, on_full: str, blas_threads: int):
+        self.spec = spec
+        self.queue_size = queue_size
+        self.on_full = on_full
+        self.blas_threads = blas_threads
+        self.restarts = 0
+        self.failed = False
+        self.dropped = 0
+        self._context = multiprocessing.get_context("spawn")
+        self._process = None
+        self._inbox = None
+        self._outbox = None
+        # dropped snapshots travel with the next message that fits in the queue
+        self._pending_dropped: list[tuple[int, int, float, str]] = []
+
+    def start(self) -> None:
+        """Spawn the process; returns at once (the child imports and opens the file by itself)."""
+        self._inbox = self._context.Queue(maxsize=self.queue_size)
+        self._outbox = self._context.Queue()
+        self._process = self._context.Process(
+            target=_worker_main,
+            args=(self._inbox, self._outbox, self.spec),
+            name="spectral-worker",
+            daemon=True,
+        )
+        with _limited_blas(self.blas_threads), _main_module_hidden():
+            self._process.start()
+
+    def submit(self, snapshot: Snapshot) -> bool:
+        """Queue a snapshot; ``False`` if it was dropped (``on_full="drop"``) or the worker is gone."""
+        if self.failed:
+            return False
+        message = (snapshot, tuple(self._pending_dropped))
+        if self.on_full == "drop":
+            try:
+                self._inbox.put_nowait(message)
+            except queue.Full:
+                self.dropped += 1
+                reason = f"worker behind: queue of {self.queue_size} full"
+                self._pending_dropped.append((snapshot.epoch, snapshot.step, snapshot.time, reason))
+                return False
+        elif not self._put(message):
+            return False
+        self._pending_dropped.clear()
+        return True
+
+    def messages(self) -> list[tuple[str, str]]:
+        """``(kind, text)`` messages from the worker since the last call (never blocks)."""
+        found = []
+        while self._outbox is not None:
+            try:
+                found.append(self._outbox.get_nowait())
+            except (queue.Empty, OSError, EOFError):
+                break
+        if self._process is not None and not self.failed and self._died():
+            found.extend(self._restart_or_fail())
+        return found
+
+    def close(self, timeout: float) -> list[tuple[str, str]]:
+        """Finish the queue, then stop the process; returns the last messages."""
+        if self._process is None:
+            return []
+        if not self.failed:
+            if self._pending_dropped:
+                self._put((None, tuple(self._pending_dropped)))
+            self._put(None)
+            self._process.join(timeout)
+        notes = []
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+            notes.append(("warning", f"analysis did not finish within close_timeout={timeout}s; stopped it"))
+        notes = self.messages() + notes
+        self._process = None
+        return notes
+
+    def _put(self, message: object) -> bool:
+        while True:
+            try:
+                self._inbox.put(message, timeout=_PUT_POLL_SECONDS)
+                return True
+            except queue.Full:
+                if self._died():
+                    return False
+
+    def _died(self) -> bool:
+        return not self._process.is_alive() and self._process.exitcode not in (None, 0)
+
+    def _restart_or_fail(self) -> list[tuple[str, str]]:
+        code = self._process.exitcode
+        if self.restarts >= 1:
+            self.failed = True
+            return [
+                ("error", f"analysis worker died again (exit code {code}); no further snapshots analyzed")
+            ]
+        self.restarts += 1
+        self.spec = _resumed(self.spec)
+        self.start()
+        return [("warning", f"analysis worker died (exit code {code}); restarted it once")]
+
+
+def _resumed(spec: RunSpec) -> RunSpec:
+    values = dict(spec.__dict__, resume_after_step=_RESUME_KEEP_ALL)
+    return RunSpec(**values)
+
+
+@contextlib.contextmanager
+def _limited_blas(threads: int) -> Iterator[None]:
+    """The spawned child reads these when it loads its BLAS; the parent's stay as they were."""
+    saved = {name: os.environ.get(name) for name in _BLAS_VARIABLES}
+    os.environ.update({name: str(threads) for name in _BLAS_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Keep ``spawn`` from re-running the user's script (a training script without a main guard)."""
+    main = sys.modules["__main__"]
+    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None  # spawn reads main.__spec__.name, so it must exist
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
+
+
+def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, spec: RunSpec) -> None:
+    """The child: open the run, then analyze snapshots until the ``None`` sentinel."""
+    try:
+        writer = RunWriter.open(
+            spec.path,
+            run_id=spec.run_id,
+            parameters=spec.parameters,
+            config_json=spec.config_json,
+            framework=spec.framework,
+            weights_dtype=spec.weights_dtype if spec.save_weights else None,
+            min_evals=spec.min_evals,
+            resume_after_step=spec.resume_after_step,
+        )
+    except Exception as error:  # noqa: BLE001 - reported to the user, never raised into training
+        outbox.put(("error", f"cannot open run file {spec.path}: {error}"))
+        return
+    sink = None
+    if spec.tensorboard_dir is not None:
+        from .sinks.tensorboard import TensorBoardSink
+
+        sink = TensorBoardSink(
+            spec.tensorboard_dir, histogram_bins=spec.histogram_bins, esd_figures=spec.esd_figures
+        )
+        sink.write_layout(writer.layer_names)
+    layers = set(writer.layer_names)
+    try:
+        while (message := inbox.get()) is not None:
+            snapshot, dropped = message
+            for epoch, step, when, reason in dropped:
+                writer.append_index(epoch, step, "dropped", reason, when)
+            if snapshot is not None:
+                _analyze_snapshot(writer, sink, layers, snapshot, spec, outbox)
+    finally:
+        writer.close()
+        if sink is not None:
+            sink.close()
+
+
+def _analyze_snapshot(
+    writer: RunWriter,
+    sink: object,
+    layers: set[str],
+    snapshot: Snapshot,
+    spec: RunSpec,
+    outbox: multiprocessing.Queue,
+) -> None:
+    if spec.save_weights:
+        weights = {
+            name: array.astype(spec.weights_dtype, copy=False) for name, array in snapshot.arrays.items()
+        }
+        writer.append_weights(weights)
+    row = writer.append_index(snapshot.epoch, snapshot.step, "captured", when=snapshot.time)
+    try:
+        items = [
+            (p.name, snapshot.arrays[p.name], p.kind) for p in spec.parameters if p.name in snapshot.arrays
+        ]
+        spectra = [
+            s
+            for s in analyze_weights(items, min_evals=spec.min_evals, **spec.analysis_options)
+            if s.name in layers
+        ]
+        for spectrum in spectra:
+            writer.append_layer(row, spectrum)
+        writer.flush()
+        if sink is not None:
+            sink.write_snapshot(snapshot.step, spectra)
+        writer.set_status(row, "analyzed")
+        _report_skipped(spectra, snapshot, outbox)
+    except Exception as error:  # noqa: BLE001 - recorded, never raised into training
+        writer.set_status(row, "failed", f"{type(error).__name__}: {error}")
+        outbox.put(("warning", f"analysis of epoch {snapshot.epoch} step {snapshot.step} failed: {error}"))
+
+
+def _report_skipped(spectra: Sequence, snapshot: Snapshot, outbox: multiprocessing.Queue) -> None:
+    for spectrum in spectra:
+        if spectrum.status == "skipped":
+            outbox.put(
+                ("skipped", f"layer {spectrum.name} skipped at epoch {snapshot.epoch} step {snapshot.step}: "
+                 f"{spectrum.reason}")
+            )  # fmt: skip
