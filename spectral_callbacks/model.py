@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from .spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
+from .tables import format_columns
 
 __all__ = ["ModelAnalysis", "analyze_model", "analyze_weights", "format_table"]
 
@@ -112,33 +112,20 @@ def analyze_weights(
 
 
 def format_table(rows: Iterable[LayerSpectrum]) -> str:
-    """Plain-text table of analyzed rows, numbers to 3-4 significant digits."""
+    """Plain-text table of the analyzed rows, and a line on the skipped ones."""
     rows = list(rows)
     analyzed = [row for row in rows if row.status != "skipped"]
-    cells = [list(TABLE_COLUMNS)] + [[_cell(row, column) for column in TABLE_COLUMNS] for row in analyzed]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
-    lines = [
-        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    table = format_columns(
+        TABLE_COLUMNS, [[_cell(row, column) for column in TABLE_COLUMNS] for row in analyzed]
+    )
     skipped = [row for row in rows if row.status == "skipped"]
     if skipped:
-        lines.append(f"({len(skipped)} parameter(s) skipped, e.g. {skipped[0].name}: {skipped[0].reason})")
-    return "\n".join(lines)
+        table += f"\n({len(skipped)} parameter(s) skipped, e.g. {skipped[0].name}: {skipped[0].reason})"
+    return table
 
 
-def _cell(row: LayerSpectrum, column: str) -> str:
-    if column == "shape":
-        return f"{row.N}x{row.M}"
-    value = getattr(row, column)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return str(value)
-    if not math.isfinite(value):
-        return "-"
-    return f"{value:.4g}"
+def _cell(row: LayerSpectrum, column: str) -> object:
+    return f"{row.N}x{row.M}" if column == "shape" else getattr(row, column)
 
 
 def _as_array(value: Any) -> np.ndarray:
