@@ -26,6 +26,8 @@ __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
 _BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PUT_POLL_SECONDS = 0.5
 _RESUME_KEEP_ALL = np.iinfo(np.int64).max
+# The worker yields the CPU to training when both want it (it catches up between epochs).
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ def _main_module_hidden() -> Iterator[None]:
 
 def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, spec: RunSpec) -> None:
     """The child: open the run, then analyze snapshots until the ``None`` sentinel."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(WORKER_NICENESS)
     try:
         writer = RunWriter.open(
             spec.path,
