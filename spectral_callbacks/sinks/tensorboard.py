@@ -24,6 +24,7 @@ SCALAR_METRICS = (
 AVERAGED_METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
 # Zero eigenvalues (rank collapse) show at log10(lambda) = -12 instead of -inf.
 LOG_FLOOR = 1e-12
+MIN_HISTOGRAM_BINS = 8
 
 
 def model_averages(spectra: Sequence[LayerSpectrum]) -> dict[str, float]:
@@ -91,4 +92,6 @@ class TensorBoardSink:
 
     def _histogram(self, tag: str, evals: np.ndarray, step: int) -> None:
         logs = np.log10(np.maximum(evals, LOG_FLOOR))
-        self.writer.add_histogram(tag, logs, step, bins=self.histogram_bins)
+        # a few eigenvalues per bin at least, so small layers do not look like combs
+        bins = min(self.histogram_bins, max(MIN_HISTOGRAM_BINS, evals.size // 4))
+        self.writer.add_histogram(tag, logs, step, bins=bins)
