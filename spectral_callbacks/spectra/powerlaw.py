@@ -31,7 +31,9 @@ _ALPHA_RANGE = (1.0, 1e6)
 # Rows x columns of one block of the vectorized KS evaluation (bounds memory to ~32 MB per array).
 _BLOCK_CELLS = 1 << 22
 _COARSE_COLUMNS = 64
-_REFINE_FACTOR = 8
+_REFINE_FACTOR = 4
+# Candidates evaluated exactly at once, between checks of the best distance so far.
+_EXACT_CHUNK = 16
 # Slack for rounding when comparing a lower bound with the best upper bound.
 _PRUNE_SLACK = 1e-12
 
@@ -250,51 +252,81 @@ def _minimize_ks(
     n: int,
     log_xmax: float | None,
 ) -> tuple[int, float]:
-    """Index of the candidate with the smallest KS distance (first on ties), and that distance."""
+    """Index of the candidate with the smallest KS distance (first on ties), and that distance.
+
+    At each grid level the candidates with the smallest upper bounds are evaluated exactly, and
+    every candidate whose lower bound exceeds the best exact distance so far is pruned; the
+    survivors are finally evaluated exactly in order of their lower bound, stopping as soon as
+    the next lower bound exceeds the best distance found.
+    """
+    data = (candidates, log_values, below, n, log_xmax)
+    best, best_distance = -1, math.inf
+
+    def evaluate(rows: np.ndarray) -> None:
+        nonlocal best, best_distance
+        distances, _ = _ks_bounds(rows, 1, *data)
+        for candidate, distance in zip(rows, distances, strict=True):
+            if distance < best_distance or (distance == best_distance and candidate < best):
+                best, best_distance = int(candidate), float(distance)
+
     alive = np.arange(candidates.alpha.size)
-    stride = max(1, log_values.size // _COARSE_COLUMNS)
-    while True:
-        lower, upper = _ks_bounds(candidates, alive, stride, log_values, below, n, log_xmax)
-        if stride == 1:
-            winner = int(np.argmin(lower))
-            return int(alive[winner]), float(lower[winner])
-        keep = lower <= upper.min() + _PRUNE_SLACK
-        alive = alive[keep]
-        stride = max(1, stride // _REFINE_FACTOR)
+    lower = np.zeros(alive.size)
+    stride = log_values.size // _COARSE_COLUMNS
+    while stride > 1:
+        lower, upper = _ks_bounds(alive, stride, *data)
+        # the smallest upper bounds point at good candidates: their exact distance prunes hardest
+        evaluate(alive[np.argsort(upper, kind="stable")[:_EXACT_CHUNK]])
+        keep = lower <= best_distance + _PRUNE_SLACK
+        alive, lower = alive[keep], lower[keep]
+        stride //= _REFINE_FACTOR
+    order = np.argsort(lower, kind="stable")
+    for begin in range(0, order.size, _EXACT_CHUNK):
+        chunk = order[begin : begin + _EXACT_CHUNK]
+        chunk = chunk[lower[chunk] <= best_distance + _PRUNE_SLACK]
+        if chunk.size == 0:
+            break  # sorted by lower bound: no later candidate can win
+        evaluate(alive[chunk])
+    return best, best_distance
 
 
 def _ks_bounds(
-    candidates: _Candidates,
-    alive: np.ndarray,
+    rows: np.ndarray,
     stride: int,
+    candidates: _Candidates,
     log_values: np.ndarray,
     below: np.ndarray,
     n: int,
     log_xmax: float | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds of each alive candidate's KS distance from a grid of the tail.
+    """Lower and upper bounds of the given candidates' KS distances from a grid of each tail.
 
     The lower bound is the largest CDF gap on the grid points; between two grid points
     ``g < h`` every gap is at most ``max(T(h) - E(g), E(h) - T(g))`` because the fitted CDF ``T``
     and the empirical CDF ``E`` are non-decreasing. With ``stride == 1`` both are exact.
+    Candidates are processed in blocks whose grid starts at the block's first tail.
     """
-    start = int(candidates.first_bin[alive].min())
-    grid = np.arange(start, log_values.size, stride)
-    if grid[-1] != log_values.size - 1:
-        grid = np.append(grid, log_values.size - 1)
-    lower = np.empty(alive.size)
-    upper = np.empty(alive.size)
-    rows_per_block = max(1, _BLOCK_CELLS // grid.size)
-    for begin in range(0, alive.size, rows_per_block):
-        rows = alive[begin : begin + rows_per_block]
-        fitted, empirical = _cdfs_on_grid(candidates, rows, grid, log_values, below, n, log_xmax)
-        lower[begin : begin + rows.size] = np.abs(fitted - empirical).max(axis=1)
-        previous_fitted = np.zeros_like(fitted)
-        previous_empirical = np.zeros_like(empirical)
-        previous_fitted[:, 1:] = fitted[:, :-1]
-        previous_empirical[:, 1:] = empirical[:, :-1]
-        gap = np.maximum(fitted - previous_empirical, empirical - previous_fitted)
-        upper[begin : begin + rows.size] = gap.max(axis=1)
+    lower = np.empty(rows.size)
+    upper = np.empty(rows.size)
+    begin = 0
+    while begin < rows.size:
+        start = int(candidates.first_bin[rows[begin:]].min())
+        grid = np.arange(start, log_values.size, stride)
+        if grid[-1] != log_values.size - 1:
+            grid = np.append(grid, log_values.size - 1)
+        block = rows[begin : begin + max(1, _BLOCK_CELLS // grid.size)]
+        fitted, empirical = _cdfs_on_grid(candidates, block, grid, log_values, below, n, log_xmax)
+        end = begin + block.size
+        lower[begin:end] = np.abs(fitted - empirical).max(axis=1)
+        if stride > 1:
+            previous_fitted = np.zeros_like(fitted)
+            previous_empirical = np.zeros_like(empirical)
+            previous_fitted[:, 1:] = fitted[:, :-1]
+            previous_empirical[:, 1:] = empirical[:, :-1]
+            gap = np.maximum(fitted - previous_empirical, empirical - previous_fitted)
+            upper[begin:end] = gap.max(axis=1)
+        else:
+            upper[begin:end] = lower[begin:end]
+        begin = end
     return lower, upper
 
 
