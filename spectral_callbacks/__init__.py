@@ -8,7 +8,6 @@ from typing import Any
 
 from ._version import __version__
 from .model import ModelAnalysis, analyze_model
-from .reader import RunReader, open_run
 from .spectra import LayerSpectrum, PowerLawFit, analyze_matrix, fit_power_law
 
 __all__ = [
@@ -25,7 +24,13 @@ __all__ = [
     "open_run",
 ]
 
-_LAZY = {"SpectralCallback": "callbacks.lightning", "SpectralWarning": "callbacks.lightning"}
+# h5py and Lightning load on first use, so the pure spectral core imports neither.
+_LAZY = {
+    "SpectralCallback": "callbacks.lightning",
+    "SpectralWarning": "callbacks.lightning",
+    "RunReader": "reader",
+    "open_run": "reader",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .reader import RunReader
+if TYPE_CHECKING:
+    from .reader import RunReader
 
 __all__ = ["format_cell", "format_columns", "run_table"]
 

@@ -94,7 +94,9 @@ def phase_label(mp: MPFit | None, alpha: float, rank_loss: int, num_evals: int) 
     """The phase of training of one layer, by a fixed rule evaluated in this order.
 
     1. ``rank-collapse``: the numerical rank (numpy tolerance) is below full.
-    2. ``heavy-tailed``: the power-law exponent ``alpha < 4`` (ESDs of well-trained layers, 2-4).
+    2. ``heavy-tailed``: the power-law exponent ``alpha < 4`` (ESDs of well-trained layers, 2-4)
+       and the MP bulk does not explain the spectrum (more than 5% of eigenvalues above its edge;
+       a few strong spikes over an MP bulk can also give a small alpha).
     3. ``random-like``: no eigenvalue above the MP edge plus Tracy-Widom margin.
     4. ``bulk-decay``: more than 5% of the eigenvalues leave the MP bulk (the bulk itself decays).
     5. ``bulk+spikes``: a few spikes, well separated (``mp_softrank <= 0.5``).
@@ -102,7 +104,8 @@ def phase_label(mp: MPFit | None, alpha: float, rank_loss: int, num_evals: int) 
     """
     if rank_loss > 0:
         return "rank-collapse"
-    if np.isfinite(alpha) and alpha < HEAVY_TAILED_ALPHA:
+    bulk_decays = mp is None or mp.num_spikes > BULK_DECAY_SPIKE_FRACTION * num_evals
+    if np.isfinite(alpha) and alpha < HEAVY_TAILED_ALPHA and bulk_decays:
         return "heavy-tailed"
     if mp is None:
         return "unknown"
