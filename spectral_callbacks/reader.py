@@ -44,6 +44,7 @@ class RunReader:
                 f"No run file at {path}; expected a {RUN_FILE_NAME} written by a callback."
             )
         try:
+            _check_complete(path)
             self._file = h5py.File(path, "r", libver="latest", swmr=True)
         except OSError as error:
             raise ValueError(
@@ -222,6 +223,18 @@ class RunReader:
         dataset = self._file["index/status"]
         dataset.refresh()
         return dataset[...]
+
+
+def _check_complete(path: Path) -> None:
+    """A plain open checks the end of file, which a SWMR open skips: a truncated file fails here.
+
+    A file still open by its writer refuses the plain open; the SWMR open that follows reads it.
+    """
+    try:
+        h5py.File(path, "r", libver="latest").close()
+    except OSError as error:
+        if "already open for write" not in str(error):
+            raise
 
 
 def _name_of(code: int) -> str:

@@ -17,6 +17,7 @@ without an index row are ignored by readers and cut when the run is resumed.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ class RunWriter:
         """
         path = Path(path)
         if path.exists():
-            file = h5py.File(path, "a", libver="latest")
+            file = _open_for_append(path)
             existing = file.attrs.get("run_id")
             if resume_after_step is None or existing != run_id:
                 file.close()
@@ -186,8 +187,11 @@ class RunWriter:
             _growing(index, name, (), dtype)
         _growing(index, "reason", (), REASON_DTYPE)
         skipped = {}
+        # track_order keeps layers in model order (the last one is the classifier)
+        self.file.create_group("parameters", track_order=True)
+        self.file.create_group("layers", track_order=True)
         for spec in parameters:
-            group = self.file.require_group("parameters").create_group(group_name(spec.name))
+            group = self.file["parameters"].create_group(group_name(spec.name))
             group.attrs.update(name=spec.name, kind=spec.kind, shape=spec.shape)
             _growing(group, "snapshot", (), "i8")
             if weights_dtype is not None:
@@ -200,13 +204,12 @@ class RunWriter:
                 continue
             for view in views:
                 self._create_layer(spec.name, view.name, view.kind, view.slices.shape, view.N, view.M)
-        self.file.require_group("layers")
         attrs["skipped_parameters"] = json.dumps(skipped)
 
     def _create_layer(
         self, parameter: str, name: str, kind: str, slices: tuple[int, ...], n: int, m: int
     ) -> None:
-        group = self.file.require_group("layers").create_group(group_name(name))
+        group = self.file["layers"].create_group(group_name(name))
         group.attrs.update(name=name, parameter=parameter, kind=kind, N=n, M=m, Q=n / m, num_slices=slices[0])
         _growing(group, "snapshot", (), "i8")
         _growing(group, "svals", (slices[0], m), "f8")
@@ -238,6 +241,30 @@ class RunWriter:
                     _keep_rows(dataset, rows)
                 group["snapshot"][...] = renumber[old[rows]]
         self.file.flush()
+
+
+def _open_for_append(path: Path) -> h5py.File:
+    """Open a run file to append; one whose writer was killed is first copied to a clean file.
+
+    A SWMR writer that dies leaves the file flagged as open for writing, and HDF5 refuses to
+    open it for writing again (``h5clear -s`` would clear the flag); the committed content is
+    intact and readable, so it is copied into a fresh file that replaces the old one.
+    """
+    try:
+        return h5py.File(path, "a", libver="latest")
+    except OSError as error:
+        if "consistency flags" not in str(error):
+            raise
+    fresh = path.with_name(f".{path.name}.recovering")
+    with (
+        h5py.File(path, "r", libver="latest", swmr=True) as source,
+        h5py.File(fresh, "w", libver="latest") as target,
+    ):
+        target.attrs.update(source.attrs)
+        for key in source:
+            source.copy(key, target)
+    os.replace(fresh, path)
+    return h5py.File(path, "a", libver="latest")
 
 
 def new_run_id() -> str:

@@ -69,6 +69,7 @@ class AnalysisWorker:
         self.blas_threads = blas_threads
         self.restarts = 0
         self.failed = False
+        self._closed = False
         self.dropped = 0
         self._context = multiprocessing.get_context("spawn")
         self._process = None
@@ -116,7 +117,7 @@ class AnalysisWorker:
                 found.append(self._outbox.get_nowait())
             except (queue.Empty, OSError, EOFError):
                 break
-        if self._process is not None and not self.failed and self._died():
+        if self._process is not None and not self.failed and not self._closed and self._died():
             found.extend(self._restart_or_fail())
         return found
 
@@ -134,6 +135,7 @@ class AnalysisWorker:
             self._process.terminate()
             self._process.join(5)
             notes.append(("warning", f"analysis did not finish within close_timeout={timeout}s; stopped it"))
+        self._closed = True
         notes = self.messages() + notes
         self._process = None
         return notes
@@ -148,7 +150,8 @@ class AnalysisWorker:
                     return False
 
     def _died(self) -> bool:
-        return not self._process.is_alive() and self._process.exitcode not in (None, 0)
+        """The process ended before it was told to: killed, crashed, or could not open the run."""
+        return not self._process.is_alive()
 
     def _restart_or_fail(self) -> list[tuple[str, str]]:
         code = self._process.exitcode
@@ -212,9 +215,9 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             min_evals=spec.min_evals,
             resume_after_step=spec.resume_after_step,
         )
-    except Exception as error:  # noqa: BLE001 - reported to the user, never raised into training
+    except Exception as error:  # reported to the user through the outbox; training never sees it
         outbox.put(("error", f"cannot open run file {spec.path}: {error}"))
-        return
+        raise SystemExit(1) from error
     sink = None
     if spec.tensorboard_dir is not None:
         from .sinks.tensorboard import TensorBoardSink

@@ -35,9 +35,17 @@ def _lightning_packages() -> list[Any]:
 
 
 _PACKAGES = _lightning_packages()
-_MisconfigurationException = importlib.import_module(
-    f"{_PACKAGES[0].__name__}.utilities.exceptions"
-).MisconfigurationException
+# Raised errors are both packages' MisconfigurationException, so either package's users catch them.
+_MisconfigurationException = type(
+    "MisconfigurationException",
+    tuple(
+        dict.fromkeys(
+            importlib.import_module(f"{package.__name__}.utilities.exceptions").MisconfigurationException
+            for package in _PACKAGES
+        )
+    ),
+    {"__module__": __name__},
+)
 
 
 class SpectralWarning(UserWarning):

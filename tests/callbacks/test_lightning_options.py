@@ -1,0 +1,227 @@
+"""SpectralCallback options end to end: resume, every_n_steps / every_n_epochs, layer filters,
+lazy layers, NaN weights, the drop policy, and both Lightning packages' Trainer.
+
+Each test is one short fit (two for resume); the analysis worker takes a few seconds to start, so
+the TensorBoard sink (which imports torch in the worker) is off where it is not under test.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from spectral_callbacks import SpectralCallback, SpectralWarning, open_run
+
+
+def fit(tiny, root: Path, callbacks: list, *, model=None, loader=None, ckpt_path=None, **trainer_kwargs):
+    """Fit TinyNet; returns the trainer, the model and the SpectralWarnings raised."""
+    model = model if model is not None else tiny.make_model()
+    trainer = tiny.make_trainer(root, callbacks, **trainer_kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, loader if loader is not None else tiny.make_loader(), ckpt_path=ckpt_path)
+    spectral = [w for w in caught if issubclass(w.category, SpectralWarning)]
+    return trainer, model, spectral
+
+
+# -- resume -----------------------------------------------------------------------------------------
+def test_resume_from_checkpoint_appends_to_the_same_run_file(tmp_path: Path, tiny) -> None:
+    log_dir = tmp_path / "spectral"
+    checkpoints = tmp_path / "checkpoints"
+
+    first = SpectralCallback(log_dir=log_dir, tensorboard=False)
+    saver = ModelCheckpoint(dirpath=checkpoints, filename="{epoch}", every_n_epochs=1, save_top_k=-1)
+    _, _, caught = fit(tiny, tmp_path, [first, saver], max_epochs=2, enable_checkpointing=True)
+    assert caught == []
+    with open_run(log_dir) as run:
+        assert run.epochs.tolist() == [0, 1, 2]
+        run_id = run.attributes["run_id"]
+    checkpoint = checkpoints / "epoch=1.ckpt"  # after two epochs
+    assert checkpoint.is_file(), sorted(p.name for p in checkpoints.iterdir())
+
+    second = SpectralCallback(log_dir=log_dir, tensorboard=False)
+    recorder = tiny.WeightRecorder()
+    saver = ModelCheckpoint(dirpath=checkpoints, filename="resumed-{epoch}", every_n_epochs=1, save_top_k=-1)
+    trainer, model, caught = fit(
+        tiny, tmp_path, [second, recorder, saver], model=tiny.make_model(seed=1), ckpt_path=checkpoint,
+        max_epochs=4, enable_checkpointing=True,
+    )  # fmt: skip
+    assert [str(w.message) for w in caught] == []
+    assert trainer.current_epoch == 4
+    assert second.run_path == first.run_path
+
+    with open_run(log_dir) as run:
+        assert run.attributes["run_id"] == run_id
+        index = run.snapshots()
+        assert index["epoch"].tolist() == [0, 1, 2, 3, 4]  # no epoch twice
+        assert index["step"].tolist() == [0, 4, 8, 12, 16]
+        assert set(index["status"]) == {"analyzed"}
+        assert run.epochs.tolist() == [0, 1, 2, 3, 4]
+        saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+        final = tiny.weights_of(model)
+        for name in tiny.LAYERS:
+            assert run.metric("alpha", name).shape == (5,)
+            assert len(run.layer_status(name)) == 5
+            np.testing.assert_array_equal(run.weights(name, 2), saved[f"{name}.weight"].numpy())
+            np.testing.assert_array_equal(run.weights(name, 3), recorder.at_epoch[3][name])
+            np.testing.assert_array_equal(run.weights(name, 4), final[name])
+            np.testing.assert_array_equal(
+                run.svals(name, 4), run.svals(name, step=16)
+            )  # one row per snapshot
+
+
+# -- when snapshots are taken -----------------------------------------------------------------
+def test_every_n_steps(tmp_path: Path, tiny) -> None:
+    callback = SpectralCallback(every_n_steps=3, log_dir=tmp_path / "spectral", tensorboard=False)
+    recorder = tiny.WeightRecorder()
+    _, _, caught = fit(tiny, tmp_path, [callback, recorder], max_epochs=2)  # 8 steps
+    assert caught == []
+    with open_run(callback.run_path) as run:
+        assert run.steps.tolist() == [0, 3, 6]
+        assert run.epochs.tolist() == [0, 0, 1]  # the epoch each step falls in
+        assert len(run.snapshots()["step"]) == 3  # no extra epoch-end snapshots
+        for step in (0, 3, 6):
+            for name in tiny.LAYERS:
+                np.testing.assert_array_equal(run.weights(name, step=step), recorder.at_step[step][name])
+
+
+@pytest.fixture(scope="module", params=["lightning.pytorch", "pytorch_lightning"])
+def package_run(request, tmp_path_factory: pytest.TempPathFactory, tiny) -> types.SimpleNamespace:
+    """``every_n_epochs=2`` over 3 epochs, under each package's own Trainer, model and logger."""
+    package = request.param
+    root = tmp_path_factory.mktemp(package.replace(".", "_"))
+    logger = tiny.lightning_package(package).loggers.TensorBoardLogger(save_dir=str(root), name="tb")
+    callback = SpectralCallback(every_n_epochs=2, tensorboard=False)
+    trainer, model, caught = fit(
+        tiny, root, [callback], model=tiny.make_model(package), package=package, max_epochs=3, logger=logger,
+    )  # fmt: skip
+    return types.SimpleNamespace(
+        package=package, callback=callback, trainer=trainer, model=model, warnings=caught, logger=logger
+    )
+
+
+def test_each_lightning_package_trainer_accepts_the_callback(package_run: types.SimpleNamespace) -> None:
+    trainer = package_run.trainer
+    assert type(trainer).__module__.startswith(package_run.package)
+    assert trainer.state.finished
+    assert trainer.current_epoch == 3
+    assert package_run.warnings == []
+    assert package_run.callback.run_path == Path(package_run.logger.log_dir) / "spectra.h5"
+    with open_run(package_run.callback.run_path) as run:
+        assert run.attributes["framework"] == "lightning"
+        assert sorted(run.layers) == ["conv", "fc1", "fc2", "head"]
+
+
+def test_every_n_epochs(package_run: types.SimpleNamespace, tiny) -> None:
+    with open_run(package_run.callback.run_path) as run:
+        assert run.epochs.tolist() == [0, 2]
+        assert run.steps.tolist() == [0, 2 * tiny.NUM_BATCHES]
+        assert len(run.snapshots()["epoch"]) == 2
+        assert run.config["every_n_epochs"] == 2
+
+
+# -- which layers ------------------------------------------------------------------------------
+def test_layer_filters_choose_the_run_files_layers(tmp_path: Path, tiny) -> None:
+    """Names, regular expressions, classes and exclusions together; weights not saved."""
+    callback = SpectralCallback(
+        layers=[r"fc\d", nn.Conv2d, "head"], exclude="fc2", save_weights=False,
+        log_dir=tmp_path / "spectral", tensorboard=False,
+    )  # fmt: skip
+    _, _, caught = fit(tiny, tmp_path, [callback], max_epochs=1, limit_train_batches=2)
+    assert caught == []
+    with open_run(callback.run_path) as run:
+        assert sorted(run.layers) == ["conv", "fc1", "head"]
+        assert sorted(run.parameters) == ["conv", "fc1", "head"]
+        assert run.epochs.tolist() == [0, 1]
+        assert run.metric("alpha", "fc1").shape == (2,)
+        with pytest.raises(KeyError, match="save_weights=False"):
+            run.weights("fc1", 1)
+
+
+def test_lazy_layers_are_snapshot_once_materialized(tmp_path: Path, tiny) -> None:
+    callback = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False)
+    recorder = tiny.WeightRecorder()
+    model = tiny.make_model(lazy=True)
+    _, model, caught = fit(tiny, tmp_path, [callback, recorder], model=model, max_epochs=1)
+    assert caught == []
+    with open_run(callback.run_path) as run:
+        assert run.epochs.tolist() == [0, 1]
+        assert sorted(run.layers) == sorted(tiny.LAYERS)
+        assert run.weights("fc1", 0).shape == tiny.LAYERS["fc1"]
+        for name in tiny.LAYERS:  # epoch 0: the materialized initialization, before any update
+            np.testing.assert_array_equal(run.weights(name, 0), recorder.at_step[0][name])
+        np.testing.assert_array_equal(run.weights("fc1", 1), model.fc1.weight.detach().numpy())
+
+
+# -- robustness ---------------------------------------------------------------------------------
+class PoisonAux(Callback):
+    """Sets the weights of the ``aux`` layer (outside the forward pass) to NaN after epoch 0."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            with torch.no_grad():
+                pl_module.aux.weight[0, 0] = float("nan")
+
+
+def test_nan_weights_are_skipped_rows_with_one_warning(tmp_path: Path, tiny) -> None:
+    callback = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False)
+    # PoisonAux runs first, so the epoch-1 snapshot already holds the NaN
+    trainer, _, caught = fit(
+        tiny, tmp_path, [PoisonAux(), callback], model=tiny.make_model(aux=True), max_epochs=3
+    )
+    assert trainer.state.finished
+    assert trainer.current_epoch == 3
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert "aux" in message
+    assert "skipped" in message
+    with open_run(callback.run_path) as run:
+        assert run.epochs.tolist() == [0, 1, 2, 3]
+        statuses = run.layer_status("aux")
+        assert statuses[0][0] != "skipped"
+        for status, reason in statuses[1:]:
+            assert status == "skipped"
+            assert "NaN" in reason
+        assert np.isnan(run.metric("alpha", "aux")[1:]).all()
+        assert np.isnan(run.svals("aux", 2)).all()
+        assert np.isnan(run.weights("aux", 2)[0, 0])
+        for name in tiny.LAYERS:  # the other layers are analyzed as usual
+            assert all(status != "skipped" for status, _ in run.layer_status(name))
+            assert np.isfinite(run.metric("log_norm", name)).all()
+
+
+def test_drop_policy_loses_no_snapshot(tmp_path: Path, tiny) -> None:
+    """With a queue of one and a snapshot per step, the worker falls behind; every snapshot is
+    either analyzed or listed as dropped, never lost, and never both."""
+    callback = SpectralCallback(
+        every_n_steps=1, queue_size=1, on_full="drop", log_dir=tmp_path / "spectral", tensorboard=False
+    )
+    _, _, caught = fit(tiny, tmp_path, [callback], loader=tiny.make_loader(num_batches=10), max_epochs=2)
+    expected_steps = set(range(21))  # the initialization and 20 optimizer steps
+    with open_run(callback.run_path) as run:
+        index = run.snapshots()
+        assert set(index["status"]) <= {"analyzed", "dropped"}
+        analyzed = run.steps.tolist()
+        dropped = [step for _, step, _ in run.dropped]
+        assert len(analyzed) == len(set(analyzed))
+        assert len(dropped) == len(set(dropped))
+        assert not set(analyzed) & set(dropped)
+        assert set(analyzed) | set(dropped) == expected_steps
+        assert len(index["step"]) == len(expected_steps)
+        assert 0 in analyzed
+        assert all("queue" in reason for _, _, reason in run.dropped)
+        for name in tiny.LAYERS:
+            assert run.metric("alpha", name).shape == (len(analyzed),)
+    if dropped:
+        assert len(caught) == 1
+        assert f"{len(dropped)} snapshot(s) dropped" in str(caught[0].message)
+    else:
+        assert caught == []
