@@ -6,9 +6,10 @@ and WeightWatcher 0.7.x's default ``WWFit``: for every candidate ``xmin`` the cl
 empirical and fitted CDF of the tail; the fit keeps the ``xmin`` with the smallest ``D``.
 
 All alphas come from one reversed cumulative sum of logs. ``D`` costs ``O(n)`` per candidate, so
-the search is a branch and bound: both CDFs are non-decreasing, so ``D`` evaluated on a coarse grid
-of the tail is a lower bound, and the grid's intervals give an upper bound. Candidates whose lower
-bound exceeds the best upper bound cannot win and are dropped; the grid is refined until it is exact.
+the search is a branch and bound: ``D`` evaluated on a few bins spread over a candidate's tail is a
+lower bound of its distance, and the exact ``D`` of the most promising candidates is an upper bound
+of the best one. Candidates whose lower bound exceeds the best exact distance cannot win and are
+dropped; the bins are refined fourfold per level, and the last survivors are evaluated exactly.
 
 References:
     A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in empirical data",
@@ -28,13 +29,14 @@ __all__ = ["DistributionComparison", "PowerLawFit", "compare_distributions", "fi
 # powerlaw 2.0 marks a fit as noise when alpha lies within this distance of its parameter range.
 _BOUNDARY_EPS = 1e-2
 _ALPHA_RANGE = (1.0, 1e6)
-# Rows x columns of one block of the vectorized KS evaluation (bounds memory to ~32 MB per array).
-_BLOCK_CELLS = 1 << 22
-_COARSE_COLUMNS = 64
+# Cells of one vectorized block of gaps (512 KB per float64 array: it stays in cache).
+_BLOCK_CELLS = 1 << 16
+# Bins per tail at the first level of the search; times _REFINE_FACTOR at each next one.
+_COARSE_POINTS = 16
 _REFINE_FACTOR = 4
 # Candidates evaluated exactly at once, between checks of the best distance so far.
-_EXACT_CHUNK = 16
-# Slack for rounding when comparing a lower bound with the best upper bound.
+_EXACT_CHUNK = 4
+# Slack for rounding when comparing a lower bound with the best distance.
 _PRUNE_SLACK = 1e-12
 
 
@@ -254,31 +256,36 @@ def _minimize_ks(
 ) -> tuple[int, float]:
     """Index of the candidate with the smallest KS distance (first on ties), and that distance.
 
-    At each grid level the candidates with the smallest upper bounds are evaluated exactly, and
-    every candidate whose lower bound exceeds the best exact distance so far is pruned; the
-    survivors are finally evaluated exactly in order of their lower bound, stopping as soon as
-    the next lower bound exceeds the best distance found.
+    Each level evaluates every surviving candidate's gap at ``points + 1`` bins spread over its own
+    tail (a lower bound of its distance, exact when the tail has no more bins), evaluates the most
+    promising candidates exactly, and prunes every candidate whose lower bound exceeds the best
+    exact distance so far. The survivors are finally evaluated exactly in order of their lower
+    bound, stopping as soon as the next lower bound exceeds the best distance found.
     """
-    data = (candidates, log_values, below, n, log_xmax)
+    data = (log_values, below, n, log_xmax)
+    spans = log_values.size - 1 - candidates.first_bin
     best, best_distance = -1, math.inf
 
-    def evaluate(rows: np.ndarray) -> None:
+    def consider(rows: np.ndarray, distances: np.ndarray) -> None:
         nonlocal best, best_distance
-        distances, _ = _ks_bounds(rows, 1, *data)
-        for candidate, distance in zip(rows, distances, strict=True):
+        for candidate, distance in zip(rows.tolist(), distances.tolist(), strict=True):
             if distance < best_distance or (distance == best_distance and candidate < best):
-                best, best_distance = int(candidate), float(distance)
+                best, best_distance = candidate, distance
+
+    def evaluate(rows: np.ndarray) -> None:
+        consider(rows, _max_gaps(candidates, rows, max(int(spans[rows].max()), 1), *data))
 
     alive = np.arange(candidates.alpha.size)
     lower = np.zeros(alive.size)
-    stride = log_values.size // _COARSE_COLUMNS
-    while stride > 1:
-        lower, upper = _ks_bounds(alive, stride, *data)
-        # the smallest upper bounds point at good candidates: their exact distance prunes hardest
-        evaluate(alive[np.argsort(upper, kind="stable")[:_EXACT_CHUNK]])
-        keep = lower <= best_distance + _PRUNE_SLACK
+    points = _COARSE_POINTS
+    while alive.size and points < spans[alive].max():
+        lower = _max_gaps(candidates, alive, points, *data)
+        exact = spans[alive] <= points  # their grid holds every bin of the tail
+        consider(alive[exact], lower[exact])
+        evaluate(alive[np.argpartition(lower, min(_EXACT_CHUNK, lower.size) - 1)[:_EXACT_CHUNK]])
+        keep = (lower <= best_distance + _PRUNE_SLACK) & ~exact
         alive, lower = alive[keep], lower[keep]
-        stride //= _REFINE_FACTOR
+        points *= _REFINE_FACTOR
     order = np.argsort(lower, kind="stable")
     for begin in range(0, order.size, _EXACT_CHUNK):
         chunk = order[begin : begin + _EXACT_CHUNK]
@@ -289,71 +296,38 @@ def _minimize_ks(
     return best, best_distance
 
 
-def _ks_bounds(
-    rows: np.ndarray,
-    stride: int,
+def _max_gaps(
     candidates: _Candidates,
+    rows: np.ndarray,
+    points: int,
     log_values: np.ndarray,
     below: np.ndarray,
     n: int,
     log_xmax: float | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds of the given candidates' KS distances from a grid of each tail.
+) -> np.ndarray:
+    """Largest CDF gap of each candidate in ``rows`` over ``points + 1`` bins spread over its tail.
 
-    The lower bound is the largest CDF gap on the grid points; between two grid points
-    ``g < h`` every gap is at most ``max(T(h) - E(g), E(h) - T(g))`` because the fitted CDF ``T``
-    and the empirical CDF ``E`` are non-decreasing. With ``stride == 1`` both are exact.
-    Candidates are processed in blocks whose grid starts at the block's first tail.
+    The bins include both ends of the tail; a tail of at most ``points`` steps has all its bins
+    evaluated, so its value is the exact KS distance. The empirical CDF at a distinct value is the
+    fraction of the tail strictly below it, powerlaw's convention (``searchsorted(side="left")``).
     """
-    lower = np.empty(rows.size)
-    upper = np.empty(rows.size)
-    begin = 0
-    while begin < rows.size:
-        start = int(candidates.first_bin[rows[begin:]].min())
-        grid = np.arange(start, log_values.size, stride)
-        if grid[-1] != log_values.size - 1:
-            grid = np.append(grid, log_values.size - 1)
-        block = rows[begin : begin + max(1, _BLOCK_CELLS // grid.size)]
-        fitted, empirical = _cdfs_on_grid(candidates, block, grid, log_values, below, n, log_xmax)
-        end = begin + block.size
-        lower[begin:end] = np.abs(fitted - empirical).max(axis=1)
-        if stride > 1:
-            previous_fitted = np.zeros_like(fitted)
-            previous_empirical = np.zeros_like(empirical)
-            previous_fitted[:, 1:] = fitted[:, :-1]
-            previous_empirical[:, 1:] = empirical[:, :-1]
-            gap = np.maximum(fitted - previous_empirical, empirical - previous_fitted)
-            upper[begin:end] = gap.max(axis=1)
-        else:
-            upper[begin:end] = lower[begin:end]
-        begin = end
-    return lower, upper
-
-
-def _cdfs_on_grid(
-    candidates: _Candidates,
-    rows: np.ndarray,
-    grid: np.ndarray,
-    log_values: np.ndarray,
-    below: np.ndarray,
-    n: int,
-    log_xmax: float | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted and empirical tail CDFs of the given candidates at the grid bins (0 before the tail).
-
-    The empirical CDF at a distinct value is the fraction of the tail strictly below it,
-    powerlaw's convention (``searchsorted(side="left")``).
-    """
-    rate = (candidates.alpha[rows] - 1.0)[:, None]
-    log_xmin = candidates.log_xmin[rows][:, None]
-    in_tail = grid[None, :] >= candidates.first_bin[rows][:, None]
-    log_ratio = np.where(in_tail, log_values[grid][None, :] - log_xmin, 0.0)
-    fitted = -np.expm1(-rate * log_ratio)
-    if log_xmax is not None:
-        fitted /= -np.expm1(-rate * (log_xmax - log_xmin))
-    tail_below = candidates.below[rows][:, None]
-    empirical = np.where(in_tail, (below[grid][None, :] - tail_below) / (n - tail_below), 0.0)
-    return fitted, empirical
+    last = log_values.size - 1
+    steps = np.arange(points + 1)
+    gaps = np.empty(rows.size)
+    per_block = max(1, _BLOCK_CELLS // steps.size)
+    for begin in range(0, rows.size, per_block):
+        block = rows[begin : begin + per_block]
+        first = candidates.first_bin[block][:, None]
+        grid = first + ((last - first) * steps) // points
+        rate = (candidates.alpha[block] - 1.0)[:, None]
+        log_xmin = candidates.log_xmin[block][:, None]
+        gap = -np.expm1(-rate * (log_values[grid] - log_xmin))
+        if log_xmax is not None:
+            gap /= -np.expm1(-rate * (log_xmax - log_xmin))
+        tail_below = candidates.below[block][:, None]
+        gap -= (below[grid] - tail_below) / (n - tail_below)
+        gaps[begin : begin + block.size] = np.abs(gap).max(axis=1)
+    return gaps
 
 
 def _doubtful(alpha: float, n_tail: int) -> str | None:
