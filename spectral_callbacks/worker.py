@@ -26,8 +26,9 @@ __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
 _BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PUT_POLL_SECONDS = 0.5
 _RESUME_KEEP_ALL = np.iinfo(np.int64).max
-# The worker yields the CPU to training when both want it (it catches up between epochs).
-WORKER_NICENESS = 10
+# The worker yields the CPU to training: it runs when a core is idle (it catches up between
+# epochs and while batches load). SCHED_IDLE where the OS has it, else the lowest nice value.
+WORKER_NICENESS = 19
 
 
 @dataclass(frozen=True)
@@ -200,10 +201,17 @@ def _main_module_hidden() -> Iterator[None]:
             setattr(main, key, value)
 
 
+def _lower_priority() -> None:
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(WORKER_NICENESS)
+
+
 def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, spec: RunSpec) -> None:
     """The child: open the run, then analyze snapshots until the ``None`` sentinel."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(WORKER_NICENESS)
+    _lower_priority()
     try:
         writer = RunWriter.open(
             spec.path,
