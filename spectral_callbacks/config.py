@@ -79,10 +79,6 @@ class SpectralConfig:
         if self.close_timeout <= 0:
             raise ValueError(f"Invalid value for close_timeout={self.close_timeout}. Must be > 0.")
 
-    @property
-    def numpy_weights_dtype(self) -> np.dtype:
-        return np.dtype(self.weights_dtype)
-
     def analysis_options(self) -> dict[str, Any]:
         """Keyword arguments for ``spectra.analyze_view``."""
         return {"normalize": self.normalize, "conv2d_norm": self.conv2d_norm, "xmax": self.xmax}
