@@ -9,6 +9,7 @@ come back through a second queue. A worker that dies is restarted once, then the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import queue
@@ -162,14 +163,9 @@ class AnalysisWorker:
                 ("error", f"analysis worker died again (exit code {code}); no further snapshots analyzed")
             ]
         self.restarts += 1
-        self.spec = _resumed(self.spec)
+        self.spec = dataclasses.replace(self.spec, resume_after_step=_RESUME_KEEP_ALL)
         self.start()
         return [("warning", f"analysis worker died (exit code {code}); restarted it once")]
-
-
-def _resumed(spec: RunSpec) -> RunSpec:
-    values = dict(spec.__dict__, resume_after_step=_RESUME_KEEP_ALL)
-    return RunSpec(**values)
 
 
 @contextlib.contextmanager
