@@ -23,6 +23,17 @@ def assert_not_trained(trainer, model, initial: dict[str, np.ndarray], tiny) -> 
         np.testing.assert_array_equal(weights, initial[name])
 
 
+def fit_fails_before_training(tmp_path: Path, tiny, callback: SpectralCallback, match: str) -> str:
+    """Fit a fresh tiny model; the callback must raise before the first step. Returns the message."""
+    model = tiny.make_model()
+    initial = tiny.weights_of(model)
+    trainer = tiny.make_trainer(tmp_path, [callback])
+    with pytest.raises(MisconfigurationException, match=match) as error:
+        trainer.fit(model, tiny.make_loader())
+    assert_not_trained(trainer, model, initial, tiny)
+    return str(error.value)
+
+
 # -- settings --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
@@ -68,15 +79,9 @@ def test_valid_settings_are_kept() -> None:
 )
 def test_filter_matching_nothing_fails_at_setup(tmp_path: Path, tiny, kwargs: dict, culprit: str) -> None:
     callback = SpectralCallback(log_dir=tmp_path / "spectral", **kwargs)
-    model = tiny.make_model()
-    initial = tiny.weights_of(model)
-    trainer = tiny.make_trainer(tmp_path, [callback])
-    with pytest.raises(MisconfigurationException, match="matches no analyzable layer") as error:
-        trainer.fit(model, tiny.make_loader())
-    message = str(error.value)
+    message = fit_fails_before_training(tmp_path, tiny, callback, "matches no analyzable layer")
     assert culprit in message
     assert all(name in message for name in tiny.LAYERS), message  # the available layer names
-    assert_not_trained(trainer, model, initial, tiny)
     assert not (tmp_path / "spectral" / "spectra.h5").exists()
 
 
@@ -106,14 +111,8 @@ def test_unwritable_log_dir_fails_before_training(tmp_path: Path, tiny) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a regular file")
     log_dir = blocker / "spectral"
-    callback = SpectralCallback(log_dir=log_dir)
-    model = tiny.make_model()
-    initial = tiny.weights_of(model)
-    trainer = tiny.make_trainer(tmp_path, [callback])
-    with pytest.raises(MisconfigurationException, match="cannot write") as error:
-        trainer.fit(model, tiny.make_loader())
-    assert str(log_dir) in str(error.value)
-    assert_not_trained(trainer, model, initial, tiny)
+    message = fit_fails_before_training(tmp_path, tiny, SpectralCallback(log_dir=log_dir), "cannot write")
+    assert str(log_dir) in message
     assert blocker.read_text() == "a regular file"
 
 
@@ -127,16 +126,9 @@ def test_run_file_of_another_run_is_refused(tmp_path: Path, tiny) -> None:
     other.close()
     before = (log_dir / "spectra.h5").read_bytes()
 
-    callback = SpectralCallback(log_dir=log_dir)
-    model = tiny.make_model()
-    initial = tiny.weights_of(model)
-    trainer = tiny.make_trainer(tmp_path, [callback])
-    with pytest.raises(MisconfigurationException, match="already exists") as error:
-        trainer.fit(model, tiny.make_loader())
-    message = str(error.value)
+    message = fit_fails_before_training(tmp_path, tiny, SpectralCallback(log_dir=log_dir), "already exists")
     assert str(log_dir / "spectra.h5") in message
     assert "log_dir" in message and "ckpt_path" in message  # what to do about it
-    assert_not_trained(trainer, model, initial, tiny)
     assert (log_dir / "spectra.h5").read_bytes() == before
     with open_run(log_dir) as run:
         assert run.attributes["run_id"] == "another-run"
