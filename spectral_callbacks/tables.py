@@ -1,17 +1,20 @@
-"""Plain-text tables for the terminal (no dependency; aligned columns, numbers to 4 digits)."""
+"""Tables for the terminal: plain text (no dependency; aligned columns, numbers to 4 digits), or
+rich's tables when rich is installed and the output is a terminal."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 if TYPE_CHECKING:
     from .reader import RunReader
 
-__all__ = ["format_cell", "format_columns", "run_table"]
+__all__ = ["format_cell", "format_columns", "print_table", "run_table"]
 
 RUN_TABLE_METRICS = (
     "alpha",
@@ -48,6 +51,37 @@ def format_columns(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def print_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    title: str | None = None,
+    file: TextIO | None = None,
+) -> None:
+    """Print a table: a rich table on a terminal (if rich is installed), else :func:`format_columns`.
+
+    Rows whose first cell is empty continue the group of the row above; rich draws a rule
+    between groups. Piped output is always plain text, so it stays easy to grep.
+    """
+    file = sys.stdout if file is None else file
+    if not (file.isatty() and importlib.util.find_spec("rich")):
+        text = format_columns(header, rows)
+        print(f"{title}\n{text}" if title else text, file=file)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for i, name in enumerate(header):
+        numeric = all(not isinstance(row[i], str) for row in rows)
+        table.add_column(name, justify="right" if numeric else "left")
+    for i, row in enumerate(rows):
+        if i and format_cell(row[0]):
+            table.add_section()
+        table.add_row(*[format_cell(value) for value in row])
+    Console(file=file).print(table)
 
 
 def run_table(run: RunReader, metrics: Sequence[str] = RUN_TABLE_METRICS) -> str:

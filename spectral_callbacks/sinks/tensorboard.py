@@ -14,7 +14,7 @@ import numpy as np
 
 from ..spectra import LayerSpectrum
 
-__all__ = ["AVERAGED_METRICS", "SCALAR_METRICS", "TensorBoardSink", "model_averages"]
+__all__ = ["AVERAGED_METRICS", "SCALAR_METRICS", "TensorBoardSink", "averaged_layers", "model_averages"]
 
 SCALAR_METRICS = (
     "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
@@ -27,15 +27,27 @@ LOG_FLOOR = 1e-12
 MIN_HISTOGRAM_BINS = 8
 
 
-def model_averages(spectra: Sequence[LayerSpectrum]) -> dict[str, float]:
-    """Mean of each averaged metric over the fitted layers, leaving out the last layer.
+def averaged_layers(statuses: Sequence[str]) -> list[int]:
+    """Positions of the layers that enter a model average, from their statuses in model order.
 
-    Seed 001 averages alpha and log norms over layers without the final classifier, whose
-    spectrum reflects the number of classes more than training quality.
+    The fitted layers (status ``"ok"`` or ``"warning"``), leaving out the last layer: seed 001
+    averages alpha and log norms over layers without the final classifier, whose spectrum
+    reflects the number of classes more than training quality.
+
+    >>> averaged_layers(["ok", "skipped", "warning", "ok"])
+    [0, 2]
+    >>> averaged_layers(["ok", "ok", "no-fit"])
+    [0, 1]
     """
-    fitted = [spectrum for spectrum in spectra if spectrum.status in ("ok", "warning")]
-    if len(fitted) > 1 and fitted[-1] is spectra[-1]:
+    fitted = [i for i, status in enumerate(statuses) if status in ("ok", "warning")]
+    if len(fitted) > 1 and fitted[-1] == len(statuses) - 1:
         fitted = fitted[:-1]
+    return fitted
+
+
+def model_averages(spectra: Sequence[LayerSpectrum]) -> dict[str, float]:
+    """Mean of each averaged metric over the layers :func:`averaged_layers` selects."""
+    fitted = [spectra[i] for i in averaged_layers([spectrum.status for spectrum in spectra])]
     averages = {}
     for metric in AVERAGED_METRICS:
         values = [getattr(s, metric) for s in fitted if math.isfinite(getattr(s, metric))]
