@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -205,7 +206,7 @@ class CompareTable:
 
     def series(self, run: str, layer: str) -> dict[str, np.ndarray]:
         """``epoch``, ``step`` and ``value`` arrays of one run and layer, in snapshot order."""
-        rows = [row for row in self.rows if row.run == run and row.layer == layer]
+        rows = self._by_series.get((run, layer), [])
         return {
             "epoch": np.array([row.epoch for row in rows], dtype=np.int64),
             "step": np.array([row.step for row in rows], dtype=np.int64),
@@ -214,7 +215,7 @@ class CompareTable:
 
     def epochs(self, run: str) -> list[int]:
         """The epochs with an analyzed snapshot in ``run``, ascending."""
-        return sorted({row.epoch for row in self.rows if row.run == run})
+        return sorted({row.epoch for row in self._by_series.get((run, self.layers[-1]), [])})
 
     def at_epoch(self, epoch: int) -> dict[str, dict[str, float]]:
         """``{layer: {run: value}}`` at the last snapshot of ``epoch`` of each run that has it."""
@@ -247,6 +248,13 @@ class CompareTable:
         import pandas as pd
 
         return pd.DataFrame(self.rows, columns=list(CSV_COLUMNS))
+
+    @cached_property
+    def _by_series(self) -> dict[tuple[str, str], list[CompareRow]]:
+        series: dict[tuple[str, str], list[CompareRow]] = {}
+        for row in self.rows:
+            series.setdefault((row.run, row.layer), []).append(row)
+        return series
 
     def write_csv(self, path: str | Path) -> None:
         """Write the long table as CSV (values with full precision, NaN as ``nan``)."""

@@ -63,7 +63,7 @@ def metric_figure(table: CompareTable) -> Any:
         axes.set_title(layer, fontsize=9)
         axes.set_xlabel(x_name)
         axes.set_ylabel(table.metric)
-    panels[0].legend(fontsize=7, title="run", title_fontsize=7)
+    _legend(panels[0], "run")
     figure.suptitle(f"{table.metric} during training (model average: last layer left out)", fontsize=10)
     figure.tight_layout()
     return figure
@@ -87,7 +87,7 @@ def parameter_figure(table: CompareTable, values: Mapping[str, float], *, parame
     axes.set_xlabel(parameter)
     axes.set_ylabel(f"{table.metric} at epoch {epoch}")
     axes.set_title(f"{table.metric} against {parameter} ({len(runs)} runs)", fontsize=10)
-    axes.legend(fontsize=7, title="layer", title_fontsize=7)
+    _legend(axes, "layer")
     figure.tight_layout()
     return figure
 
@@ -111,7 +111,7 @@ def esd_overlay_figure(esds: Mapping[str, Mapping[str, np.ndarray]], *, epoch: i
         axes.set_title(layer, fontsize=9)
         axes.set_xlabel("eigenvalue lambda")
         axes.set_ylabel("density")
-    panels[0].legend(fontsize=7, title="run", title_fontsize=7)
+    _legend(panels[0], "run")
     figure.suptitle(f"ESD at epoch {epoch} (log-log)", fontsize=10)
     figure.tight_layout()
     return figure
@@ -151,6 +151,11 @@ def _panels(plt: Any, count: int) -> tuple[Any, list[Any]]:
     for unused in cells[count:]:
         unused.set_visible(False)
     return figure, cells[:count]
+
+
+def _legend(axes: Any, title: str) -> None:
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, title=title, title_fontsize=7)
 
 
 def _x_axis(table: CompareTable) -> str:
