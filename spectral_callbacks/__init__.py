@@ -27,7 +27,7 @@ __all__ = [
 # h5py and Lightning load on first use, so the pure spectral core imports neither.
 _LAZY = {
     "SpectralCallback": "callbacks.lightning",
-    "SpectralWarning": "callbacks.lightning",
+    "SpectralWarning": "session",
     "RunReader": "reader",
     "open_run": "reader",
 }

@@ -79,6 +79,7 @@ class AnalysisWorker:
         self._outbox = None
         # dropped snapshots travel with the next message that fits in the queue
         self._pending_dropped: list[tuple[int, int, float, str]] = []
+        self._notes: list[tuple[str, str]] = []  # messages of our own, for the next messages()
 
     def start(self) -> None:
         """Spawn the process; returns at once (the child imports and opens the file by itself)."""
@@ -97,6 +98,10 @@ class AnalysisWorker:
         """Queue a snapshot; ``False`` if it was dropped (``on_full="drop"``) or the worker is gone."""
         if self.failed:
             return False
+        if self._died():  # restart first, so the snapshot goes to a live worker's queue
+            self._notes.extend(self._restart_or_fail())
+            if self.failed:
+                return False
         message = (snapshot, tuple(self._pending_dropped))
         if self.on_full == "drop":
             try:
@@ -113,7 +118,7 @@ class AnalysisWorker:
 
     def messages(self) -> list[tuple[str, str]]:
         """``(kind, text)`` messages from the worker since the last call (never blocks)."""
-        found = []
+        found, self._notes = self._notes, []
         while self._outbox is not None:
             try:
                 found.append(self._outbox.get_nowait())
@@ -163,9 +168,26 @@ class AnalysisWorker:
                 ("error", f"analysis worker died again (exit code {code}); no further snapshots analyzed")
             ]
         self.restarts += 1
+        waiting = _drain(self._inbox)
         self.spec = dataclasses.replace(self.spec, resume_after_step=_RESUME_KEEP_ALL)
         self.start()
+        for message in waiting:  # snapshots the dead worker never took go to the new one
+            self._put(message)
         return [("warning", f"analysis worker died (exit code {code}); restarted it once")]
+
+
+def _drain(inbox: multiprocessing.Queue) -> list[object]:
+    """The messages still in a dead worker's queue (it may have died holding a half-read one)."""
+    waiting = []
+    while True:
+        try:
+            message = inbox.get(timeout=_PUT_POLL_SECONDS)
+        except queue.Empty:
+            return waiting
+        except Exception:  # noqa: BLE001 - a message the dead reader left half-read
+            return waiting
+        if message is not None:
+            waiting.append(message)
 
 
 @contextlib.contextmanager

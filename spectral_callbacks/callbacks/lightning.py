@@ -6,18 +6,22 @@ Works with ``lightning.pytorch`` and with ``pytorch_lightning``: the class deriv
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import time
-import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import override
 
 from ..capture.torch import LayerWeight, analyzable_layers, copy_weights
 from ..config import SpectralConfig
-from ..reader import RUN_FILE_NAME
 from ..selection import LayerFilter
-from ..store import ParameterSpec, new_run_id
-from ..worker import AnalysisWorker, RunSpec, Snapshot
+from ..session import SpectralSession, SpectralWarning, check_writable
+from ..store import ParameterSpec
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 __all__ = ["SpectralCallback", "SpectralWarning"]
 
@@ -46,10 +50,6 @@ _MisconfigurationException = type(
     ),
     {"__module__": __name__},
 )
-
-
-class SpectralWarning(UserWarning):
-    """Something about the spectral analysis the user should know; training goes on."""
 
 
 class SpectralCallback(*(package.Callback for package in _PACKAGES)):
@@ -100,90 +100,101 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             )  # fmt: skip
         except ValueError as error:
             raise _MisconfigurationException(str(error)) from error
-        self.run_dir: Path | None = None
-        self.run_path: Path | None = None
-        self._run_id: str | None = None
+        self._session = SpectralSession(
+            self.config,
+            framework="lightning",
+            caller="SpectralCallback",
+            resume_hint="resume from its checkpoint (trainer.fit(..., ckpt_path=...))",
+        )
         self._resume: dict[str, Any] = {}
         self._layers: list[LayerWeight] = []
-        self._worker: AnalysisWorker | None = None
-        self._last_step = -1
-        self._last_epoch = -1
-        self._warned: set[str] = set()
+
+    @property
+    def run_dir(self) -> Path | None:
+        """Where the run file and the TensorBoard events go (known after ``setup``)."""
+        return self._session.run_dir
+
+    @property
+    def run_path(self) -> Path | None:
+        """The run's HDF5 file (known once training starts)."""
+        return self._session.run_path
 
     # -- set-up ---------------------------------------------------------------------------------
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero:
             return
         if not _has_lazy_parameters(pl_module):
             self._layers = self._find_layers(pl_module)
-        self.run_dir = self._choose_run_dir(trainer)
-        _check_writable(self.run_dir)
+        self._session.run_dir = self._choose_run_dir(trainer)
+        with _as_misconfiguration():
+            check_writable(self._session.run_dir, "SpectralCallback")
 
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "run_path": None if self.run_path is None else str(self.run_path),
-            "run_id": self._run_id,
-            "last_step": self._last_step,
-            "last_epoch": self._last_epoch,
-        }
+        return self._session.state_dict()
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict)
 
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        self._open_run(trainer)
-        if not _has_lazy_parameters(pl_module) and not self._resuming:
-            self._start_worker(pl_module)
-            self._capture(epoch=0, step=trainer.global_step)
+        with _as_misconfiguration():
+            self._session.open(self._session.run_dir, self._resume)
+        if not _has_lazy_parameters(pl_module):
+            self._start(pl_module, trainer.global_step)
 
     # -- snapshots ------------------------------------------------------------------------------
-    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if trainer.is_global_zero and self._worker is None:
-            # lazy layers are materialized now, before the first update: the initialization
-            self._start_worker(pl_module)
-            if not self._resuming:
-                self._capture(epoch=0, step=trainer.global_step)
-
-    def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    @override
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
     ) -> None:
-        if not trainer.is_global_zero or self._worker is None:
-            return
-        every = self.config.every_n_steps
-        step = trainer.global_step
-        if every is not None and step > self._last_step and step % every == 0:
-            self._capture(epoch=trainer.current_epoch, step=step)
-        self._relay_messages()
+        if trainer.is_global_zero and not self._session.started:
+            # lazy layers are materialized now, before the first update: the initialization
+            self._start(pl_module, trainer.global_step)
 
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero or self._worker is None or self.config.every_n_steps is not None:
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not trainer.is_global_zero or not self._session.started:
             return
-        epoch = trainer.current_epoch + 1
-        if epoch % self.config.every_n_epochs == 0 and epoch > self._last_epoch:
-            self._capture(epoch=epoch, step=trainer.global_step)
+        if self._session.due_step(trainer.global_step):
+            self._capture(epoch=trainer.current_epoch, step=trainer.global_step)
+        else:
+            self._session.relay()
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (
+            trainer.is_global_zero
+            and self._session.started
+            and self._session.due_epoch(trainer.current_epoch + 1)
+        ):
+            self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
 
     # -- shutdown -------------------------------------------------------------------------------
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self._close()
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._session.close()
 
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._close()
+    @override
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._session.close()
 
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._close()
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._session.close()
 
     # -- internals ------------------------------------------------------------------------------
-    @property
-    def _resuming(self) -> bool:
-        return bool(self._resume.get("run_path")) and self.run_path == Path(self._resume["run_path"])
-
-    def _find_layers(self, pl_module: Any) -> list[LayerWeight]:
-        try:
+    def _find_layers(self, pl_module: pl.LightningModule) -> list[LayerWeight]:
+        with _as_misconfiguration():
             layers = analyzable_layers(pl_module, self.config.layers, self.config.exclude)
-        except ValueError as error:
-            raise _MisconfigurationException(str(error)) from error
         if not layers:
             modules = sorted({type(module).__name__ for module in pl_module.modules()})
             raise _MisconfigurationException(
@@ -192,7 +203,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             )
         return layers
 
-    def _choose_run_dir(self, trainer: Any) -> Path:
+    def _choose_run_dir(self, trainer: pl.Trainer) -> Path:
         if self.config.log_dir is not None:
             return Path(self.config.log_dir)
         for logger in trainer.loggers:
@@ -200,94 +211,28 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 return Path(logger.log_dir)
         return Path(trainer.default_root_dir) / "spectral_logs"
 
-    def _open_run(self, trainer: Any) -> None:
-        saved = self._resume.get("run_path")
-        if saved and Path(saved).exists():
-            self.run_path, self._run_id = Path(saved), self._resume.get("run_id")
-            self._last_step = int(self._resume.get("last_step", -1))
-            self._last_epoch = int(self._resume.get("last_epoch", -1))
-            return
-        if saved:
-            _warn(f"run file {saved} from the checkpoint is gone; starting a new run file", self._warned)
-        self.run_path = self.run_dir / RUN_FILE_NAME
-        if self.run_path.exists():
-            raise _MisconfigurationException(
-                f"Run file {self.run_path} already exists and belongs to another run. To continue that "
-                "run, resume from its checkpoint (trainer.fit(..., ckpt_path=...)); otherwise pass "
-                "another log_dir to SpectralCallback."
-            )
-        self._run_id = new_run_id()
-
-    def _start_worker(self, pl_module: Any) -> None:
+    def _start(self, pl_module: pl.LightningModule, step: int) -> None:
+        """Start the worker and snapshot the initialization (unless this fit resumes a run)."""
         if not self._layers:
             self._layers = self._find_layers(pl_module)
-        config = self.config
-        spec = RunSpec(
-            path=str(self.run_path),
-            run_id=self._run_id,
-            parameters=tuple(ParameterSpec(w.name, w.kind, tuple(w.parameter.shape)) for w in self._layers),
-            config_json=config.to_json(),
-            framework="lightning",
-            tensorboard_dir=str(self.run_dir) if config.tensorboard else None,
-            save_weights=config.save_weights,
-            weights_dtype=config.weights_dtype,
-            min_evals=config.min_evals,
-            analysis_options=config.analysis_options(),
-            histogram_bins=config.histogram_bins,
-            esd_figures=config.esd_figures,
-            resume_after_step=self._last_step if self._resuming else None,
-        )
-        self._worker = AnalysisWorker(
-            spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads
-        )
-        self._worker.start()
+        self._session.start([ParameterSpec(w.name, w.kind, tuple(w.parameter.shape)) for w in self._layers])
+        if not self._session.resuming:
+            self._capture(epoch=0, step=step)
 
     def _capture(self, epoch: int, step: int) -> None:
-        snapshot = Snapshot(epoch=epoch, step=step, time=time.time(), arrays=copy_weights(self._layers))
-        self._worker.submit(snapshot)
-        self._last_step, self._last_epoch = step, epoch
-        self._relay_messages()
+        self._session.capture(epoch, step, copy_weights(self._layers))
 
-    def _relay_messages(self) -> None:
-        if self._worker is not None:
-            for kind, text in self._worker.messages():
-                _warn(text, self._warned, once_per=kind if kind == "skipped" else text)
 
-    def _close(self) -> None:
-        if self._worker is None:
-            return
-        worker, self._worker = self._worker, None
-        for kind, text in worker.close(self.config.close_timeout):
-            _warn(text, self._warned, once_per=kind if kind == "skipped" else text)
-        if worker.dropped:
-            _warn(f"{worker.dropped} snapshot(s) dropped because the analysis fell behind (on_full='drop'); "
-                  f"they are listed in {self.run_path}", self._warned)  # fmt: skip
+@contextlib.contextmanager
+def _as_misconfiguration() -> Iterator[None]:
+    """Lightning users catch ``MisconfigurationException``; the shared code raises ``ValueError``."""
+    try:
+        yield
+    except ValueError as error:
+        raise _MisconfigurationException(str(error)) from error
 
 
 def _has_lazy_parameters(module: Any) -> bool:
     from torch.nn.parameter import UninitializedParameter
 
     return any(isinstance(parameter, UninitializedParameter) for parameter in module.parameters())
-
-
-def _check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".spectral-write-test-{new_run_id()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise _MisconfigurationException(
-            f"SpectralCallback cannot write its run file to {directory}: {error}. Pass a writable log_dir."
-        ) from error
-
-
-def _warn(text: str, warned: set[str], once_per: str | None = None) -> None:
-    key = once_per or text
-    if key in warned:
-        return
-    warned.add(key)
-    suffix = (
-        " (further such messages are recorded in the run file only)" if once_per and once_per != text else ""
-    )
-    warnings.warn(f"SpectralCallback: {text}{suffix}", SpectralWarning, stacklevel=2)

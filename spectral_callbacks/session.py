@@ -1,0 +1,187 @@
+"""One run of snapshots, independent of the training framework: run file, worker, warnings.
+
+The Lightning and Keras callbacks are thin adapters: they decide *when* to snapshot and how to
+read a model's weights; a :class:`SpectralSession` does the rest the same way for both, so their
+run files and TensorBoard output are interchangeable.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import SpectralConfig
+from .reader import RUN_FILE_NAME
+from .store import ParameterSpec, new_run_id
+from .worker import AnalysisWorker, RunSpec, Snapshot
+
+__all__ = ["SpectralSession", "SpectralWarning", "check_writable"]
+
+# Worker messages are polled at most this often from per-batch hooks: a queue poll and a
+# liveness check per batch would cost training time for nothing.
+_RELAY_INTERVAL_SECONDS = 1.0
+
+
+class SpectralWarning(UserWarning):
+    """Something about the spectral analysis the user should know; training goes on."""
+
+
+class SpectralSession:
+    """The run file and analysis worker of one training run, with its resume state.
+
+    Args:
+        config: the validated callback settings.
+        framework: recorded in the run file (``"lightning"``, ``"keras"``).
+        caller: the name warnings start with (the callback's class name).
+        resume_hint: how a user of this framework resumes a run, for error messages.
+    """
+
+    def __init__(self, config: SpectralConfig, *, framework: str, caller: str, resume_hint: str):
+        self.config = config
+        self.framework = framework
+        self.caller = caller
+        self.resume_hint = resume_hint
+        self.run_dir: Path | None = None
+        self.run_path: Path | None = None
+        self.run_id: str | None = None
+        self.last_step = -1
+        self.last_epoch = -1
+        self.resuming = False
+        self._worker: AnalysisWorker | None = None
+        self._warned: set[str] = set()
+        self._last_relay = 0.0
+
+    @property
+    def started(self) -> bool:
+        """Whether the worker runs (snapshots can be taken)."""
+        return self._worker is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps so a resumed fit appends to the same run file."""
+        return {
+            "run_path": None if self.run_path is None else str(self.run_path),
+            "run_id": self.run_id,
+            "last_step": self.last_step,
+            "last_epoch": self.last_epoch,
+        }
+
+    def open(self, run_dir: Path, saved: Mapping[str, Any] | None = None) -> None:
+        """Choose the run file: the checkpoint's (``saved`` from :meth:`state_dict`) or a new one.
+
+        Raises:
+            ValueError: a new run would overwrite a run file that belongs to another run.
+        """
+        self.run_dir = Path(run_dir)
+        saved = saved or {}
+        saved_path = saved.get("run_path")
+        if saved_path and Path(saved_path).exists():
+            self.run_path, self.run_id = Path(saved_path), saved.get("run_id")
+            self.last_step = int(saved.get("last_step", -1))
+            self.last_epoch = int(saved.get("last_epoch", -1))
+            self.resuming = True
+            return
+        if saved_path:
+            self.warn(f"run file {saved_path} from the checkpoint is gone; starting a new run file")
+        self.run_path = self.run_dir / RUN_FILE_NAME
+        if self.run_path.exists():
+            raise ValueError(
+                f"Run file {self.run_path} already exists and belongs to another run. To continue that "
+                f"run, {self.resume_hint}; otherwise pass another log_dir to {self.caller}."
+            )
+        self.run_id = new_run_id()
+
+    def start(self, parameters: Sequence[ParameterSpec]) -> None:
+        """Spawn the worker for these parameters; returns at once."""
+        config = self.config
+        spec = RunSpec(
+            path=str(self.run_path),
+            run_id=self.run_id,
+            parameters=tuple(parameters),
+            config_json=config.to_json(),
+            framework=self.framework,
+            tensorboard_dir=str(self.run_dir) if config.tensorboard else None,
+            save_weights=config.save_weights,
+            weights_dtype=config.weights_dtype,
+            min_evals=config.min_evals,
+            analysis_options=config.analysis_options(),
+            histogram_bins=config.histogram_bins,
+            esd_figures=config.esd_figures,
+            resume_after_step=self.last_step if self.resuming else None,
+        )
+        self._worker = AnalysisWorker(
+            spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads
+        )
+        self._worker.start()
+
+    def due_epoch(self, epoch: int) -> bool:
+        """Whether a snapshot is due after ``epoch`` completed epochs (epoch-based schedule)."""
+        every = self.config.every_n_epochs
+        return self.config.every_n_steps is None and epoch % every == 0 and epoch > self.last_epoch
+
+    def due_step(self, step: int) -> bool:
+        """Whether a snapshot is due at optimizer step ``step`` (step-based schedule)."""
+        every = self.config.every_n_steps
+        return every is not None and step > self.last_step and step % every == 0
+
+    def capture(self, epoch: int, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """Hand copied weights to the worker (waits only under ``on_full="block"``)."""
+        self._worker.submit(Snapshot(epoch=epoch, step=step, time=time.time(), arrays=arrays))
+        self.last_step, self.last_epoch = step, epoch
+        self.relay(force=True)
+
+    def relay(self, *, force: bool = False) -> None:
+        """Turn the worker's messages into warnings (throttled unless ``force``)."""
+        now = time.monotonic()
+        if self._worker is None or (not force and now - self._last_relay < _RELAY_INTERVAL_SECONDS):
+            return
+        self._last_relay = now
+        self._warn_all(self._worker.messages())
+
+    def close(self) -> None:
+        """Let the worker finish its queue (up to ``close_timeout``), then stop it. Idempotent."""
+        if self._worker is None:
+            return
+        worker, self._worker = self._worker, None
+        self._warn_all(worker.close(self.config.close_timeout))
+        if worker.dropped:
+            self.warn(f"{worker.dropped} snapshot(s) dropped because the analysis fell behind "
+                      f"(on_full='drop'); they are listed in {self.run_path}")  # fmt: skip
+
+    def warn(self, text: str, once_per: str | None = None) -> None:
+        """Warn once per text (or once per ``once_per`` kind of message)."""
+        key = once_per or text
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        suffix = (
+            " (further such messages are recorded in the run file only)"
+            if once_per and once_per != text
+            else ""
+        )
+        warnings.warn(f"{self.caller}: {text}{suffix}", SpectralWarning, stacklevel=3)
+
+    def _warn_all(self, messages: Sequence[tuple[str, str]]) -> None:
+        for kind, text in messages:
+            self.warn(text, once_per=kind if kind == "skipped" else text)
+
+
+def check_writable(directory: Path, caller: str) -> None:
+    """Create ``directory`` and write a probe file there, before any training time is spent.
+
+    Raises:
+        ValueError: the directory cannot be created or written; the message has the path.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".spectral-write-test-{new_run_id()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"{caller} cannot write its run file to {directory}: {error}. Pass a writable log_dir."
+        ) from error
