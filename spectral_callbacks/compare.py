@@ -113,6 +113,8 @@ def run_labels(run_files: Sequence[Path]) -> list[str]:
     if labels is None:
         labels = _shortest_suffixes(full)
     return ["/".join(parts) for parts in labels or full]
+
+
 def load_runs(paths: Sequence[str | Path]) -> list[LabeledRun]:
     """Open every run file at or under ``paths`` (each once), labelled by :func:`run_labels`.
 
