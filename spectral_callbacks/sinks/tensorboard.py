@@ -1,4 +1,8 @@
-"""TensorBoard output of the analysis through torch's ``SummaryWriter`` (no hand-made protobufs).
+"""TensorBoard output of the analysis through tensorboardX's ``SummaryWriter`` (no hand-made protobufs).
+
+tensorboardX is the standalone form of ``torch.utils.tensorboard`` (same API, same event
+files) and needs neither TensorFlow nor torch, so Keras runs on jax or TensorFlow write the same
+TensorBoard output as Lightning runs.
 
 Tags group by metric so one chart compares layers: ``alpha/<layer>``, ``log_norm/<layer>``, ...;
 ``esd/<layer>`` holds the histogram of ``log10(lambda)``; ``model/<metric>`` the averages.
@@ -68,7 +72,7 @@ class TensorBoardSink:
     @property
     def writer(self):
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from tensorboardX import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self.log_dir), filename_suffix=".spectral")
         return self._writer
