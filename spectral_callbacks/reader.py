@@ -1,7 +1,7 @@
 """Reading a run file, also while the worker is still writing it (HDF5 SWMR).
 
 Only committed snapshots are visible: those whose index row says "analyzed" for metrics and
-spectra, and "captured" or "analyzed" for weights.
+spectra, and any committed one ("captured", "analyzed" or "failed" analysis) for weights.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class RunReader:
 
     def _row_at(self, group: h5py.Group, epoch: int | None, step: int | None, *, analyzed: bool) -> int:
         index = self.snapshots()
-        wanted = {"analyzed"} if analyzed else {"analyzed", "captured"}
+        wanted = {"analyzed"} if analyzed else {"analyzed", "captured", "failed"}
         committed = np.array([status in wanted for status in index["status"]])
         if step is not None:
             match = committed & (index["step"] == step)

@@ -167,7 +167,7 @@ class SpectralSession:
 
     def _warn_all(self, messages: Sequence[tuple[str, str]]) -> None:
         for kind, text in messages:
-            self.warn(text, once_per=kind if kind == "skipped" else text)
+            self.warn(text, once_per=kind if kind in ("skipped", "write-error") else text)
 
 
 def check_writable(directory: Path, caller: str) -> None:

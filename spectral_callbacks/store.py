@@ -164,6 +164,26 @@ class RunWriter:
     def flush(self) -> None:
         self.file.flush()
 
+    def pending(self) -> list[tuple[int, int, int]]:
+        """``(snapshot id, epoch, step)`` of every snapshot captured but not (yet) analyzed."""
+        index = self.file["index"]
+        status = index["status"][...]
+        rows = np.flatnonzero(status == SNAPSHOT_STATUS["captured"])
+        epochs, steps = index["epoch"][...], index["step"][...]
+        return [(int(row), int(epochs[row]), int(steps[row])) for row in rows]
+
+    def saved_weights(self, snapshot: int) -> dict[str, np.ndarray] | None:
+        """The weights saved with a snapshot, or ``None`` when the run does not save weights."""
+        arrays = {}
+        for key in self.file["parameters"]:
+            group = self.file["parameters"][key]
+            if "weights" not in group:
+                return None
+            rows = np.flatnonzero(group["snapshot"][...] == snapshot)
+            if rows.size:
+                arrays[group.attrs["name"]] = group["weights"][int(rows[-1])]
+        return arrays
+
     def _create(
         self,
         run_id: str,

@@ -14,12 +14,12 @@ import multiprocessing
 import os
 import queue
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import analyze_weights
+from .snapshot_analysis import SnapshotAnalyzer
 from .store import ParameterSpec, RunWriter
 
 __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
@@ -228,7 +228,7 @@ def _lower_priority() -> None:
 
 
 def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, spec: RunSpec) -> None:
-    """The child: open the run, then analyze snapshots until the ``None`` sentinel."""
+    """The child: open the run, catch up on unanalyzed snapshots, then analyze until ``None``."""
     _lower_priority()
     try:
         writer = RunWriter.open(
@@ -252,59 +252,22 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             spec.tensorboard_dir, histogram_bins=spec.histogram_bins, esd_figures=spec.esd_figures
         )
         sink.write_layout(writer.layer_names)
-    layers = set(writer.layer_names)
+    analyzer = SnapshotAnalyzer(
+        writer,
+        spec.parameters,
+        {"min_evals": spec.min_evals, **spec.analysis_options},
+        sink=sink,
+        report=lambda kind, text: outbox.put((kind, text)),
+        weights_dtype=spec.weights_dtype if spec.save_weights else None,
+    )
     try:
+        analyzer.catch_up()
         while (message := inbox.get()) is not None:
             snapshot, dropped = message
-            for epoch, step, when, reason in dropped:
-                writer.append_index(epoch, step, "dropped", reason, when)
+            analyzer.record_dropped(dropped)
             if snapshot is not None:
-                _analyze_snapshot(writer, sink, layers, snapshot, spec, outbox)
+                analyzer.add(snapshot.epoch, snapshot.step, snapshot.time, snapshot.arrays)
     finally:
         writer.close()
         if sink is not None:
             sink.close()
-
-
-def _analyze_snapshot(
-    writer: RunWriter,
-    sink: object,
-    layers: set[str],
-    snapshot: Snapshot,
-    spec: RunSpec,
-    outbox: multiprocessing.Queue,
-) -> None:
-    if spec.save_weights:
-        weights = {
-            name: array.astype(spec.weights_dtype, copy=False) for name, array in snapshot.arrays.items()
-        }
-        writer.append_weights(weights)
-    row = writer.append_index(snapshot.epoch, snapshot.step, "captured", when=snapshot.time)
-    try:
-        items = [
-            (p.name, snapshot.arrays[p.name], p.kind) for p in spec.parameters if p.name in snapshot.arrays
-        ]
-        spectra = [
-            s
-            for s in analyze_weights(items, min_evals=spec.min_evals, **spec.analysis_options)
-            if s.name in layers
-        ]
-        for spectrum in spectra:
-            writer.append_layer(row, spectrum)
-        writer.flush()
-        if sink is not None:
-            sink.write_snapshot(snapshot.step, spectra)
-        writer.set_status(row, "analyzed")
-        _report_skipped(spectra, snapshot, outbox)
-    except Exception as error:  # noqa: BLE001 - recorded, never raised into training
-        writer.set_status(row, "failed", f"{type(error).__name__}: {error}")
-        outbox.put(("warning", f"analysis of epoch {snapshot.epoch} step {snapshot.step} failed: {error}"))
-
-
-def _report_skipped(spectra: Sequence, snapshot: Snapshot, outbox: multiprocessing.Queue) -> None:
-    for spectrum in spectra:
-        if spectrum.status == "skipped":
-            outbox.put(
-                ("skipped", f"layer {spectrum.name} skipped at epoch {snapshot.epoch} step {snapshot.step}: "
-                 f"{spectrum.reason}")
-            )  # fmt: skip

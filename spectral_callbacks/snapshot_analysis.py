@@ -1,0 +1,129 @@
+"""What the analysis process does with a snapshot: store it, analyze it, record the result.
+
+Kept apart from the process plumbing in ``worker.py`` so the same steps serve the live worker
+and the offline catch-up of snapshots a dead worker left unanalyzed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .model import analyze_weights
+from .spectra import LayerSpectrum
+from .store import ParameterSpec, RunWriter
+
+__all__ = ["SnapshotAnalyzer"]
+
+# (kind, text) for the user; kinds "skipped" and "write-error" are warned about once per kind.
+Report = Callable[[str, str], None]
+_FAILED = object()  # what a write that raised an OSError returns
+
+
+class SnapshotAnalyzer:
+    """Writes snapshots and their spectra to a run file (and optionally TensorBoard).
+
+    Args:
+        writer: the open run file.
+        parameters: the captured parameters, in model order.
+        analysis_options: ``min_evals`` and the ESD conventions for ``analyze_weights``.
+        sink: a TensorBoard sink, or ``None``.
+        report: called with ``(kind, text)`` for anything the user should hear about.
+        weights_dtype: dtype of saved weights, or ``None`` when weights are not saved.
+    """
+
+    def __init__(
+        self,
+        writer: RunWriter,
+        parameters: Sequence[ParameterSpec],
+        analysis_options: dict[str, Any],
+        *,
+        sink: Any = None,
+        report: Report,
+        weights_dtype: str | None,
+    ):
+        self.writer = writer
+        self.parameters = tuple(parameters)
+        self.analysis_options = analysis_options
+        self.sink = sink
+        self.report = report
+        self.weights_dtype = weights_dtype
+        self._layers = set(writer.layer_names)
+
+    def record_dropped(self, dropped: Sequence[tuple[int, int, float, str]]) -> None:
+        """Index rows for snapshots the training side dropped (``on_full="drop"``)."""
+        for epoch, step, when, reason in dropped:
+            self._written(self.writer.append_index, epoch, step, "dropped", reason, when)
+
+    def add(self, epoch: int, step: int, when: float, arrays: dict[str, np.ndarray]) -> None:
+        """Commit a new snapshot's weights and index row, then analyze it."""
+
+        def commit() -> int:
+            if self.weights_dtype is not None:
+                self.writer.append_weights(
+                    {name: array.astype(self.weights_dtype, copy=False) for name, array in arrays.items()}
+                )
+            return self.writer.append_index(epoch, step, "captured", when=when)
+
+        row = self._written(commit)
+        if row is not _FAILED:
+            self._analyze(row, epoch, step, arrays)
+
+    def catch_up(self) -> int:
+        """Analyze snapshots committed earlier but never analyzed (a worker died); returns how many.
+
+        Their saved weights are used; without saved weights they are marked failed with the reason.
+        """
+        done = 0
+        for row, epoch, step in self.writer.pending():
+            arrays = self.writer.saved_weights(row)
+            if arrays is None:
+                reason = "analysis interrupted and weights not saved (save_weights=False)"
+                self._written(self.writer.set_status, row, "failed", reason)
+                continue
+            self._analyze(row, epoch, step, arrays)
+            done += 1
+        return done
+
+    def _analyze(self, row: int, epoch: int, step: int, arrays: dict[str, np.ndarray]) -> None:
+        try:
+            items = [(p.name, arrays[p.name], p.kind) for p in self.parameters if p.name in arrays]
+            spectra = [s for s in analyze_weights(items, **self.analysis_options) if s.name in self._layers]
+        except Exception as error:  # noqa: BLE001 - recorded, never raised into training
+            self._written(self.writer.set_status, row, "failed", f"{type(error).__name__}: {error}")
+            self.report("warning", f"analysis of epoch {epoch} step {step} failed: {error}")
+            return
+
+        def record() -> None:
+            for spectrum in spectra:
+                self.writer.append_layer(row, spectrum)
+            self.writer.flush()
+            self.writer.set_status(row, "analyzed")
+
+        if self._written(record) is not _FAILED and self.sink is not None:
+            self.sink.write_snapshot(step, spectra)
+        _report_skipped(spectra, epoch, step, self.report)
+
+    def _written(self, write: Callable[..., Any], *args: Any) -> Any:
+        """``write(*args)``'s result; an OS error (disk full, file gone) is reported and gives
+        ``_FAILED`` instead of an exception. Snapshots committed before stay readable.
+        """
+        try:
+            return write(*args)
+        except OSError as error:
+            self.report(
+                "write-error",
+                f"cannot write to the run file {self.writer.file.filename}: {error}. Snapshots "
+                "already in it are intact; later ones are lost until the write succeeds again",
+            )
+            return _FAILED
+
+
+def _report_skipped(spectra: Sequence[LayerSpectrum], epoch: int, step: int, report: Report) -> None:
+    for spectrum in spectra:
+        if spectrum.status == "skipped":
+            report(
+                "skipped", f"layer {spectrum.name} skipped at epoch {epoch} step {step}: {spectrum.reason}"
+            )
