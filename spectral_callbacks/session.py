@@ -118,6 +118,17 @@ class SpectralSession:
         )
         self._worker.start()
 
+    def first_snapshot_epoch(self, step: int) -> int | None:
+        """The epoch to snapshot as training starts at ``step``, or ``None``.
+
+        A new run snapshots the initialization as epoch 0. A resumed run starting exactly at its
+        last snapshot's step holds that snapshot's weights: it is handed over again, in case the
+        worker never wrote it before the crash (the worker skips it when the file has it).
+        """
+        if not self.resuming:
+            return 0
+        return self.last_epoch if step == self.last_step else None
+
     def due_epoch(self, epoch: int) -> bool:
         """Whether a snapshot is due after ``epoch`` completed epochs (epoch-based schedule)."""
         every = self.config.every_n_epochs

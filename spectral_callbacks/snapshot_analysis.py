@@ -51,6 +51,7 @@ class SnapshotAnalyzer:
         self.report = report
         self.weights_dtype = weights_dtype
         self._layers = set(writer.layer_names)
+        self._committed_steps = writer.committed_steps()
 
     def record_dropped(self, dropped: Sequence[tuple[int, int, float, str]]) -> None:
         """Index rows for snapshots the training side dropped (``on_full="drop"``)."""
@@ -58,7 +59,13 @@ class SnapshotAnalyzer:
             self._written(self.writer.append_index, epoch, step, "dropped", reason, when)
 
     def add(self, epoch: int, step: int, when: float, arrays: dict[str, np.ndarray]) -> None:
-        """Commit a new snapshot's weights and index row, then analyze it."""
+        """Commit a new snapshot's weights and index row, then analyze it.
+
+        A snapshot at a step the file already holds is skipped: the training side hands a
+        restarted worker what the dead one had not acknowledged, and a resumed run its last one.
+        """
+        if step in self._committed_steps:
+            return
 
         def commit() -> int:
             if self.weights_dtype is not None:
@@ -69,6 +76,7 @@ class SnapshotAnalyzer:
 
         row = self._written(commit)
         if row is not _FAILED:
+            self._committed_steps.add(step)
             self._analyze(row, epoch, step, arrays)
 
     def catch_up(self) -> int:

@@ -172,6 +172,12 @@ class RunWriter:
         epochs, steps = index["epoch"][...], index["step"][...]
         return [(int(row), int(epochs[row]), int(steps[row])) for row in rows]
 
+    def committed_steps(self) -> set[int]:
+        """Steps of the snapshots the file holds (captured, analyzed or failed; not dropped)."""
+        index = self.file["index"]
+        committed = index["status"][...] != SNAPSHOT_STATUS["dropped"]
+        return {int(step) for step in index["step"][...][committed]}
+
     def saved_weights(self, snapshot: int) -> dict[str, np.ndarray] | None:
         """The weights saved with a snapshot, or ``None`` when the run does not save weights."""
         arrays = {}

@@ -26,6 +26,7 @@ __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
 
 _BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PUT_POLL_SECONDS = 0.5
+_PARENT_POLL_SECONDS = 1.0
 _RESUME_KEEP_ALL = np.iinfo(np.int64).max
 # The worker yields the CPU to training: it runs when a core is idle (it catches up between
 # epochs and while batches load). SCHED_IDLE where the OS has it, else the lowest nice value.
@@ -80,6 +81,9 @@ class AnalysisWorker:
         # dropped snapshots travel with the next message that fits in the queue
         self._pending_dropped: list[tuple[int, int, float, str]] = []
         self._notes: list[tuple[str, str]] = []  # messages of our own, for the next messages()
+        # submitted snapshots by step until the worker acknowledges them: a worker that dies with
+        # some in its queue or half-written is restarted and given them again (it skips repeats)
+        self._unacked: dict[int, Snapshot] = {}
 
     def start(self) -> None:
         """Spawn the process; returns at once (the child imports and opens the file by itself)."""
@@ -114,6 +118,7 @@ class AnalysisWorker:
         elif not self._put(message):
             return False
         self._pending_dropped.clear()
+        self._unacked[snapshot.step] = snapshot
         return True
 
     def messages(self) -> list[tuple[str, str]]:
@@ -121,9 +126,13 @@ class AnalysisWorker:
         found, self._notes = self._notes, []
         while self._outbox is not None:
             try:
-                found.append(self._outbox.get_nowait())
+                kind, content = self._outbox.get_nowait()
             except (queue.Empty, OSError, EOFError):
                 break
+            if kind == "ack":
+                self._unacked.pop(content, None)
+            else:
+                found.append((kind, content))
         if self._process is not None and not self.failed and not self._closed and self._died():
             found.extend(self._restart_or_fail())
         return found
@@ -132,18 +141,18 @@ class AnalysisWorker:
         """Finish the queue, then stop the process; returns the last messages."""
         if self._process is None:
             return []
+        notes = self.messages()  # a worker that died unnoticed is restarted to finish the queue
         if not self.failed:
             if self._pending_dropped:
                 self._put((None, tuple(self._pending_dropped)))
             self._put(None)
             self._process.join(timeout)
-        notes = []
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(5)
             notes.append(("warning", f"analysis did not finish within close_timeout={timeout}s; stopped it"))
         self._closed = True
-        notes = self.messages() + notes
+        notes = notes + self.messages()
         self._process = None
         return notes
 
@@ -168,15 +177,17 @@ class AnalysisWorker:
                 ("error", f"analysis worker died again (exit code {code}); no further snapshots analyzed")
             ]
         self.restarts += 1
-        waiting = _drain(self._inbox)
+        dropped = [record for _, records in _drain(self._inbox) for record in records]
         self.spec = dataclasses.replace(self.spec, resume_after_step=_RESUME_KEEP_ALL)
         self.start()
-        for message in waiting:  # snapshots the dead worker never took go to the new one
-            self._put(message)
+        if dropped:
+            self._put((None, tuple(dropped)))
+        for snapshot in self._unacked.values():  # the new worker skips those already committed
+            self._put((snapshot, ()))
         return [("warning", f"analysis worker died (exit code {code}); restarted it once")]
 
 
-def _drain(inbox: multiprocessing.Queue) -> list[object]:
+def _drain(inbox: multiprocessing.Queue) -> list[tuple]:
     """The messages still in a dead worker's queue (it may have died holding a half-read one)."""
     waiting = []
     while True:
@@ -217,6 +228,21 @@ def _main_module_hidden() -> Iterator[None]:
     finally:
         for key, value in saved.items():
             setattr(main, key, value)
+
+
+def _next_message(inbox: multiprocessing.Queue) -> tuple | None:
+    """The next message; ``None`` at the sentinel or once the training process is gone.
+
+    A training process killed outright (SIGKILL, out of memory) sends no sentinel; the worker
+    then finishes what is already queued and closes the run file, so it is never left open.
+    """
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            return inbox.get(timeout=_PARENT_POLL_SECONDS)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return None
 
 
 def _lower_priority() -> None:
@@ -262,11 +288,12 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
     )
     try:
         analyzer.catch_up()
-        while (message := inbox.get()) is not None:
+        while (message := _next_message(inbox)) is not None:
             snapshot, dropped = message
             analyzer.record_dropped(dropped)
             if snapshot is not None:
                 analyzer.add(snapshot.epoch, snapshot.step, snapshot.time, snapshot.arrays)
+                outbox.put(("ack", snapshot.step))
     finally:
         writer.close()
         if sink is not None:

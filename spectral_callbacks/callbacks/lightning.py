@@ -212,12 +212,13 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         return Path(trainer.default_root_dir) / "spectral_logs"
 
     def _start(self, pl_module: pl.LightningModule, step: int) -> None:
-        """Start the worker and snapshot the initialization (unless this fit resumes a run)."""
+        """Start the worker and take the first snapshot (the initialization, for a new run)."""
         if not self._layers:
             self._layers = self._find_layers(pl_module)
         self._session.start([ParameterSpec(w.name, w.kind, tuple(w.parameter.shape)) for w in self._layers])
-        if not self._session.resuming:
-            self._capture(epoch=0, step=step)
+        epoch = self._session.first_snapshot_epoch(step)
+        if epoch is not None:
+            self._capture(epoch=epoch, step=step)
 
     def _capture(self, epoch: int, step: int) -> None:
         self._session.capture(epoch, step, copy_weights(self._layers))
