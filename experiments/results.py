@@ -8,6 +8,7 @@ come from the study's own run: the helpers here format them, nobody types them.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import re
@@ -23,8 +24,10 @@ __all__ = [
     "DEFAULT_RESULTS",
     "figure_link",
     "markdown_table",
+    "pyplot",
     "save_figure",
     "section_markers",
+    "study_parser",
     "write_csv",
     "write_section",
 ]
@@ -36,6 +39,15 @@ _HEADER = (
     "# Results of the studies\n\n"
     "Each section is written by its study's command (see the README's Experiments); do not edit by hand.\n"
 )
+
+
+def study_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every study takes: ``--smoke`` (seconds), ``--out`` and ``--results``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run of a few seconds (for tests)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory of the studies' outputs")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file of the results")
+    return parser
 
 
 def section_markers(name: str) -> tuple[str, str]:
@@ -71,6 +83,13 @@ def write_section(name: str, body: str, results: str | Path = DEFAULT_RESULTS) -
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend (imported on first use)."""
+    from spectral_callbacks.plots import _pyplot
+
+    return _pyplot()
 
 
 def save_figure(figure: Any, path: str | Path) -> Path:
