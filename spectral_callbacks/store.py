@@ -35,6 +35,7 @@ __all__ = [
     "LAYER_STATUS",
     "SNAPSHOT_STATUS",
     "ParameterSpec",
+    "RunFileBusyError",
     "RunFileConflictError",
     "RunWriter",
 ]
@@ -43,10 +44,15 @@ FORMAT_VERSION = 1
 SNAPSHOT_STATUS = {"captured": 0, "analyzed": 1, "dropped": 2, "failed": 3}
 LAYER_STATUS = {"ok": 0, "warning": 1, "no-fit": 2, "skipped": 3}
 REASON_DTYPE = "S240"
+WRITER_LOCK_TIMEOUT = 120.0
 
 
 class RunFileConflictError(FileExistsError):
     """The run file exists and belongs to another run."""
+
+
+class RunFileBusyError(OSError):
+    """Another process is writing the run file."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,9 @@ def group_name(name: str) -> str:
 class RunWriter:
     """Appends snapshots and their analysis to a run file (single writer, SWMR)."""
 
-    def __init__(self, file: h5py.File):
+    def __init__(self, file: h5py.File, lock: _WriterLock | None = None):
         self.file = file
+        self._lock = lock
 
     @classmethod
     def open(
@@ -81,36 +88,48 @@ class RunWriter:
         weights_dtype: str | None,
         min_evals: int = 8,
         resume_after_step: int | None = None,
+        lock_timeout: float = WRITER_LOCK_TIMEOUT,
     ) -> RunWriter:
         """Create the run file, or reopen it to resume after ``resume_after_step``.
 
+        Only one writer at a time: a previous worker still finishing its queue (its training
+        process was killed) is waited for, up to ``lock_timeout`` seconds.
+
         Raises:
             RunFileConflictError: the file exists and is not this run's (or resuming was not asked).
+            RunFileBusyError: another process kept writing the file for ``lock_timeout`` seconds.
         """
         path = Path(path)
-        if path.exists():
-            file = _open_for_append(path)
-            existing = file.attrs.get("run_id")
-            if resume_after_step is None or existing != run_id:
-                file.close()
-                raise RunFileConflictError(
-                    f"Run file {path} already exists and belongs to run {existing!r}. Resume that run "
-                    "from its checkpoint (the callback's state holds the run), or choose another log_dir."
-                )
-            writer = cls(file)
-            writer._truncate_after(resume_after_step)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            file = h5py.File(path, "w", libver="latest")
-            writer = cls(file)
-            writer._create(run_id, parameters, config_json, framework, weights_dtype, min_evals)
-        file.swmr_mode = True
+        lock = _WriterLock.acquire(path, timeout=lock_timeout)
+        try:
+            if path.exists():
+                file = _open_for_append(path)
+                existing = file.attrs.get("run_id")
+                if resume_after_step is None or existing != run_id:
+                    file.close()
+                    raise RunFileConflictError(
+                        f"Run file {path} already exists and belongs to run {existing!r}. Resume that "
+                        "run from its checkpoint (the callback's state holds the run), or choose another "
+                        "log_dir."
+                    )
+                writer = cls(file, lock)
+                writer._truncate_after(resume_after_step)
+            else:
+                file = h5py.File(path, "w", libver="latest")
+                writer = cls(file, lock)
+                writer._create(run_id, parameters, config_json, framework, weights_dtype, min_evals)
+            file.swmr_mode = True
+        except BaseException:
+            lock.release()
+            raise
         return writer
 
     def close(self) -> None:
         if self.file.id.valid:
             self.file.flush()
             self.file.close()
+        if self._lock is not None:
+            self._lock.release()
 
     @property
     def layer_names(self) -> list[str]:
@@ -269,12 +288,52 @@ class RunWriter:
         self.file.flush()
 
 
+class _WriterLock:
+    """An exclusive lock on ``.<run file>.lock`` held by the run file's writer while it lives.
+
+    HDF5 drops its own file lock in SWMR mode, so this is how a new writer tells a live writer
+    (wait for it) from a dead one (the kernel released its lock). Without ``fcntl`` (Windows)
+    there is no lock and one writer per file is up to the user.
+    """
+
+    def __init__(self, descriptor: int | None):
+        self._descriptor = descriptor
+
+    @classmethod
+    def acquire(cls, path: Path, *, timeout: float) -> _WriterLock:
+        try:
+            import fcntl
+        except ImportError:
+            return cls(None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return cls(descriptor)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(descriptor)
+                    raise RunFileBusyError(
+                        f"Run file {path} is still being written by another process after {timeout:.0f} s "
+                        "(an earlier analysis worker finishing its queue?); try again when it has finished."
+                    ) from None
+                time.sleep(0.1)
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the descriptor releases the lock
+            self._descriptor = None
+
+
 def _open_for_append(path: Path) -> h5py.File:
     """Open a run file to append; one whose writer was killed is first copied to a clean file.
 
     A SWMR writer that dies leaves the file flagged as open for writing, and HDF5 refuses to
     open it for writing again (``h5clear -s`` would clear the flag); the committed content is
-    intact and readable, so it is copied into a fresh file that replaces the old one.
+    intact and readable, so it is copied into a fresh file that replaces the old one. The
+    caller holds the writer lock, so the flag cannot belong to a live writer.
     """
     try:
         return h5py.File(path, "a", libver="latest")

@@ -16,7 +16,13 @@ from spectral_callbacks import RunReader, open_run
 from spectral_callbacks.model import analyze_weights
 from spectral_callbacks.reader import RUN_FILE_NAME
 from spectral_callbacks.spectra import METRIC_NAMES
-from spectral_callbacks.store import FORMAT_VERSION, ParameterSpec, RunFileConflictError, RunWriter
+from spectral_callbacks.store import (
+    FORMAT_VERSION,
+    ParameterSpec,
+    RunFileBusyError,
+    RunFileConflictError,
+    RunWriter,
+)
 
 PARAMETERS = (
     ParameterSpec("fc", "linear", (12, 10)),
@@ -29,7 +35,9 @@ RUN_ID = "run-under-test"
 CONFIG = {"every_n_epochs": 1, "normalize": None, "conv2d_norm": True}
 
 
-def open_writer(path: Path, *, run_id: str = RUN_ID, resume_after_step: int | None = None) -> RunWriter:
+def open_writer(
+    path: Path, *, run_id: str = RUN_ID, resume_after_step: int | None = None, lock_timeout: float = 10.0
+) -> RunWriter:
     return RunWriter.open(
         path,
         run_id=run_id,
@@ -38,6 +46,7 @@ def open_writer(path: Path, *, run_id: str = RUN_ID, resume_after_step: int | No
         framework="test",
         weights_dtype="float32",
         resume_after_step=resume_after_step,
+        lock_timeout=lock_timeout,
     )
 
 
@@ -420,3 +429,24 @@ def test_reader_is_a_context_manager(run_path: Path, written_run: dict) -> None:
         assert run.epochs.size == 3
     with pytest.raises((KeyError, ValueError, OSError, RuntimeError)):  # h5py's error for a closed file
         _ = run.epochs
+
+
+def test_a_live_writer_is_waited_for_not_copied_over(run_path: Path) -> None:
+    """HDF5 reports a live SWMR writer and a dead one alike; the writer lock tells them apart."""
+    first = open_writer(run_path)
+    with pytest.raises(RunFileBusyError, match=str(run_path)):
+        open_writer(run_path, resume_after_step=0, lock_timeout=0.3)
+    append_snapshot(first, 0, 0, random_weights(0))
+    first.close()
+    second = open_writer(run_path, resume_after_step=0, lock_timeout=0.3)
+    second.close()
+    with open_run(run_path) as run:
+        assert run.epochs.tolist() == [0]  # the first writer's snapshot was kept, not copied over
+
+
+def test_the_lock_of_a_killed_writer_is_released(crashed_run: Path) -> None:
+    writer = RunWriter.open(
+        crashed_run, run_id="crashing", parameters=PARAMETERS[:2], config_json="{}", framework="test",
+        weights_dtype="float32", resume_after_step=5, lock_timeout=0.3,
+    )  # fmt: skip
+    writer.close()
