@@ -1,7 +1,7 @@
 """spectral-callbacks: watch the spectra of a network's weight matrices while it trains.
 
-``SpectralCallback`` (Lightning) is imported on first use, so ``import spectral_callbacks``
-works without Lightning or Keras installed.
+``SpectralCallback`` (Lightning) and ``KerasSpectralCallback`` (Keras 3) are imported on first
+use, so ``import spectral_callbacks`` works without Lightning or Keras installed.
 """
 
 from typing import Any
@@ -11,6 +11,7 @@ from .model import ModelAnalysis, analyze_model
 from .spectra import LayerSpectrum, PowerLawFit, analyze_matrix, fit_power_law
 
 __all__ = [
+    "KerasSpectralCallback",
     "LayerSpectrum",
     "ModelAnalysis",
     "PowerLawFit",
@@ -24,9 +25,10 @@ __all__ = [
     "open_run",
 ]
 
-# h5py and Lightning load on first use, so the pure spectral core imports neither.
+# h5py, Lightning and Keras load on first use, so the pure spectral core imports neither.
 _LAZY = {
     "SpectralCallback": "callbacks.lightning",
+    "KerasSpectralCallback": "callbacks.keras",
     "SpectralWarning": "session",
     "RunReader": "reader",
     "open_run": "reader",

@@ -1,0 +1,264 @@
+"""``KerasSpectralCallback``: snapshots of a Keras 3 model's weights, analyzed while training runs.
+
+Works on every Keras 3 backend (jax, torch, tensorflow): weights are read with
+``keras.ops.convert_to_numpy`` and the analysis process writes TensorBoard through tensorboardX,
+so neither TensorFlow nor torch is needed. The run file and TensorBoard tags are the same as
+``SpectralCallback``'s, so runs of both frameworks can be compared.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+try:
+    import keras
+except ImportError as error:
+    raise ImportError(
+        f"KerasSpectralCallback needs Keras 3 and a backend: pip install 'keras>=3' jax "
+        f"(or torch, or tensorflow). Importing keras failed: {error}"
+    ) from error
+
+from ..capture.keras import KerasWeight, analyzable_layers, copy_weights, layer_names, to_numpy
+from ..config import SpectralConfig
+from ..reader import RUN_FILE_NAME, open_run
+from ..selection import LayerFilter
+from ..session import SpectralSession, SpectralWarning, check_writable
+from ..store import ParameterSpec
+
+__all__ = ["KerasSpectralCallback", "SpectralWarning"]
+
+_CALLER = "KerasSpectralCallback"
+
+
+class KerasSpectralCallback(keras.callbacks.Callback):
+    """Snapshot every analyzable layer before training and after every n-th epoch (or batch).
+
+    The weights are copied to host memory and handed to a separate process that writes them with
+    their spectra (ESD, alpha, norms, rank, frame potential, MP fit) to ``<log_dir>/spectra.h5``
+    and TensorBoard events in ``log_dir``. Training never waits for the analysis, except by
+    ``on_full="block"`` when the queue is full.
+
+    Snapshots are numbered like Keras' epochs: the one taken before the first epoch of ``fit`` is
+    epoch ``initial_epoch`` (0 for a new model: the initialization), the one after Keras' epoch
+    ``e`` (0-based) is epoch ``e + 1``. Their step is the optimizer's iteration count.
+
+    Calling ``fit`` again with the same callback continues its run file. A new callback continues
+    the run file in ``log_dir`` only with ``resume=True`` (start ``fit`` with ``initial_epoch``);
+    epochs already in the file are not snapshotted again.
+
+    Args:
+        log_dir: directory of the run file and the TensorBoard events (created if needed).
+        every_n_epochs: snapshot after every n-th epoch.
+        every_n_batches: snapshot every n optimizer steps instead (``every_n_epochs`` is then
+            ignored).
+        layers, exclude: layer names (``/``-joined for nested layers), regular expressions or
+            layer classes (``keras.layers.Dense``) to include / leave out.
+        save_weights: keep the raw weights of every snapshot in the run file.
+        resume: continue an existing run file in ``log_dir`` instead of refusing it.
+        weights_dtype, tensorboard, queue_size, on_full, min_evals, normalize, conv2d_norm, xmax,
+            histogram_bins, esd_figures, blas_threads, close_timeout: as
+            :class:`spectral_callbacks.config.SpectralConfig` and ``SpectralCallback``.
+
+    Raises:
+        ImportError: Keras 2 / ``tf.keras`` is installed instead of Keras 3.
+        ValueError, TypeError: an invalid setting; the message ends with the value received.
+
+    Example:
+        >>> model.fit(x, y, epochs=20, callbacks=[KerasSpectralCallback("logs/run1")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        every_n_epochs: int = 1,
+        every_n_batches: int | None = None,
+        layers: LayerFilter = None,
+        exclude: LayerFilter = None,
+        save_weights: bool = True,
+        weights_dtype: str = "float32",
+        resume: bool = False,
+        tensorboard: bool = True,
+        queue_size: int = 4,
+        on_full: str = "block",
+        min_evals: int = 8,
+        normalize: str | None = None,
+        conv2d_norm: bool = True,
+        xmax: float | str | None = None,
+        histogram_bins: int = 64,
+        esd_figures: bool = False,
+        blas_threads: int = 1,
+        close_timeout: float = 600.0,
+    ):
+        _check_keras_3()
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"Expected `log_dir` to be a path. Received: log_dir={log_dir!r}")
+        if every_n_batches is not None and (
+            not isinstance(every_n_batches, int) or isinstance(every_n_batches, bool) or every_n_batches < 1
+        ):
+            raise ValueError(
+                f"Invalid value for every_n_batches. Must be an integer >= 1 or None. "
+                f"Received: every_n_batches={every_n_batches!r}"
+            )
+        self.config = SpectralConfig(
+            every_n_epochs=every_n_epochs, every_n_steps=every_n_batches, layers=layers,
+            exclude=exclude, save_weights=save_weights, weights_dtype=weights_dtype,
+            log_dir=os.fspath(log_dir), tensorboard=tensorboard, queue_size=queue_size,
+            on_full=on_full, min_evals=min_evals, normalize=normalize, conv2d_norm=conv2d_norm,
+            xmax=xmax, histogram_bins=histogram_bins, esd_figures=esd_figures,
+            blas_threads=blas_threads, close_timeout=close_timeout,
+        )  # fmt: skip
+        self.resume = bool(resume)
+        self._session = SpectralSession(
+            self.config,
+            framework="keras",
+            caller=_CALLER,
+            resume_hint="pass resume=True and model.fit(..., initial_epoch=<its last epoch>)",
+        )
+        self._weights: list[KerasWeight] = []
+        self._epoch = 0
+        self._epoch_first_step = 0  # optimizer steps before the current epoch
+        self._step_offset = 0
+        self._first_epoch_of_fit = True
+        self._accumulation = 1
+        if every_n_batches is None:
+            # Keras dispatches batch hooks asynchronously (jax) only while no callback overrides
+            # them: the default, marked as such, stands in for ours when batches don't matter.
+            self.on_train_batch_end = super().on_train_batch_end
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the run file and the TensorBoard events go."""
+        return Path(self.config.log_dir)
+
+    @property
+    def run_path(self) -> Path | None:
+        """The run's HDF5 file (known once training starts)."""
+        return self._session.run_path
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def set_model(self, model: Any) -> None:
+        if not isinstance(model, keras.Model):
+            kind = f"{type(model).__module__}.{type(model).__qualname__}"
+            raise TypeError(
+                "KerasSpectralCallback works with Keras 3 models (keras.Model); Keras 2 / tf.keras "
+                f"models are not supported. Received: model of type {kind}"
+            )
+        super().set_model(model)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        session = self._session
+        session.close()  # a previous fit that raised never reached on_train_end
+        model = self.model
+        self._weights = self._find_layers(model)
+        check_writable(self.run_dir, _CALLER)
+        session.open(self.run_dir, self._saved_state())
+        session.start([ParameterSpec(weight.name, weight.kind, weight.shape) for weight in self._weights])
+        iterations = _optimizer_steps(model)
+        # steps never go back, also when a resumed fit starts with a fresh optimizer
+        self._step_offset = max(0, session.last_step - iterations) if session.resuming else 0
+        self._epoch_first_step = iterations + self._step_offset
+        self._first_epoch_of_fit = True
+        optimizer = getattr(model, "optimizer", None)
+        self._accumulation = getattr(optimizer, "gradient_accumulation_steps", None) or 1
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        if self._first_epoch_of_fit and self._session.started:
+            self._first_epoch_of_fit = False
+            if self._session.last_epoch < 0:  # nothing in the run yet: the weights training starts from
+                self._capture(epoch=epoch, step=self._epoch_first_step)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self._session.started:
+            return
+        # ``batch`` is the last batch of this call (Keras runs ``steps_per_execution`` at once)
+        step = self._epoch_first_step + (batch + 1) // self._accumulation
+        if self._session.due_step(step):
+            self._capture(epoch=self._epoch, step=step)
+        else:
+            self._session.relay()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        session = self._session
+        if not session.started:
+            return
+        self._epoch_first_step = _optimizer_steps(self.model) + self._step_offset
+        if session.due_epoch(epoch + 1):
+            self._capture(epoch=epoch + 1, step=self._epoch_first_step)
+        elif session.resuming and self.config.every_n_steps is None and epoch + 1 <= session.last_epoch:
+            session.warn(
+                f"epoch {epoch + 1} is already in the run file {session.run_path} (it has epochs up "
+                f"to {session.last_epoch}) and is not snapshotted again; to continue the run, pass "
+                f"model.fit(..., initial_epoch={session.last_epoch})",
+                once_per="epoch in run file",
+            )
+        else:
+            session.relay()
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._session.close()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _find_layers(self, model: keras.Model) -> list[KerasWeight]:
+        weights = analyzable_layers(model, self.config.layers, self.config.exclude)
+        if not weights:
+            raise ValueError(
+                "KerasSpectralCallback found no analyzable layer (Dense, Conv1D, Conv2D, Embedding, "
+                "MultiHeadAttention) in the model. Received: a model with layers "
+                f"{', '.join(layer_names(model)) or '(none)'}"
+            )
+        return weights
+
+    def _saved_state(self) -> dict[str, Any] | None:
+        """This callback's own run (a later ``fit``), or with ``resume=True`` the run file's state."""
+        if self._session.run_id is not None:
+            return self._session.state_dict()
+        path = self.run_dir / RUN_FILE_NAME
+        if not (self.resume and path.exists()):
+            return None
+        return _run_file_state(path, [weight.name for weight in self._weights])
+
+    def _capture(self, epoch: int, step: int) -> None:
+        self.model  # noqa: B018 - on jax, reading Callback.model syncs the training state into the variables
+        self._session.capture(epoch, step, copy_weights(self._weights))
+
+
+def _check_keras_3() -> None:
+    version = str(getattr(keras, "__version__", "0"))
+    if int(version.split(".")[0]) < 3:
+        raise ImportError(
+            "KerasSpectralCallback requires Keras 3 (pip install 'keras>=3'); Keras 2 and tf.keras "
+            f"are not supported. Received: keras.__version__={version!r}"
+        )
+
+
+def _optimizer_steps(model: keras.Model) -> int:
+    """The optimizer's iteration count (restored with the optimizer by ``load_model``), else 0."""
+    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+    return 0 if iterations is None else int(to_numpy(iterations))
+
+
+def _run_file_state(path: Path, layers: list[str]) -> dict[str, Any]:
+    """The run id and last snapshot of an existing run file, as ``SpectralSession.state_dict``.
+
+    Raises:
+        ValueError: the file is unreadable, or was recorded with other layers than ``layers``.
+    """
+    with open_run(path) as run:
+        if sorted(run.parameters) != sorted(layers):
+            raise ValueError(
+                f"Cannot resume {path}: it was recorded with the layers {run.parameters}, the model "
+                f"has {layers}. Pass another log_dir for a new run. Received: resume=True"
+            )
+        index = run.snapshots()
+        return {
+            "run_path": str(path),
+            "run_id": str(run.attributes["run_id"]),
+            "last_step": int(index["step"].max(initial=-1)),
+            "last_epoch": int(index["epoch"].max(initial=-1)),
+        }
