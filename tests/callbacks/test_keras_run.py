@@ -1,0 +1,162 @@
+"""One end-to-end ``model.fit`` with KerasSpectralCallback (torch backend), checked from every side.
+
+The run file must hold epochs 0..E with the Lightning callback's layout, weights equal to the
+model's at each epoch, numbers equal to a recomputation on those weights, and TensorBoard events
+readable by TensorBoard itself.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import keras_tiny as tiny  # noqa: E402
+from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
+
+from spectral_callbacks import KerasSpectralCallback, SpectralWarning, analyze_matrix, open_run  # noqa: E402
+from spectral_callbacks.model import analyze_weights  # noqa: E402
+from spectral_callbacks.sinks.tensorboard import AVERAGED_METRICS  # noqa: E402
+from spectral_callbacks.spectra import METRIC_NAMES  # noqa: E402
+
+MAX_EPOCHS = 3
+EPOCHS = list(range(MAX_EPOCHS + 1))
+STEPS = [epoch * tiny.NUM_BATCHES for epoch in EPOCHS]
+TB_SCALARS = (
+    "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
+    "frame_potential", "rank_loss", "lambda_min",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
+    log_dir = tmp_path_factory.mktemp("keras_run") / "logs" / "run1"  # parents created by the callback
+    callback = KerasSpectralCallback(log_dir)
+    recorder = tiny.WeightRecorder()
+    model = tiny.make_model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = tiny.fit(model, [callback, recorder], epochs=MAX_EPOCHS)
+    reader = open_run(callback.run_path)
+    yield types.SimpleNamespace(
+        log_dir=log_dir, callback=callback, recorder=recorder, model=model, history=history,
+        reader=reader, warnings=[w for w in caught if issubclass(w.category, SpectralWarning)],
+    )  # fmt: skip
+    reader.close()
+
+
+def test_fit_finishes_without_spectral_warnings(run: types.SimpleNamespace) -> None:
+    assert len(run.history.history["loss"]) == MAX_EPOCHS
+    assert [str(w.message) for w in run.warnings] == []
+
+
+def test_run_file_and_events_are_in_log_dir(run: types.SimpleNamespace) -> None:
+    assert run.callback.run_path == run.log_dir / "spectra.h5"
+    assert run.callback.run_path.is_file()
+    names = [path.name for path in run.log_dir.iterdir()]
+    assert not [name for name in names if "write-test" in name]  # the probe is removed
+    assert any("tfevents" in name and name.endswith(".spectral") for name in names), names
+    assert run.reader.attributes["framework"] == "keras"
+    assert run.reader.config["every_n_epochs"] == 1
+    assert run.reader.config["every_n_steps"] is None
+
+
+def test_every_epoch_is_analyzed_once(run: types.SimpleNamespace) -> None:
+    index = run.reader.snapshots()
+    assert index["epoch"].tolist() == EPOCHS
+    assert index["step"].tolist() == STEPS
+    assert set(index["status"]) == {"analyzed"}
+    assert run.reader.dropped == []
+
+
+def test_layout_is_the_lightning_callbacks(run: types.SimpleNamespace) -> None:
+    """Same layer names, kinds and torch-layout shapes as TinyNet's run under SpectralCallback."""
+    reader = run.reader
+    assert reader.layers == list(tiny.TINY_LAYERS)  # model order, BatchNormalization left out
+    assert reader.parameters == list(tiny.TINY_LAYERS)
+    for name, shape in tiny.TINY_LAYERS.items():
+        info = reader.layer_info(name)
+        assert info["kind"] == tiny.KINDS[name]
+        assert info["num_slices"] == (9 if name == "conv" else 1)
+        assert (info["N"], info["M"]) == (max(shape[:2]), min(shape[:2]))
+        for epoch in EPOCHS:
+            weights = reader.weights(name, epoch)
+            assert weights.shape == shape
+            assert weights.dtype == np.float32
+            assert reader.svals(name, epoch).shape == (info["num_slices"], info["M"])
+
+
+def test_saved_weights_are_the_models_at_each_epoch(run: types.SimpleNamespace) -> None:
+    final = tiny.weights_of(run.model)
+    assert sorted(run.recorder.at_epoch) == EPOCHS
+    for name in tiny.TINY_LAYERS:
+        np.testing.assert_array_equal(run.reader.weights(name), final[name])
+        for epoch in EPOCHS:
+            np.testing.assert_array_equal(run.reader.weights(name, epoch), run.recorder.at_epoch[epoch][name])
+    assert not np.array_equal(run.reader.weights("fc1", 0), run.reader.weights("fc1", MAX_EPOCHS))
+
+
+def test_alphas_equal_analyze_matrix_on_the_models_matrices(run: types.SimpleNamespace) -> None:
+    for name in tiny.TINY_LAYERS:
+        kind = tiny.KINDS[name]
+        stored = run.reader.metrics(name)
+        for row, epoch in enumerate(EPOCHS):
+            matrix = run.recorder.at_epoch[epoch][name]
+            expected = analyze_matrix(matrix, kind=kind, name=name)
+            assert stored["alpha"][row] == pytest.approx(expected.alpha, rel=1e-6, nan_ok=True), (name, epoch)
+            (recomputed,) = analyze_weights([(name, matrix, kind)])
+            for metric in METRIC_NAMES:
+                assert stored[metric][row] == pytest.approx(
+                    recomputed.metrics()[metric], rel=1e-6, nan_ok=True
+                ), (name, epoch, metric)
+
+
+@pytest.fixture(scope="module")
+def events(run: types.SimpleNamespace) -> event_accumulator.EventAccumulator:
+    accumulator = event_accumulator.EventAccumulator(
+        str(run.log_dir), size_guidance={event_accumulator.HISTOGRAMS: 0, event_accumulator.SCALARS: 0}
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+def test_tensorboard_esd_histograms(run: types.SimpleNamespace, events) -> None:
+    histograms = events.Tags()["histograms"]
+    for name in tiny.TINY_LAYERS:
+        recorded = events.Histograms(f"esd/{name}")
+        assert [event.step for event in recorded] == STEPS, histograms
+        for event, epoch in zip(recorded, EPOCHS, strict=True):
+            logs = np.log10(run.reader.esd(name, epoch))
+            assert event.histogram_value.num == logs.size
+            assert event.histogram_value.min == pytest.approx(logs.min(), rel=1e-6, abs=1e-9)
+            assert event.histogram_value.max == pytest.approx(logs.max(), rel=1e-6, abs=1e-9)
+
+
+def test_tensorboard_scalars_per_layer(run: types.SimpleNamespace, events) -> None:
+    scalars = events.Tags()["scalars"]
+    for name in tiny.TINY_LAYERS:
+        for metric in TB_SCALARS:
+            stored = run.reader.metric(metric, name)
+            finite = [
+                (step, value) for step, value in zip(STEPS, stored, strict=True) if math.isfinite(value)
+            ]
+            assert finite, (name, metric)
+            assert f"{metric}/{name}" in scalars, scalars
+            recorded = events.Scalars(f"{metric}/{name}")
+            assert [event.step for event in recorded] == [step for step, _ in finite]
+            assert [event.value for event in recorded] == pytest.approx(
+                [value for _, value in finite], rel=1e-6, abs=1e-30
+            )
+    for metric in AVERAGED_METRICS:
+        assert [event.step for event in events.Scalars(f"model/{metric}")] == STEPS
+
+
+def test_the_callback_is_a_keras_callback(run: types.SimpleNamespace) -> None:
+    assert isinstance(run.callback, keras.callbacks.Callback)
+    assert run.callback.run_dir == Path(run.log_dir)
