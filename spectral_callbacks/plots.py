@@ -181,6 +181,17 @@ def _log_density(positive: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _log_scale_if_wide(axes: Any, axis: str, values: np.ndarray) -> None:
+    """A log scale when the values are >= 0 and the positive ones span :data:`LOG_SCALE_RATIO`.
+
+    With zeros among them (a sweep of L2 strengths from 0), a symmetric log scale, linear below
+    the smallest positive value, so zero stays on the axis.
+    """
     finite = values[np.isfinite(values)]
-    if finite.size and finite.min() > 0 and finite.max() / finite.min() >= LOG_SCALE_RATIO:
-        (axes.set_xscale if axis == "x" else axes.set_yscale)("log")
+    positive = finite[finite > 0]
+    if not positive.size or finite.min() < 0 or positive.max() / positive.min() < LOG_SCALE_RATIO:
+        return
+    set_scale = axes.set_xscale if axis == "x" else axes.set_yscale
+    if positive.size == finite.size:
+        set_scale("log")
+    else:
+        set_scale("symlog", linthresh=float(positive.min()))
