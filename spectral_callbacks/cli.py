@@ -1,4 +1,4 @@
-"""The ``spectral-callbacks`` command: ``summary RUN...``, ``analyze FILE...`` and ``compare RUN...``."""
+"""The ``spectral-callbacks`` command: ``summary RUN...``, ``analyze PATH...`` and ``compare RUN...``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .posthoc import FileResult
 
 __all__ = ["main"]
 
@@ -19,10 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary", help="per-layer table of run files (spectra.h5 or run directories)"
     )
     summary.add_argument("runs", nargs="+", type=Path)
-    analyze = commands.add_parser(
-        "analyze", help="analyze saved weights: .npz, or a torch .pt/.bin/.ckpt state dict"
-    )
-    analyze.add_argument("files", nargs="+", type=Path)
+    _add_analyze_parser(commands)
     compare = commands.add_parser(
         "compare", help="compare runs: one metric per layer and epoch, as a table, CSV, PNG or HTML"
     )
@@ -50,9 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             _compare(args)
             return 0
-        for path in args.runs if args.command == "summary" else args.files:
+        if args.command == "analyze":
+            return _analyze(args)
+        for path in args.runs:
             print(f"== {path}")
-            print(_summary(path) if args.command == "summary" else _analyze(path))
+            print(_summary(path))
     except (FileNotFoundError, ValueError, KeyError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"spectral-callbacks: {message}", file=sys.stderr)
@@ -91,26 +94,110 @@ def _summary(path: Path) -> str:
         return run_table(run)
 
 
-def _analyze(path: Path) -> str:
-    import numpy as np
+def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
+    analyze = commands.add_parser(
+        "analyze",
+        help="analyze saved weights: .safetensors (file or sharded directory), torch .pt/.bin/.ckpt, "
+        ".keras, .npz, or run files (their snapshots not yet analyzed)",
+    )
+    analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    analyze.add_argument(
+        "--out", action="append", type=Path, default=[], metavar="FILE",
+        help="write results.h5 (the run-file schema, one snapshot per PATH) or results.csv; repeatable",
+    )  # fmt: skip
+    analyze.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names or regular expressions")
+    analyze.add_argument("--exclude", nargs="+", metavar="LAYER", help="layers to leave out")
+    analyze.add_argument(
+        "--executor", default="local", metavar="local|processes|dask|dask://HOST:PORT",
+        help="where the layers are analyzed: this process (default), a process pool, a local dask "
+        "cluster, or the dask scheduler at HOST:PORT",
+    )  # fmt: skip
+    analyze.add_argument("--workers", type=int, help="processes of a pool or local cluster (default: CPUs)")
+    analyze.add_argument("--threads", type=int, default=1, help="BLAS threads per task (default 1)")
+    analyze.add_argument("--min-evals", type=int, default=8, help="skip smaller matrices (default 8)")
+    analyze.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for a dask scheduler (default 10)"
+    )
+    analyze.add_argument(
+        "--allow-pickle", action="store_true",
+        help="load torch checkpoints with weights_only=False: this runs code stored in the file; "
+        "only for files you trust",
+    )  # fmt: skip
 
-    from .model import analyze_model
 
-    if not path.exists():
-        raise FileNotFoundError(f"No file at {path}.")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            weights = {name: archive[name] for name in archive.files}
-    elif path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        import torch
+def _analyze(args: argparse.Namespace) -> int:
+    """Exit code 0; 1 if a path or a layer could not be analyzed (the others were); 2 on bad options."""
+    from .posthoc import AnalysisOptions, parse_executor
+    from .posthoc.analysis import plan_paths, run_plans
+    from .posthoc.results import check_outputs, union_parameters, write_csv, write_hdf5
+    from .posthoc.runfiles import is_run_path
 
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-        weights = weights.get("state_dict", weights)
-    else:
-        raise ValueError(
-            f"{path}: unsupported file type {path.suffix!r}; expected .npz, .pt, .pth, .bin or .ckpt."
-        )
-    return analyze_model(weights).table()
+    check_outputs(args.out)
+    executor = parse_executor(args.executor)
+    options = AnalysisOptions(min_evals=args.min_evals, blas_threads=args.threads)
+    runs = {path for path in args.paths if is_run_path(path)}
+    files = [path for path in args.paths if path not in runs]
+    results = plan_paths(
+        files, options=options, layers=args.layers, exclude=args.exclude, allow_pickle=args.allow_pickle
+    )
+    hdf5_outputs = [path for path in args.out if path.suffix.lower() != ".csv"]
+    if hdf5_outputs and files:
+        union_parameters(results)  # a conflict stops here, before any work
+    run_plans(results, options=options, executor=executor, workers=args.workers, timeout=args.timeout)
+    by_path = dict(zip(files, results, strict=True))
+    failed = False
+    for path in args.paths:
+        if path in runs:
+            failed |= not _catch_up(path)
+        else:
+            failed |= not _print_result(by_path[path])
+    for path in args.out:
+        if not files:
+            print(f"note: {path} not written: run files hold their own results", file=sys.stderr)
+            continue
+        if path in hdf5_outputs:
+            write_hdf5(path, results, options)
+        else:
+            write_csv(path, results)
+        print(f"wrote {path}")
+    return 1 if failed else 0
+
+
+def _print_result(result: FileResult) -> bool:
+    """Print a path's table, or its error on stderr; False when something could not be analyzed."""
+    from .model import TABLE_COLUMNS, skipped_note, table_cells
+    from .tables import print_table
+
+    if result.error is not None:
+        print(f"spectral-callbacks: {result.error}", file=sys.stderr)
+        return False
+    for error in result.layer_errors:
+        print(f"spectral-callbacks: {result.path}: {error}", file=sys.stderr)
+    analyzed = sum(row.status != "skipped" for row in result.rows)
+    files = f"{len(result.files)} files" if len(result.files) > 1 else "1 file"
+    print(f"== {result.path}")
+    title = f"{result.format}, {files}: {analyzed} matrices analyzed"
+    print_table(TABLE_COLUMNS, table_cells(result.rows), title=title)
+    note = skipped_note(result.rows)
+    if note:
+        print(note)
+    return not result.failed
+
+
+def _catch_up(path: Path) -> bool:
+    """Analyze a run file's pending snapshots and print its table; False if it could not be done."""
+    from .posthoc.runfiles import catch_up_run
+
+    try:
+        done, messages = catch_up_run(path)
+    except (ValueError, OSError) as error:
+        print(f"spectral-callbacks: {path}: {error}", file=sys.stderr)
+        return False
+    for message in messages:
+        print(f"{path}: {message}", file=sys.stderr)
+    print(f"== {path} (run file: {done} snapshot(s) analyzed now, that had been captured but not analyzed)")
+    print(_summary(path))
+    return True
 
 
 if __name__ == "__main__":

@@ -10,7 +10,15 @@ import numpy as np
 from .spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
 from .tables import format_columns
 
-__all__ = ["ModelAnalysis", "analyze_model", "analyze_weights", "format_table"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "ModelAnalysis",
+    "analyze_model",
+    "analyze_weights",
+    "format_table",
+    "skipped_note",
+    "table_cells",
+]
 
 TABLE_COLUMNS = (
     "name", "kind", "shape", "alpha", "D", "alpha_weighted", "log_norm",
@@ -114,14 +122,22 @@ def analyze_weights(
 def format_table(rows: Iterable[LayerSpectrum]) -> str:
     """Plain-text table of the analyzed rows, and a line on the skipped ones."""
     rows = list(rows)
-    analyzed = [row for row in rows if row.status != "skipped"]
-    table = format_columns(
-        TABLE_COLUMNS, [[_cell(row, column) for column in TABLE_COLUMNS] for row in analyzed]
-    )
+    table = format_columns(TABLE_COLUMNS, table_cells(rows))
+    note = skipped_note(rows)
+    return f"{table}\n{note}" if note else table
+
+
+def table_cells(rows: Iterable[LayerSpectrum]) -> list[list[object]]:
+    """The cells of :data:`TABLE_COLUMNS` for each analyzed (not skipped) row."""
+    return [[_cell(row, column) for column in TABLE_COLUMNS] for row in rows if row.status != "skipped"]
+
+
+def skipped_note(rows: Iterable[LayerSpectrum]) -> str | None:
+    """A line on the skipped rows (how many, and the first one's reason), or None."""
     skipped = [row for row in rows if row.status == "skipped"]
-    if skipped:
-        table += f"\n({len(skipped)} parameter(s) skipped, e.g. {skipped[0].name}: {skipped[0].reason})"
-    return table
+    if not skipped:
+        return None
+    return f"({len(skipped)} parameter(s) skipped, e.g. {skipped[0].name}: {skipped[0].reason})"
 
 
 def _cell(row: LayerSpectrum, column: str) -> object:

@@ -1,0 +1,220 @@
+"""Post-hoc analysis of many files: plan from metadata, fan the parameters out, gather in file order.
+
+Planning reads only metadata: parameters that cannot be analyzed (1-D, integer, too few
+eigenvalues) become skipped rows at once; the others become tasks, one per parameter, that load
+their tensor and analyze it with :func:`spectral_callbacks.model.analyze_weights`. Each task runs
+its BLAS on ``blas_threads`` threads in whatever process it lands, so the numbers are identical
+(bit for bit) whatever the executor and the number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import SpectralConfig
+from ..model import ModelAnalysis, analyze_weights
+from ..selection import LayerFilter, select_layers
+from ..spectra import LayerSpectrum, SkippedParameter, matrices_of
+from ..store import ParameterSpec
+from .executors import DEFAULT_TIMEOUT, ExecutorSpec, open_executor, parse_executor
+from .progress import progress_bar
+from .sources import ParameterRef, open_source
+
+__all__ = ["AnalysisOptions", "FileResult", "analyze_parameter", "analyze_paths", "plan_paths", "run_plans"]
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How each matrix is analyzed (see ``spectra.analyze_matrix``) and with how many BLAS threads.
+
+    Raises:
+        ValueError: an invalid value, named with what is allowed.
+    """
+
+    min_evals: int = 8
+    normalize: str | None = None
+    conv2d_norm: bool = True
+    xmax: float | str | None = None
+    blas_threads: int = 1
+
+    def __post_init__(self) -> None:
+        SpectralConfig(**self.spectra_options(), blas_threads=self.blas_threads)  # validates them
+
+    def spectra_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~spectral_callbacks.model.analyze_weights`."""
+        return {
+            "min_evals": self.min_evals,
+            "normalize": self.normalize,
+            "conv2d_norm": self.conv2d_norm,
+            "xmax": self.xmax,
+        }
+
+
+@dataclass
+class FileResult:
+    """The analysis of one path (a file, or a directory of shards).
+
+    Attributes:
+        path: as given.
+        format: the format it was read as, or ``None`` when it could not be opened.
+        files: the files it spans (the shards of a directory).
+        error: why it could not be analyzed at all, or ``None``.
+        layer_errors: ``"<layer>: <error>"`` for parameters that could not be read or analyzed
+            (they are skipped rows with that reason; the other rows are complete).
+        parameters: the analyzable parameters, as the HDF5 schema declares them.
+        rows: one row per matrix (and per skipped parameter), in model order, after the run.
+    """
+
+    path: Path
+    format: str | None = None
+    files: tuple[Path, ...] = ()
+    error: str | None = None
+    layer_errors: list[str] = field(default_factory=list)
+    parameters: list[ParameterSpec] = field(default_factory=list)
+    rows: ModelAnalysis = field(default_factory=ModelAnalysis)
+    # planned rows: a skipped row, or the parameter a task analyzes (replaced by its rows)
+    _slots: list[LayerSpectrum | ParameterRef] = field(default_factory=list, repr=False)
+
+    @property
+    def failed(self) -> bool:
+        """The path, or one of its parameters, could not be read."""
+        return self.error is not None or bool(self.layer_errors)
+
+
+def analyze_parameter(ref: ParameterRef, options: AnalysisOptions) -> list[LayerSpectrum]:
+    """The task: load one parameter where this runs, and analyze its matrix view(s)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=options.blas_threads):
+        return list(analyze_weights([(ref.name, ref.load(), ref.kind)], **options.spectra_options()))
+
+
+def plan_paths(
+    paths: Sequence[str | Path],
+    *,
+    options: AnalysisOptions | None = None,
+    layers: LayerFilter = None,
+    exclude: LayerFilter = None,
+    allow_pickle: bool = False,
+) -> list[FileResult]:
+    """Open every path and plan its rows from metadata; a path that fails gets its ``error``.
+
+    Args:
+        paths: files or directories (see :func:`~spectral_callbacks.posthoc.open_source`).
+        options: analysis options (``min_evals`` decides what is too small).
+        layers, exclude: layer names or regular expressions (``selection.select_layers``).
+        allow_pickle: load torch checkpoints with ``weights_only=False`` (runs code in the file).
+    """
+    options = options or AnalysisOptions()
+    results = []
+    for path in paths:
+        result = FileResult(Path(path))
+        results.append(result)
+        try:
+            source = open_source(path, allow_pickle=allow_pickle)
+            chosen = list(source.parameters)
+            if layers is not None or exclude is not None:
+                chosen = select_layers(chosen, layers, exclude)
+        except ValueError as error:
+            result.error = str(error)
+            continue
+        result.format, result.files = source.format, source.files
+        for ref in chosen:
+            planned = _plan(ref, options.min_evals)
+            result._slots.append(planned)
+            if isinstance(planned, ParameterRef):
+                result.parameters.append(ParameterSpec(ref.name, planned.kind, ref.shape))
+    return results
+
+
+def run_plans(
+    results: Sequence[FileResult],
+    *,
+    options: AnalysisOptions | None = None,
+    executor: str | ExecutorSpec = "local",
+    workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool | None = None,
+) -> None:
+    """Run the planned tasks of all paths together on the executor; fill each result's ``rows``.
+
+    Raises:
+        ExecutorError: the executor cannot be set up (nothing was analyzed).
+    """
+    options = options or AnalysisOptions()
+    spec = parse_executor(executor) if isinstance(executor, str) else executor
+    tasks = [(result, slot) for result in results for slot in result._slots if isinstance(slot, ParameterRef)]
+    outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(tasks)
+    function = functools.partial(analyze_parameter, options=options)
+    description = f"analyzing {len(tasks)} parameters of {len(results)} path(s)"
+    if tasks:
+        with (
+            open_executor(spec, workers=workers, timeout=timeout) as run,
+            progress_bar(len(tasks), description, enabled=progress) as advance,
+        ):
+            for index, value, error in run(function, [ref for _, ref in tasks]):
+                outcomes[index] = (value, error)
+                advance()
+    done = iter(outcomes)
+    for result in results:
+        for slot in result._slots:
+            if isinstance(slot, LayerSpectrum):
+                result.rows.append(slot)
+                continue
+            value, error = next(done)
+            if error is None:
+                result.rows.extend(value)
+            else:
+                reason = f"cannot read or analyze it: {type(error).__name__}: {error}"
+                result.layer_errors.append(f"{slot.name}: {reason}")
+                result.rows.append(_skipped(slot, reason))
+        result._slots = []
+
+
+def analyze_paths(
+    paths: Sequence[str | Path],
+    *,
+    options: AnalysisOptions | None = None,
+    layers: LayerFilter = None,
+    exclude: LayerFilter = None,
+    allow_pickle: bool = False,
+    executor: str | ExecutorSpec = "local",
+    workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool | None = None,
+) -> list[FileResult]:
+    """:func:`plan_paths` then :func:`run_plans`: one result per path, in the order given.
+
+    >>> results = analyze_paths(["model.safetensors"], executor="dask")  # doctest: +SKIP
+    >>> print(results[0].rows.table())  # doctest: +SKIP
+    """
+    results = plan_paths(paths, options=options, layers=layers, exclude=exclude, allow_pickle=allow_pickle)
+    run_plans(
+        results, options=options, executor=executor, workers=workers, timeout=timeout, progress=progress
+    )
+    return results
+
+
+def _plan(ref: ParameterRef, min_evals: int) -> LayerSpectrum | ParameterRef:
+    """A skipped row from metadata alone, or the parameter with its matrix kind settled."""
+    if ref.problem is not None:
+        return _skipped(ref, ref.problem)
+    probe = np.broadcast_to(np.zeros((), dtype=np.float32), ref.shape)  # the shape, without memory
+    try:
+        views = matrices_of(ref.name, probe, ref.kind, min_evals=min_evals)
+    except ValueError as error:
+        return _skipped(ref, str(error))
+    if isinstance(views, SkippedParameter):
+        return LayerSpectrum.skipped(views, ref.kind or "")
+    return dataclasses.replace(ref, kind=views[0].kind)
+
+
+def _skipped(ref: ParameterRef, reason: str) -> LayerSpectrum:
+    return LayerSpectrum.skipped(SkippedParameter(ref.name, ref.shape, reason), ref.kind or "")

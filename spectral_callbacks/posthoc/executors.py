@@ -1,0 +1,161 @@
+"""Where the per-parameter tasks run: this process, a process pool, or a dask.distributed cluster.
+
+Every executor runs the same function on the same items and reports ``(index, result, error)``
+as tasks finish; callers put results back by index, so the output order never depends on the
+executor or on timing. Items are small descriptions (a file path and a key), never arrays: each
+task loads its own tensor where it runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_TIMEOUT", "ExecutorError", "ExecutorSpec", "Outcome", "open_executor", "parse_executor"]
+
+DEFAULT_TIMEOUT = 10.0
+EXECUTORS = ("local", "processes", "dask", "dask://HOST:PORT")
+_DASK_ADDRESS = re.compile(r"dask://(?P<address>(?:[a-z]+://)?[^/\s]+:\d+)/?")
+
+# (index of the item, the function's result or None, the exception it raised or None)
+Outcome = tuple[int, Any, BaseException | None]
+
+
+class ExecutorError(ValueError):
+    """An executor that cannot be set up: unknown, not installed, or a scheduler that does not answer."""
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """``kind`` is ``"local"``, ``"processes"`` or ``"dask"``; ``address`` a dask scheduler or None."""
+
+    kind: str
+    address: str | None = None
+
+
+def parse_executor(text: str) -> ExecutorSpec:
+    """``local``, ``processes``, ``dask`` (a local cluster) or ``dask://HOST:PORT`` (a scheduler).
+
+    >>> parse_executor("dask://10.0.0.5:8786")
+    ExecutorSpec(kind='dask', address='tcp://10.0.0.5:8786')
+
+    Raises:
+        ExecutorError: anything else.
+    """
+    if text in ("local", "processes", "dask"):
+        return ExecutorSpec(text)
+    match = _DASK_ADDRESS.fullmatch(text)
+    if match:
+        address = match.group("address")
+        return ExecutorSpec("dask", address if "://" in address else f"tcp://{address}")
+    raise ExecutorError(f"Invalid executor {text!r}. Must be one of {', '.join(EXECUTORS)}.")
+
+
+@contextlib.contextmanager
+def open_executor(
+    spec: ExecutorSpec, *, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Outcome]]]:
+    """A ``map(function, items)`` that yields an :data:`Outcome` per item as tasks finish.
+
+    Args:
+        spec: from :func:`parse_executor`.
+        workers: processes of a process pool or of a local dask cluster (default: CPU count).
+        timeout: seconds to wait for a dask scheduler to answer.
+
+    Raises:
+        ExecutorError: dask is not installed, or the scheduler does not answer within ``timeout``.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ExecutorError(f"Invalid value for workers={workers}. Must be >= 1.")
+    if spec.kind == "local":
+        yield _map_local
+    elif spec.kind == "processes":
+        with (
+            _main_module_hidden(),
+            concurrent.futures.ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            ) as pool,
+        ):
+            yield lambda function, items: _map_futures(pool, function, items)
+    else:
+        with _dask_client(spec.address, workers, timeout) as client:
+            yield lambda function, items: _map_dask(client, function, items)
+
+
+def _map_local(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:
+    for index, item in enumerate(items):
+        try:
+            yield index, function(item), None
+        except Exception as error:  # noqa: BLE001 - reported for this item; the others go on
+            yield index, None, error
+
+
+def _map_futures(
+    pool: concurrent.futures.Executor, function: Callable[[Any], Any], items: Sequence[Any]
+) -> Iterator[Outcome]:
+    futures = {pool.submit(function, item): index for index, item in enumerate(items)}
+    for future in concurrent.futures.as_completed(futures):
+        error = future.exception()
+        yield futures[future], None if error else future.result(), error
+
+
+def _map_dask(client: Any, function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:
+    from distributed import as_completed
+
+    futures = client.map(function, list(items), pure=False)
+    index = {future.key: i for i, future in enumerate(futures)}
+    for future in as_completed(futures):
+        if future.status == "error":
+            yield index[future.key], None, future.exception()
+        else:
+            yield index[future.key], future.result(), None
+        future.release()
+
+
+@contextlib.contextmanager
+def _dask_client(address: str | None, workers: int, timeout: float) -> Iterator[Any]:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as error:
+        raise ExecutorError(
+            "The dask executor needs dask.distributed: pip install 'spectral-callbacks[distributed]'."
+        ) from error
+    if address is not None:
+        try:
+            client = Client(address, timeout=timeout)
+        except (OSError, TimeoutError) as error:
+            raise ExecutorError(
+                f"Cannot reach the dask scheduler at {address} within {timeout:g} s ({error}). Is a "
+                "scheduler running there (`dask scheduler`), and is the port open?"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        _main_module_hidden(),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",  # any free port, this machine only: 8787 may be taken
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _main_module_hidden() -> contextlib.AbstractContextManager[None]:
+    """Keep spawned workers from re-running the user's script (one without a main guard)."""
+    from ..worker import _main_module_hidden as hidden  # the live worker's spawn needs the same
+
+    return hidden()

@@ -1,0 +1,223 @@
+"""Listing and loading the tensors of safetensors, torch and ``.npz`` files, one tensor at a time.
+
+Listing reads only metadata (names, shapes, dtypes); loading reads one tensor. Both run in any
+process, so a task can load its tensor where it is analyzed and the parent never holds them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SourceError",
+    "TensorInfo",
+    "list_npz",
+    "list_safetensors",
+    "list_torch",
+    "load_npz",
+    "load_safetensors",
+    "load_torch",
+]
+
+_SAFETENSORS_FLOATS = ("F16", "BF16", "F32", "F64")
+# Where a checkpoint keeps its state dict, in the order tried (Lightning first).
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module")
+
+
+class SourceError(ValueError):
+    """A path that cannot be analyzed: missing, unknown format, corrupt, or refused (pickle)."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor in a file, known from metadata alone.
+
+    Attributes:
+        key: its key in the file.
+        shape: its shape in torch layout (Keras kernels are transposed when loaded).
+        dtype: its dtype as the format names it.
+        problem: why it cannot be analyzed (e.g. an integer dtype), or ``None``.
+        kind: its matrix kind when the format tells it (Keras layers), else ``None`` (guessed).
+        name: its layer name when the format defines one (Keras), else ``None`` (from the key).
+    """
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    problem: str | None = None
+    kind: str | None = None
+    name: str | None = None
+
+
+def list_safetensors(file: str) -> list[TensorInfo]:
+    """The tensors of a ``.safetensors`` file, from its header."""
+    safetensor_error, safe_open = _safetensors()
+    try:
+        with safe_open(file, framework="numpy") as handle:
+            infos = []
+            for key in handle.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                tensor = handle.get_slice(key)
+                dtype = tensor.get_dtype()
+                infos.append(TensorInfo(key, tuple(tensor.get_shape()), dtype, _safetensors_problem(dtype)))
+            return infos
+    except (safetensor_error, OSError) as error:
+        raise SourceError(
+            f"{file}: not a readable safetensors file (truncated or corrupt?): {error}"
+        ) from error
+
+
+def load_safetensors(file: str, key: str, dtype: str) -> np.ndarray:
+    """One tensor of a ``.safetensors`` file (bfloat16 widened exactly to float32)."""
+    if dtype == "BF16":
+        return _read_bfloat16(file, key)
+    _, safe_open = _safetensors()
+    with safe_open(file, framework="numpy") as handle:
+        return handle.get_tensor(key)
+
+
+def list_npz(file: str) -> list[TensorInfo]:
+    """The arrays of a ``.npz`` archive, from their ``.npy`` headers."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            infos = []
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as stream:
+                    infos.append(_npy_info(member[: -len(".npy")], stream))
+            return infos
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise SourceError(f"{file}: not a readable .npz archive (truncated or corrupt?): {error}") from error
+
+
+def load_npz(file: str, key: str) -> np.ndarray:
+    """One array of a ``.npz`` archive."""
+    with np.load(file, allow_pickle=False) as archive:
+        return archive[key]
+
+
+def list_torch(file: str, *, allow_pickle: bool) -> list[TensorInfo]:
+    """The tensors of a torch state dict or checkpoint (memory-mapped where torch can)."""
+    infos = []
+    for key, tensor in _torch_state(file, allow_pickle, os.stat(file).st_mtime_ns).items():
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        problem = None if tensor.dtype.is_floating_point else f"dtype {dtype} is not floating point"
+        infos.append(TensorInfo(key, tuple(tensor.shape), dtype, problem))
+    return infos
+
+
+def load_torch(file: str, key: str, *, allow_pickle: bool) -> np.ndarray:
+    """One tensor of a torch checkpoint, as float32/float64 numpy (numpy has no bfloat16)."""
+    tensor = _torch_state(file, allow_pickle, os.stat(file).st_mtime_ns)[key].detach()
+    if tensor.element_size() < 4:
+        tensor = tensor.float()
+    return tensor.cpu().numpy()
+
+
+@functools.lru_cache(maxsize=2)
+def _torch_state(file: str, allow_pickle: bool, mtime_ns: int) -> dict[str, Any]:
+    """The file's state dict, loaded once per process (the modification time invalidates it)."""
+    try:
+        import torch
+    except ImportError as error:
+        raise SourceError(f"{file}: reading torch checkpoints needs torch (pip install torch).") from error
+    try:
+        try:
+            loaded = torch.load(file, map_location="cpu", weights_only=not allow_pickle, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            # the legacy (non-zip) format cannot be memory-mapped
+            loaded = torch.load(file, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as error:
+        if allow_pickle:
+            raise SourceError(f"{file}: cannot unpickle it: {_first_line(error)}") from error
+        raise SourceError(
+            f"{file}: refused to load: it holds pickled Python objects that torch.load(weights_only=True) "
+            f"does not allow ({_unpickler_reason(error)}). Unpickling can run code stored in the file; if "
+            "you trust it, pass --allow-pickle (allow_pickle=True) to load it with weights_only=False."
+        ) from None
+    except Exception as error:  # a corrupt file, or the code a pickle runs, may raise anything
+        raise SourceError(
+            f"{file}: not a readable torch checkpoint: {type(error).__name__}: {_first_line(error)}"
+        ) from error
+    state = _find_state_dict(loaded)
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise SourceError(
+            f"{file}: no tensors found; expected a state dict, or a checkpoint holding one under "
+            f"one of the keys {', '.join(_STATE_DICT_KEYS)}."
+        )
+    return tensors
+
+
+def _find_state_dict(loaded: Any) -> Mapping[str, Any]:
+    if hasattr(loaded, "state_dict") and callable(loaded.state_dict):  # a whole pickled module
+        return loaded.state_dict()
+    if not isinstance(loaded, Mapping):
+        return {}
+    for key in _STATE_DICT_KEYS:
+        if isinstance(loaded.get(key), Mapping):
+            return _find_state_dict(loaded[key])
+    return loaded
+
+
+def _safetensors() -> tuple[type[Exception], Any]:
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError as error:
+        raise SourceError(
+            "Reading .safetensors needs the safetensors package: "
+            "pip install 'spectral-callbacks[distributed]'."
+        ) from error
+    return SafetensorError, safe_open
+
+
+def _safetensors_problem(dtype: str) -> str | None:
+    if dtype in _SAFETENSORS_FLOATS:
+        return None
+    if dtype.startswith("F8"):
+        return f"dtype {dtype} (8-bit float) is not supported"
+    return f"dtype {dtype} is not floating point"
+
+
+def _read_bfloat16(file: str, key: str) -> np.ndarray:
+    """A bfloat16 tensor read from its byte range: its 16 bits are the top half of a float32."""
+    with open(file, "rb") as stream:
+        header_size = int.from_bytes(stream.read(8), "little")
+        entry = json.loads(stream.read(header_size))[key]
+    start, end = entry["data_offsets"]
+    raw = np.fromfile(file, dtype="<u2", count=(end - start) // 2, offset=8 + header_size + start)
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+
+
+def _npy_info(key: str, stream: Any) -> TensorInfo:
+    version = np.lib.format.read_magic(stream)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:  # 3.0 is only written for structured dtypes with unicode field names
+        return TensorInfo(key, (), "unknown", f".npy format version {version} is not supported")
+    shape, _, dtype = readers[version](stream)
+    problem = None if dtype.kind == "f" else f"dtype {dtype} is not floating point"
+    return TensorInfo(key, tuple(shape), str(dtype), problem)
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The line of torch's refusal that names what was refused (e.g. ``Unsupported global: ...``)."""
+    for line in str(error).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].split(". Please", 1)[0].strip()
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

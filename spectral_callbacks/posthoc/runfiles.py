@@ -1,0 +1,96 @@
+"""Run files given to ``analyze``: analyze the snapshots they hold as captured but not analyzed.
+
+A worker that died (or a training process killed) leaves snapshots whose weights are in the run
+file but whose spectra are not. This opens the run as its writer, with the analysis options it was
+recorded with, and lets :class:`~spectral_callbacks.snapshot_analysis.SnapshotAnalyzer` catch up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..reader import RUN_FILE_NAME, open_run
+from ..snapshot_analysis import SnapshotAnalyzer
+from ..store import ParameterSpec, RunFileBusyError, RunWriter
+
+__all__ = ["catch_up_run", "is_run_path"]
+
+# resume after the largest step there is: keep every snapshot (as the live worker's restart does)
+_KEEP_ALL = int(np.iinfo(np.int64).max)
+# how long to wait for a live writer (a training run's worker) before saying so
+LOCK_TIMEOUT = 2.0
+
+
+def is_run_path(path: str | Path) -> bool:
+    """A spectral-callbacks run file, or a directory holding one (``spectra.h5``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUN_FILE_NAME
+    if not (path.is_file() and h5py.is_hdf5(path)):
+        return False
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as file:
+            return "format_version" in file.attrs and "index" in file
+    except OSError:
+        return False
+
+
+def catch_up_run(path: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> tuple[int, list[str]]:
+    """Analyze the run's captured snapshots; returns how many, and the messages of the analysis.
+
+    Nothing is written when no snapshot is pending.
+
+    Raises:
+        ValueError: the file is not a readable run file, or a live process is writing it.
+    """
+    with open_run(path) as run:
+        if run.snapshots("captured")["epoch"].size == 0:
+            return 0, []
+        run_path, attributes, config = run.path, run.attributes, run.config
+    try:
+        writer = RunWriter.open(
+            run_path,
+            run_id=str(attributes["run_id"]),
+            parameters=(),
+            config_json=json.dumps(config),
+            framework=str(attributes.get("framework", "")),
+            weights_dtype=None,
+            min_evals=int(config.get("min_evals", 8)),
+            resume_after_step=_KEEP_ALL,
+            lock_timeout=lock_timeout,
+        )
+    except RunFileBusyError as error:
+        raise ValueError(f"{error} A live run analyzes its own snapshots.") from None
+    messages: list[str] = []
+    try:
+        parameters, weights_dtype = _parameters(writer.file)
+        options = {key: config[key] for key in ("normalize", "conv2d_norm", "xmax") if key in config}
+        analyzer = SnapshotAnalyzer(
+            writer,
+            parameters,
+            {"min_evals": int(config.get("min_evals", 8)), **options},
+            report=lambda kind, text: messages.append(f"{kind}: {text}"),
+            weights_dtype=weights_dtype,
+        )
+        done = analyzer.catch_up()
+    finally:
+        writer.close()
+    return done, messages
+
+
+def _parameters(file: h5py.File) -> tuple[list[ParameterSpec], str | None]:
+    """The run's parameters in model order, and the dtype its weights were saved in (or None)."""
+    parameters, dtype = [], None
+    for key in file["parameters"]:
+        group = file["parameters"][key]
+        attrs = group.attrs
+        parameters.append(
+            ParameterSpec(str(attrs["name"]), str(attrs["kind"]), tuple(int(n) for n in attrs["shape"]))
+        )
+        if "weights" in group:
+            dtype = str(group["weights"].dtype)
+    return parameters, dtype

@@ -1,0 +1,116 @@
+"""Executors: local, process pool and dask give identical rows, in file order; failures stay local."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from posthoc_models import analyzable
+
+from spectral_callbacks import analyze_model
+from spectral_callbacks.posthoc import ExecutorError, analyze_paths, parse_executor
+from spectral_callbacks.posthoc.executors import ExecutorSpec
+from spectral_callbacks.spectra import METRIC_NAMES
+
+
+def metric_table(rows: list) -> tuple[list[str], np.ndarray]:
+    """Names and a (rows x metrics) array, NaN where skipped, for exact comparisons."""
+    return [row.name for row in rows], np.array([[row.metrics()[m] for m in METRIC_NAMES] for row in rows])
+
+
+def assert_identical(rows: list, expected: list) -> None:
+    names, values = metric_table(rows)
+    expected_names, expected_values = metric_table(expected)
+    assert names == expected_names
+    np.testing.assert_array_equal(values, expected_values)  # bit for bit (NaN equals NaN here)
+    for row, other in zip(rows, expected, strict=True):
+        assert (row.status, row.reason, row.phase) == (other.status, other.reason, other.phase)
+        np.testing.assert_array_equal(row.svals, other.svals)
+
+
+@pytest.fixture(scope="module")
+def dask_address() -> Iterator[str]:
+    """One local cluster for the module: 2 single-threaded worker processes."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_parse_executor() -> None:
+    assert parse_executor("local") == ExecutorSpec("local")
+    assert parse_executor("processes") == ExecutorSpec("processes")
+    assert parse_executor("dask") == ExecutorSpec("dask")
+    assert parse_executor("dask://scheduler:8786") == ExecutorSpec("dask", "tcp://scheduler:8786")
+    assert parse_executor("dask://tls://10.0.0.1:8786") == ExecutorSpec("dask", "tls://10.0.0.1:8786")
+    for bad in ("threads", "dask://", "dask://host", "spark://host:7077"):
+        with pytest.raises(ExecutorError, match="Must be one of local, processes, dask, dask://HOST:PORT"):
+            parse_executor(bad)
+
+
+def test_local_rows_equal_analyze_model_on_the_same_arrays(model_files, state) -> None:
+    (result,) = analyze_paths([model_files["npz"]])
+    assert result.error is None and not result.failed
+    analyzed = [row for row in result.rows if row.status != "skipped"]
+    assert_identical(analyzed, list(analyze_model(analyzable(state))))
+    skipped = [row for row in result.rows if row.status == "skipped"]
+    assert {row.reason for row in skipped} == {"1-D parameter has no matrix view"}
+    assert len(skipped) == sum(array.ndim == 1 for array in state.values())
+
+
+def test_process_pool_and_dask_give_identical_results(model_files, dask_address: str) -> None:
+    paths = [model_files["safetensors"], model_files["sharded"], model_files["npz"]]
+    local = analyze_paths(paths, executor="local")
+    address = dask_address.removeprefix("tcp://")
+    for executor in ("processes", f"dask://{address}"):
+        others = analyze_paths(paths, executor=executor, workers=2)
+        assert [r.path for r in others] == [Path(p) for p in paths]
+        for result, expected in zip(others, local, strict=True):
+            assert not result.failed
+            assert_identical(result.rows, expected.rows)
+    assert_identical(local[0].rows, local[1].rows)  # one file or its shards: the same model
+
+
+def test_dask_local_cluster_by_default(model_files) -> None:
+    pytest.importorskip("distributed")
+    local = analyze_paths([model_files["safetensors"]])
+    (result,) = analyze_paths([model_files["safetensors"]], executor="dask", workers=2)
+    assert_identical(result.rows, local[0].rows)
+
+
+def test_a_scheduler_that_does_not_answer(model_files) -> None:
+    pytest.importorskip("distributed")
+    start = time.monotonic()
+    message = r"Cannot reach the dask scheduler at tcp://127\.0\.0\.1:9 within 1 s"
+    with pytest.raises(ExecutorError, match=message):
+        analyze_paths([model_files["npz"]], executor="dask://127.0.0.1:9", timeout=1.0)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("executor", ["local", "processes"])
+def test_a_file_that_vanishes_fails_alone(model_files, tmp_path: Path, executor: str) -> None:
+    from spectral_callbacks.posthoc.analysis import plan_paths, run_plans
+
+    doomed = tmp_path / "doomed.safetensors"
+    shutil.copy(model_files["safetensors"], doomed)
+    results = plan_paths([doomed, model_files["npz"]])
+    doomed.unlink()  # after planning: every task of that file fails when it loads its tensor
+    run_plans(results, executor=executor, workers=2)
+    gone, fine = results
+    assert gone.failed and gone.error is None
+    planned = [row for row in gone.rows if "cannot read or analyze it" in (row.reason or "")]
+    assert len(planned) == len(gone.parameters) == len(gone.layer_errors) > 0
+    assert all("No such file" in error or "FileNotFoundError" in error for error in gone.layer_errors)
+    assert not fine.failed
+    assert sum(row.status != "skipped" for row in fine.rows) == len(fine.parameters)
