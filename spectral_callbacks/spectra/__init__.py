@@ -2,9 +2,11 @@
 
 from .analyze import EVALS_THRESH, METRIC_NAMES, LayerSpectrum, analyze_matrix, analyze_view
 from .esd import eigenvalues, log10_histogram, singular_values
+from .kpm import KPMDensity, MatvecBudgetWarning, kpm_density, top_eigenvalues
 from .matrices import KINDS, MatrixView, SkippedParameter, matrices_of
 from .metrics import frame_potential, matrix_entropy, norm_metrics, rank_metrics
 from .mp import PHASES, MPFit, fit_marchenko_pastur, phase_label
+from .operators import PADDING_MODES, ConvOperator, exact_circular_conv_svals
 from .powerlaw import DistributionComparison, PowerLawFit, compare_distributions, fit_power_law
 
 analyze = analyze_matrix
@@ -13,11 +15,15 @@ __all__ = [
     "EVALS_THRESH",
     "KINDS",
     "METRIC_NAMES",
+    "PADDING_MODES",
     "PHASES",
+    "ConvOperator",
     "DistributionComparison",
+    "KPMDensity",
     "LayerSpectrum",
     "MPFit",
     "MatrixView",
+    "MatvecBudgetWarning",
     "PowerLawFit",
     "SkippedParameter",
     "analyze",
@@ -25,9 +31,11 @@ __all__ = [
     "analyze_view",
     "compare_distributions",
     "eigenvalues",
+    "exact_circular_conv_svals",
     "fit_marchenko_pastur",
     "fit_power_law",
     "frame_potential",
+    "kpm_density",
     "log10_histogram",
     "matrices_of",
     "matrix_entropy",
@@ -35,4 +43,5 @@ __all__ = [
     "phase_label",
     "rank_metrics",
     "singular_values",
+    "top_eigenvalues",
 ]

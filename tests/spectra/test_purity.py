@@ -31,6 +31,9 @@ IMPORT_AND_USE = textwrap.dedent(
     spectra.analyze_matrix(weight)
     spectra.analyze_matrix(np.random.default_rng(1).standard_normal((16, 8, 3, 3)))
     spectra.fit_power_law(np.random.default_rng(2).pareto(1.5, 200) + 1)
+    conv = spectra.ConvOperator(np.ones((2, 2, 3, 3)), input_hw=(6, 6), padding=1, padding_mode="circular")
+    spectra.kpm_density(conv, 5, num_moments=8, num_probes=2)
+    spectra.exact_circular_conv_svals(np.ones((2, 2, 3, 3)), (6, 6))
     """
 )
 
