@@ -9,10 +9,11 @@ come from the study's own run: the helpers here format them, nobody types them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ from spectral_callbacks.tables import format_cell
 __all__ = [
     "DEFAULT_OUT",
     "DEFAULT_RESULTS",
+    "DEFAULT_RUNS",
     "figure_link",
     "markdown_table",
     "pyplot",
     "save_figure",
     "section_markers",
+    "single_threaded",
     "study_parser",
     "write_csv",
     "write_section",
@@ -35,6 +38,7 @@ __all__ = [
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 DEFAULT_RESULTS = EXPERIMENTS_DIR / "RESULTS.md"
 DEFAULT_OUT = EXPERIMENTS_DIR / "results"
+DEFAULT_RUNS = EXPERIMENTS_DIR.parent / "runs"  # training runs (ignored by git)
 _HEADER = (
     "# Results of the studies\n\n"
     "Each section is written by its study's command (see the README's Experiments); do not edit by hand.\n"
@@ -48,6 +52,22 @@ def study_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory of the studies' outputs")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file of the results")
     return parser
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """One thread for torch and for numpy's BLAS: the studies' matrices are small, and threads
+    spinning against each other on a shared 2-core machine make an SVD of 300x100 take 0.4 s."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def section_markers(name: str) -> tuple[str, str]:
