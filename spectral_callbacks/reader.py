@@ -7,6 +7,7 @@ spectra, and any committed one ("captured", "analyzed" or "failed" analysis) for
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .store import LAYER_STATUS, SNAPSHOT_STATUS, group_name
 __all__ = ["RUN_FILE_NAME", "RunReader", "open_run"]
 
 RUN_FILE_NAME = "spectra.h5"
+_LOCK_RETRY_SECONDS = 10.0
 _LAYER_STATUS_NAMES = {code: name for name, code in LAYER_STATUS.items()}
 
 
@@ -44,8 +46,7 @@ class RunReader:
                 f"No run file at {path}; expected a {RUN_FILE_NAME} written by a callback."
             )
         try:
-            _check_complete(path)
-            self._file = h5py.File(path, "r", libver="latest", swmr=True)
+            self._file = _open_swmr(path)
         except OSError as error:
             raise ValueError(
                 f"{path} is not a readable HDF5 run file (truncated or corrupt?): {error}"
@@ -223,6 +224,20 @@ class RunReader:
         dataset = self._file["index/status"]
         dataset.refresh()
         return dataset[...]
+
+
+def _open_swmr(path: Path) -> h5py.File:
+    """Open for SWMR reading; while the writer opens or closes the file (it holds HDF5's lock for
+    a moment then), retry for up to ``_LOCK_RETRY_SECONDS``."""
+    deadline = time.monotonic() + _LOCK_RETRY_SECONDS
+    while True:
+        try:
+            _check_complete(path)
+            return h5py.File(path, "r", libver="latest", swmr=True)
+        except OSError as error:
+            if "unable to lock file" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _check_complete(path: Path) -> None:

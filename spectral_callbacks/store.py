@@ -102,23 +102,18 @@ class RunWriter:
         path = Path(path)
         lock = _WriterLock.acquire(path, timeout=lock_timeout)
         try:
-            if path.exists():
-                file = _open_for_append(path)
+            if not path.exists():
+                _create_file(path, run_id, parameters, config_json, framework, weights_dtype, min_evals)
+            elif resume_after_step is None:
+                raise RunFileConflictError(_conflict_message(path, _run_id_of(path)))
+            file = _open_for_append(path)
+            if file.attrs.get("run_id") != run_id:
                 existing = file.attrs.get("run_id")
-                if resume_after_step is None or existing != run_id:
-                    file.close()
-                    raise RunFileConflictError(
-                        f"Run file {path} already exists and belongs to run {existing!r}. Resume that "
-                        "run from its checkpoint (the callback's state holds the run), or choose another "
-                        "log_dir."
-                    )
-                writer = cls(file, lock)
+                file.close()
+                raise RunFileConflictError(_conflict_message(path, existing))
+            writer = cls(file, lock)
+            if resume_after_step is not None:
                 writer._truncate_after(resume_after_step)
-            else:
-                file = h5py.File(path, "w", libver="latest")
-                writer = cls(file, lock)
-                writer._create(run_id, parameters, config_json, framework, weights_dtype, min_evals)
-            file.swmr_mode = True
         except BaseException:
             lock.release()
             raise
@@ -209,7 +204,7 @@ class RunWriter:
                 arrays[group.attrs["name"]] = group["weights"][int(rows[-1])]
         return arrays
 
-    def _create(
+    def _create_layout(
         self,
         run_id: str,
         parameters: Sequence[ParameterSpec],
@@ -327,6 +322,48 @@ class _WriterLock:
             self._descriptor = None
 
 
+def _create_file(
+    path: Path,
+    run_id: str,
+    parameters: Sequence[ParameterSpec],
+    config_json: str,
+    framework: str,
+    weights_dtype: str | None,
+    min_evals: int,
+) -> None:
+    """Build a new run file under a temporary name, then move it into place.
+
+    The run file itself is only ever open in SWMR mode, which readers can always open; a file
+    left flagged by a writer killed outside SWMR mode could not be opened at all.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    building = path.with_name(f".{path.name}.creating")
+    with h5py.File(building, "w", libver="latest") as file:
+        RunWriter(file)._create_layout(run_id, parameters, config_json, framework, weights_dtype, min_evals)
+    os.replace(building, path)
+
+
+def _open_swmr_writer(path: Path) -> h5py.File:
+    """Open straight into SWMR write mode (h5py's ``"a"`` then ``swmr_mode = True`` would leave a
+    moment in which a killed writer makes the file unreadable)."""
+    access = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    access.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    flags = h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE
+    return h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=access))
+
+
+def _run_id_of(path: Path) -> str | None:
+    with h5py.File(path, "r", libver="latest", swmr=True) as file:
+        return file.attrs.get("run_id")
+
+
+def _conflict_message(path: Path, existing: str | None) -> str:
+    return (
+        f"Run file {path} already exists and belongs to run {existing!r}. Resume that run from its "
+        "checkpoint (the callback's state holds the run), or choose another log_dir."
+    )
+
+
 def _open_for_append(path: Path) -> h5py.File:
     """Open a run file to append; one whose writer was killed is first copied to a clean file.
 
@@ -336,9 +373,9 @@ def _open_for_append(path: Path) -> h5py.File:
     caller holds the writer lock, so the flag cannot belong to a live writer.
     """
     try:
-        return h5py.File(path, "a", libver="latest")
+        return _open_swmr_writer(path)
     except OSError as error:
-        if "consistency flags" not in str(error):
+        if "already open" not in str(error):
             raise
     fresh = path.with_name(f".{path.name}.recovering")
     with (
@@ -349,7 +386,7 @@ def _open_for_append(path: Path) -> h5py.File:
         for key in source:
             source.copy(key, target)
     os.replace(fresh, path)
-    return h5py.File(path, "a", libver="latest")
+    return _open_swmr_writer(path)
 
 
 def new_run_id() -> str:
