@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.sparse.linalg import LinearOperator
 
-from ._conv import correlate, outside, pad_index, paddings, pair, stride_phases
+from ._conv import Phase, correlate, outside, pad_index, paddings, pair, stride_phases
 
 __all__ = ["PADDING_MODES", "ConvOperator", "exact_circular_conv_svals"]
 
@@ -197,18 +197,20 @@ class ConvOperator(LinearOperator):
         grid = y[:, lead : lead + out_h * cols].reshape(c_out, out_h, cols, batch)
         grid[:, :, :out_w] = np.asarray(X, dtype=self.dtype).reshape(*self.out_shape, batch)
         y = y.reshape(c_out, -1)
-        if self.stride != (1, 1):
-            grad = np.zeros((c_in, *self._padded, batch), dtype=self.dtype)
-        for phase in self._phases:
+
+        def phase_gradient(phase: Phase) -> np.ndarray:
             result = np.empty((c_in, rows * cols * batch), dtype=self.dtype)
             offsets = [(lead - offset) * batch for offset in phase.offsets]
             correlate(y, phase.transpose, offsets, result, accumulate=False)
-            result = result.reshape(c_in, rows, cols, batch)
-            if self.stride == (1, 1):
-                grad = result
-                break
-            target = grad[:, phase.row :: self.stride[0], phase.col :: self.stride[1]][:, :rows, :cols]
-            target[...] = result[:, : target.shape[1], : target.shape[2]]  # the rest is read by no tap
+            return result.reshape(c_in, rows, cols, batch)
+
+        if self.stride == (1, 1):  # the one phase is the padded input
+            grad = phase_gradient(self._phases[0])
+        else:  # the phases interleave; positions no tap reads keep a zero gradient
+            grad = np.zeros((c_in, *self._padded, batch), dtype=self.dtype)
+            for phase in self._phases:
+                target = grad[:, phase.row :: self.stride[0], phase.col :: self.stride[1]][:, :rows, :cols]
+                target[...] = phase_gradient(phase)[:, : target.shape[1], : target.shape[2]]
         return self._unpad(grad).reshape(self.shape[1], batch)
 
     # --- spectra -------------------------------------------------------------------------------
