@@ -83,6 +83,11 @@ class FileResult:
     _slots: list[LayerSpectrum | ParameterRef] = field(default_factory=list, repr=False)
 
     @property
+    def tasks(self) -> list[ParameterRef]:
+        """The parameters planned for analysis and not run yet (none after :func:`run_plans`)."""
+        return [slot for slot in self._slots if isinstance(slot, ParameterRef)]
+
+    @property
     def failed(self) -> bool:
         """The path, or one of its parameters, could not be read."""
         return self.error is not None or bool(self.layer_errors)
@@ -90,10 +95,16 @@ class FileResult:
 
 def analyze_parameter(ref: ParameterRef, options: AnalysisOptions) -> list[LayerSpectrum]:
     """The task: load one parameter where this runs, and analyze its matrix view(s)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=options.blas_threads):
+    with _blas_pools().limit(limits=options.blas_threads):
         return list(analyze_weights([(ref.name, ref.load(), ref.kind)], **options.spectra_options()))
+
+
+@functools.cache
+def _blas_pools() -> Any:
+    """This process's BLAS/OpenMP thread pools, found once (looking them up costs milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def plan_paths(
@@ -150,7 +161,7 @@ def run_plans(
     """
     options = options or AnalysisOptions()
     spec = parse_executor(executor) if isinstance(executor, str) else executor
-    tasks = [(result, slot) for result in results for slot in result._slots if isinstance(slot, ParameterRef)]
+    tasks = [ref for result in results for ref in result.tasks]
     outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(tasks)
     function = functools.partial(analyze_parameter, options=options)
     description = f"analyzing {len(tasks)} parameters of {len(results)} path(s)"
@@ -159,7 +170,7 @@ def run_plans(
             open_executor(spec, workers=workers, timeout=timeout) as run,
             progress_bar(len(tasks), description, enabled=progress) as advance,
         ):
-            for index, value, error in run(function, [ref for _, ref in tasks]):
+            for index, value, error in run(function, tasks):
                 outcomes[index] = (value, error)
                 advance()
     done = iter(outcomes)

@@ -1,0 +1,252 @@
+"""Post-hoc analysis of checkpoints: one process and two workers, against the SVD floor and WeightWatcher.
+
+Models, generated and saved as float32 ``model.safetensors`` in a temporary directory (entries
+Student-t, df=3, plus a few strong rank-one spikes; fixed seeds, so every run sees the same files):
+
+* ``small``: a small sentence-transformer (MiniLM-sized): a 30522x384 token embedding and 6 blocks
+  of 384x384 Q/K/V/O and 1536x384 / 384x1536 MLP matrices (37 matrices);
+* ``large``: one LLaMA-7B-sized block: two 4096x4096 (Q, O) and 11008x4096 / 4096x11008 (MLP).
+
+Measured in one run, every BLAS on one thread per process:
+
+* floor: ``scipy.linalg.svdvals`` in float64 of the same matrices, already in memory;
+* ours, one process: ``analyze_paths([dir])`` (reads the file, one task per layer, every metric);
+* ours, 2 workers: the same with ``executor="processes"`` (a fresh process pool: its start is
+  timed, as the command line pays it), the same tasks on a process pool already started (warm:
+  small size only; on the large one the start is negligible), and on a dask ``LocalCluster`` of 2
+  workers started beforehand (as a running cluster);
+* WeightWatcher 0.7.x, if importable: ``WeightWatcher(model=dir).analyze()`` with its defaults.
+
+Targets: one process <= 1.25x the floor; 2 workers >= 1.8x faster than one process; no layer
+skipped for its size (WeightWatcher skips layers beyond its max_evals=15000 / max_N=50000);
+results identical (bit for bit) whatever the executor and from run to run.
+Run: ``.venv/bin/python benchmarks/bench_posthoc.py [--size small|large|all] [--repeats K]``
+(the default, ``small``, takes about a minute; ``large`` about 20 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+from threadpoolctl import threadpool_limits
+
+from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
+from spectral_callbacks.posthoc.analysis import analyze_parameter, plan_paths
+from spectral_callbacks.posthoc.executors import ExecutorSpec, open_executor
+from spectral_callbacks.spectra import METRIC_NAMES
+
+TARGET_FLOOR_RATIO = 1.25
+TARGET_SPEEDUP = 1.8
+WORKERS = 2
+SPIKES = 3
+
+
+def small_model() -> dict[str, tuple[int, int]]:
+    """Shapes (torch layout: out x in) of a MiniLM-sized sentence transformer."""
+    shapes = {"embeddings.word_embeddings.weight": (30522, 384)}
+    for block in range(6):
+        prefix = f"encoder.layer.{block}"
+        for part in ("query", "key", "value"):
+            shapes[f"{prefix}.attention.self.{part}.weight"] = (384, 384)
+        shapes[f"{prefix}.attention.output.dense.weight"] = (384, 384)
+        shapes[f"{prefix}.intermediate.dense.weight"] = (1536, 384)
+        shapes[f"{prefix}.output.dense.weight"] = (384, 1536)
+    return shapes
+
+
+def large_model() -> dict[str, tuple[int, int]]:
+    """Shapes of one LLaMA-7B-sized block's largest matrices."""
+    prefix = "model.layers.0"
+    return {
+        f"{prefix}.self_attn.q_proj.weight": (4096, 4096),
+        f"{prefix}.self_attn.o_proj.weight": (4096, 4096),
+        f"{prefix}.mlp.up_proj.weight": (11008, 4096),
+        f"{prefix}.mlp.down_proj.weight": (4096, 11008),
+    }
+
+
+def heavy_tailed(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Student-t entries scaled by the fan-in, plus rank-one spikes; float32, deterministic."""
+    rng = np.random.default_rng(seed)
+    rows, columns = shape
+    weight = rng.standard_t(3.0, size=shape).astype(np.float32) / np.float32(math.sqrt(columns))
+    for _ in range(SPIKES):
+        u, v = rng.standard_normal(rows), rng.standard_normal(columns)
+        strength = rng.uniform(2.0, 6.0)
+        weight += (strength * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))).astype(np.float32)
+    return weight
+
+
+def write_model(directory: Path, shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    from safetensors.numpy import save_file
+
+    arrays = {name: heavy_tailed(shape, seed) for seed, (name, shape) in enumerate(shapes.items())}
+    save_file(arrays, str(directory / "model.safetensors"))
+    return arrays
+
+
+def floor(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The singular values every analysis needs: float64 SVD of each matrix, nothing else."""
+    return [scipy.linalg.svdvals(a.astype(np.float64), check_finite=False) for a in arrays.values()]
+
+
+def ours(directory: Path, executor: str) -> list[Any]:
+    (result,) = analyze_paths([directory], executor=executor, workers=WORKERS, options=AnalysisOptions())
+    if result.failed:
+        raise RuntimeError(result.error or result.layer_errors)
+    return list(result.rows)
+
+
+def weightwatcher(directory: Path) -> dict[str, float] | None:
+    """WeightWatcher's alpha per layer (its ``longname``), or None when it is not installed."""
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import weightwatcher as ww
+        except ImportError:
+            return None
+        logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+        details = ww.WeightWatcher(model=str(directory)).analyze()
+    return {
+        str(name): float(alpha) for name, alpha in zip(details["longname"], details["alpha"], strict=True)
+    }
+
+
+def write_and_time_floor(size: str, directory: Path, repeats: int) -> float:
+    """Write the model file; the floor's time on its matrices (freed before ours run)."""
+    arrays = write_model(directory, small_model() if size == "small" else large_model())
+    megabytes = sum(a.nbytes for a in arrays.values()) / 2**20
+    print(f"\n== {size}: {len(arrays)} matrices, {megabytes:.0f} MiB of float32")
+    seconds, _ = timed(lambda: floor(arrays), repeats)
+    return seconds
+
+
+def warm_pool(directory: Path, repeats: int) -> tuple[float, list[Any]]:
+    """The tasks of one run on a process pool whose workers have started and imported everything."""
+    (planned,) = plan_paths([directory])
+    refs = planned.tasks
+    assert len(refs) == len(planned.parameters), "every parameter of these models is analyzed"
+    function = functools.partial(analyze_parameter, options=AnalysisOptions())
+    with open_executor(ExecutorSpec("processes"), workers=WORKERS) as run:
+        list(run(function, refs[:WORKERS]))  # start the workers: imports and first tasks
+
+        def analyze() -> list[Any]:
+            outcomes = {index: value for index, value, _ in run(function, refs)}
+            return [row for index in range(len(refs)) for row in outcomes[index]]
+
+        return timed(analyze, repeats)
+
+
+def metric_array(rows: list[Any]) -> np.ndarray:
+    return np.array([[row.metrics()[name] for name in METRIC_NAMES] for row in rows])
+
+
+def timed(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, result = math.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def bench(size: str, repeats: int, dask_address: str | None) -> list[tuple[bool, str]]:
+    shapes = small_model() if size == "small" else large_model()
+    with tempfile.TemporaryDirectory(prefix=f"bench_posthoc_{size}_") as temporary:
+        directory = Path(temporary)
+        floor_time = write_and_time_floor(size, directory, repeats)
+        one_time, one = timed(lambda: ours(directory, "local"), repeats)
+        pool_time, pool = timed(lambda: ours(directory, "processes"), repeats)
+        warm_time, warm = warm_pool(directory, repeats) if size == "small" else (math.nan, None)
+        dask_time, dask_rows = math.nan, None
+        if dask_address is not None:
+            dask_time, dask_rows = timed(lambda: ours(directory, f"dask://{dask_address}"), repeats)
+        again = ours(directory, "local")
+        ww_time, ww = timed(lambda: weightwatcher(directory), 1)
+    print(f"{'':<38}{'seconds':>9}{'ratio':>9}")
+    print(f"{'floor (scipy svdvals f64)':<38}{floor_time:>9.2f}")
+    print(f"{'ours, one process':<38}{one_time:>9.2f}{one_time / floor_time:>9.3f}  (/ floor)")
+    for label, seconds in (
+        (f"ours, {WORKERS} processes (pool start timed)", pool_time),
+        (f"ours, {WORKERS} processes (warm pool)", warm_time),
+        (f"ours, dask {WORKERS} workers (running)", dask_time),
+    ):
+        print(f"{label:<38}{seconds:>9.2f}{one_time / seconds:>9.2f}x  (speed-up)")
+    print(f"{'WeightWatcher.analyze()':<38}{ww_time if ww is not None else math.nan:>9.2f}", end="")
+    print(f"{ww_time / one_time:>9.2f}  (/ ours)" if ww is not None else "  (not installed)")
+
+    analyzed = [row for row in one if row.status != "skipped"]
+    runs = [rows for rows in (pool, again, warm, dask_rows) if rows is not None]
+    identical = all(np.array_equal(metric_array(one), metric_array(r), equal_nan=True) for r in runs)
+    floor_ratio = one_time / floor_time
+    verdicts = [(floor_ratio <= TARGET_FLOOR_RATIO, f"{size}: one process / floor = {floor_ratio:.3f}")]
+    for label, rows, seconds in (
+        ("processes (pool start timed)", pool, pool_time),
+        ("processes (warm pool)", warm, warm_time),
+        ("dask workers (running)", dask_rows, dask_time),
+    ):
+        if rows is not None:
+            speedup = one_time / seconds
+            verdicts.append(
+                (speedup >= TARGET_SPEEDUP, f"{size}: {WORKERS} {label}: speed-up {speedup:.2f}x")
+            )
+    verdicts.append((len(analyzed) == len(shapes), f"{size}: ours analyzed {len(analyzed)} of {len(shapes)}"))
+    verdicts.append((identical, f"{size}: metrics identical across executors and runs: {identical}"))
+    if ww is not None:
+        deltas = [abs(row.alpha - ww[row.name]) for row in analyzed if row.name in ww]
+        worst = max(deltas) if deltas else math.nan
+        print(f"WeightWatcher analyzed {len(ww)} of {len(shapes)} matrices; max |delta alpha| = {worst:.2e}")
+        verdicts.append((worst < 1e-6, f"{size}: max |delta alpha| vs WeightWatcher = {worst:.2e} < 1e-6"))
+    return verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("small", "large", "all"), default="small")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs (large: 1)")
+    parser.add_argument("--no-dask", action="store_true", help="skip the dask cluster")
+    args = parser.parse_args()
+    os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    sizes = ("small", "large") if args.size == "all" else (args.size,)
+    verdicts = []
+    with contextlib.ExitStack() as stack:
+        address = None
+        if not args.no_dask:
+            from distributed import LocalCluster
+
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=WORKERS,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
+                    silence_logs=logging.ERROR,
+                )
+            )
+            address = cluster.scheduler_address.removeprefix("tcp://")
+        with threadpool_limits(limits=1):
+            for size in sizes:
+                verdicts += bench(size, 1 if size == "large" else args.repeats, address)
+    print(f"\nload average (1 min) after the runs: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n")
+    for passed, text in verdicts:
+        print(f"{'PASS' if passed else 'FAIL'}  {text}")
+
+
+if __name__ == "__main__":
+    main()
