@@ -132,9 +132,10 @@ class RunReader:
             return {layer_name: self.metric(name, layer_name) for layer_name in self.layers}
         group = self._layer(layer)
         rows = self._analyzed_rows(group)
-        dataset = group["metrics"][name]
+        dataset = group["metrics"]
         dataset.refresh()
-        return dataset[...][rows]
+        column = list(dataset.attrs["names"]).index(name)
+        return dataset[:, column][rows]
 
     def metrics(self, layer: str) -> dict[str, np.ndarray]:
         """All metrics of one layer over the analyzed snapshots."""

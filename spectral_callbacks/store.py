@@ -6,7 +6,8 @@ Layout (format version 1)::
     /index/                one row per snapshot: epoch, step, time, status, reason
     /parameters/<param>/   attrs: kind, shape;  datasets: snapshot, weights (rows = snapshots)
     /layers/<matrix>/      attrs: name, parameter, kind, N, M, Q, num_slices
-                           datasets: snapshot, svals (float64), status, reason, metrics/<name>
+                           datasets: snapshot, svals (float64), status, reason,
+                           metrics (float64, one column per name in its attribute ``names``)
 
 Every dataset grows along its first axis. A snapshot is committed by its index row: weights are
 appended and flushed first, then the index row ("captured"); analysis rows follow, then the index
@@ -40,11 +41,12 @@ __all__ = [
     "RunWriter",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SNAPSHOT_STATUS = {"captured": 0, "analyzed": 1, "dropped": 2, "failed": 3}
 LAYER_STATUS = {"ok": 0, "warning": 1, "no-fit": 2, "skipped": 3}
 REASON_DTYPE = "S240"
 WRITER_LOCK_TIMEOUT = 120.0
+_CHUNK_BYTES = 1 << 16
 
 
 class RunFileConflictError(FileExistsError):
@@ -172,8 +174,7 @@ class RunWriter:
         _append(group["status"], LAYER_STATUS[spectrum.status])
         _append(group["reason"], _reason(spectrum.reason or ""))
         values = spectrum.metrics()
-        for metric in METRIC_NAMES:
-            _append(group["metrics"][metric], values[metric])
+        _append(group["metrics"], [values[metric] for metric in METRIC_NAMES])
 
     def flush(self) -> None:
         self.file.flush()
@@ -255,9 +256,9 @@ class RunWriter:
         _growing(group, "svals", (slices[0], m), "f8")
         _growing(group, "status", (), "i1")
         _growing(group, "reason", (), REASON_DTYPE)
-        metrics = group.create_group("metrics")
-        for metric in METRIC_NAMES:
-            _growing(metrics, metric, (), "f8")
+        # one 2-D dataset, not one per metric: a snapshot's metrics are one write, not dozens
+        metrics = _growing(group, "metrics", (len(METRIC_NAMES),), "f8")
+        metrics.attrs["names"] = list(METRIC_NAMES)
 
     def _truncate_after(self, last_step: int) -> None:
         """Drop snapshots after ``last_step`` and rows never committed, renumbering the rest."""
@@ -274,10 +275,7 @@ class RunWriter:
                 valid = (old < renumber.size) & (old >= 0)
                 rows = np.flatnonzero(valid)
                 rows = rows[renumber[old[rows]] >= 0]
-                datasets = [group[name] for name in group if isinstance(group[name], h5py.Dataset)]
-                if "metrics" in group:
-                    datasets += [group["metrics"][name] for name in group["metrics"]]
-                for dataset in datasets:
+                for dataset in group.values():
                     _keep_rows(dataset, rows)
                 group["snapshot"][...] = renumber[old[rows]]
         self.file.flush()
@@ -394,12 +392,15 @@ def new_run_id() -> str:
 
 
 def _growing(group: h5py.Group, name: str, row_shape: tuple[int, ...], dtype: str) -> h5py.Dataset:
+    """A dataset growing by rows; chunks of about 64 KiB (one row when rows are larger)."""
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    rows_per_chunk = max(1, min(256, _CHUNK_BYTES // row_bytes))
     return group.create_dataset(
         name,
         shape=(0, *row_shape),
         maxshape=(None, *row_shape),
         dtype=dtype,
-        chunks=(1, *row_shape) if row_shape else (256,),
+        chunks=(rows_per_chunk, *row_shape),
     )
 
 
