@@ -155,10 +155,15 @@ def _analyze(args: argparse.Namespace) -> int:
         if not files:
             print(f"note: {path} not written: run files hold their own results", file=sys.stderr)
             continue
-        if path in hdf5_outputs:
-            write_hdf5(path, results, options)
-        else:
-            write_csv(path, results)
+        try:
+            if path in hdf5_outputs:
+                write_hdf5(path, results, options)
+            else:
+                write_csv(path, results)
+        except OSError as error:
+            print(f"spectral-callbacks: cannot write {path}: {error}", file=sys.stderr)
+            failed = True
+            continue
         print(f"wrote {path}")
     return 1 if failed else 0
 

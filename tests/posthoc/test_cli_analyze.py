@@ -97,6 +97,7 @@ def test_layer_selection(model_files, capsys) -> None:
         (["{npz}", "--out", "{existing}"], 2, "already exists; remove it or choose another name"),
         (["{npz}", "--executor", "dask://127.0.0.1:9", "--timeout", "1"], 2, "Cannot reach the dask"),
         (["{npz}", "--min-evals", "0"], 2, "Invalid value for min_evals=0"),
+        (["{npz}", "--out", "{script}/results.csv"], 1, "cannot write {script}/results.csv"),
     ],
 )
 def test_bad_input_is_one_line_never_a_traceback(
@@ -169,3 +170,16 @@ def test_a_live_run_is_left_to_its_worker(tmp_path: Path, capsys) -> None:
         writer.close()
     assert code == 1
     assert "still being written by another process" in err and "live run analyzes its own" in err
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(capsys) -> None:
+    from spectral_callbacks.posthoc.progress import progress_bar
+
+    with progress_bar(3, "analyzing") as advance:  # stderr is not a terminal here: nothing
+        for _ in range(3):
+            advance()
+    assert capsys.readouterr().err == ""
+    pytest.importorskip("rich")
+    with progress_bar(3, "analyzing", enabled=True) as advance:
+        for _ in range(3):
+            advance()
