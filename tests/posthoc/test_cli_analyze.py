@@ -183,3 +183,23 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(capsys) -> None:
     with progress_bar(3, "analyzing", enabled=True) as advance:
         for _ in range(3):
             advance()
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "sharded", "npz", "pt", "ckpt", "keras", "weights.h5"])
+def test_every_format_on_the_command_line(model_files, state, tmp_path: Path, capsys, fmt: str) -> None:
+    if fmt in ("keras", "weights.h5"):
+        keras = pytest.importorskip("keras")
+        model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64), keras.layers.Dense(10)])
+        path = tmp_path / f"model.{fmt}"
+        if fmt == "keras":
+            model.save(path)
+        else:
+            model.save_weights(path)
+        expected = 2
+    elif fmt not in model_files:
+        pytest.skip(f"{fmt} needs torch")
+    else:
+        path, expected = model_files[fmt], len(analyzable(state))
+    code, out, err = run_cli(capsys, path)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1].endswith(f": {expected} matrices analyzed")
