@@ -100,7 +100,13 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
         help="analyze saved weights: .safetensors (file or sharded directory), torch .pt/.bin/.ckpt, "
         ".keras, .npz, or run files (their snapshots not yet analyzed)",
     )
-    analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    analyze.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="checkpoint files, sharded directories or run files",
+    )
     analyze.add_argument(
         "--out", action="append", type=Path, default=[], metavar="FILE",
         help="write results.h5 (the run-file schema, one snapshot per PATH) or results.csv; repeatable",
@@ -112,11 +118,21 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
         help="where the layers are analyzed: this process (default), a process pool, a local dask "
         "cluster, or the dask scheduler at HOST:PORT",
     )  # fmt: skip
-    analyze.add_argument("--workers", type=int, help="processes of a pool or local cluster (default: CPUs)")
-    analyze.add_argument("--threads", type=int, default=1, help="BLAS threads per task (default 1)")
-    analyze.add_argument("--min-evals", type=int, default=8, help="skip smaller matrices (default 8)")
     analyze.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for a dask scheduler (default 10)"
+        "--workers", type=int, metavar="N", help="processes of a pool or local cluster (default: CPUs)"
+    )
+    analyze.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="BLAS threads per task (default 1)"
+    )
+    analyze.add_argument(
+        "--min-evals", type=int, default=8, metavar="N", help="skip smaller matrices (default 8)"
+    )
+    analyze.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for a dask scheduler to answer (default 10)",
     )
     analyze.add_argument(
         "--allow-pickle", action="store_true",

@@ -72,7 +72,8 @@ def open_executor(
     Raises:
         ExecutorError: dask is not installed, or the scheduler does not answer within ``timeout``.
     """
-    workers = workers or os.cpu_count() or 1
+    if workers is None:
+        workers = os.cpu_count() or 1
     if workers < 1:
         raise ExecutorError(f"Invalid value for workers={workers}. Must be >= 1.")
     if spec.kind == "local":

@@ -97,6 +97,7 @@ def test_layer_selection(model_files, capsys) -> None:
         (["{npz}", "--out", "{existing}"], 2, "already exists; remove it or choose another name"),
         (["{npz}", "--executor", "dask://127.0.0.1:9", "--timeout", "1"], 2, "Cannot reach the dask"),
         (["{npz}", "--min-evals", "0"], 2, "Invalid value for min_evals=0"),
+        (["{npz}", "--executor", "processes", "--workers", "0"], 2, "Invalid value for workers=0"),
         (["{npz}", "--out", "{script}/results.csv"], 1, "cannot write {script}/results.csv"),
     ],
 )
