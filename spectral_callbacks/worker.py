@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .inbox import Inbox
 from .snapshot_analysis import SnapshotAnalyzer
 from .store import ParameterSpec, RunWriter
 
@@ -26,7 +27,6 @@ __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
 
 _BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PUT_POLL_SECONDS = 0.5
-_PARENT_POLL_SECONDS = 1.0
 _RESUME_KEEP_ALL = np.iinfo(np.int64).max
 # The worker yields the CPU to training: it runs when a core is idle (it catches up between
 # epochs and while batches load). SCHED_IDLE where the OS has it, else the lowest nice value.
@@ -230,21 +230,6 @@ def _main_module_hidden() -> Iterator[None]:
             setattr(main, key, value)
 
 
-def _next_message(inbox: multiprocessing.Queue) -> tuple | None:
-    """The next message; ``None`` at the sentinel or once the training process is gone.
-
-    A training process killed outright (SIGKILL, out of memory) sends no sentinel; the worker
-    then finishes what is already queued and closes the run file, so it is never left open.
-    """
-    parent = multiprocessing.parent_process()
-    while True:
-        try:
-            return inbox.get(timeout=_PARENT_POLL_SECONDS)
-        except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                return None
-
-
 def _lower_priority() -> None:
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -288,7 +273,8 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
     )
     try:
         analyzer.catch_up()
-        while (message := _next_message(inbox)) is not None:
+        messages = Inbox(inbox)
+        while (message := messages.next()) is not None:
             snapshot, dropped = message
             analyzer.record_dropped(dropped)
             if snapshot is not None:
