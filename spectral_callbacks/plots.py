@@ -50,6 +50,8 @@ def metric_figure(table: CompareTable) -> Any:
 
     The x-axis is the epoch, or the global step when a run has several snapshots per epoch.
     """
+    from .compare import MODEL_AVERAGE
+
     plt = _pyplot()
     x_name = _x_axis(table)
     figure, panels = _panels(plt, len(table.layers))
@@ -64,13 +66,16 @@ def metric_figure(table: CompareTable) -> Any:
         axes.set_xlabel(x_name)
         axes.set_ylabel(table.metric)
     _legend(panels[0], "run")
-    figure.suptitle(f"{table.metric} during training (model average: last layer left out)", fontsize=10)
+    note = " (model average: last layer left out)" if MODEL_AVERAGE in table.layers else ""
+    figure.suptitle(f"{table.metric} during training{note}", fontsize=10)
     figure.tight_layout()
     return figure
 
 
 def parameter_figure(table: CompareTable, values: Mapping[str, float], *, parameter: str, epoch: int) -> Any:
     """The metric at one epoch against a run parameter: one line per layer and the model average."""
+    from .compare import MODEL_AVERAGE
+
     plt = _pyplot()
     runs = sorted(values, key=values.__getitem__)
     x = np.array([values[run] for run in runs])
@@ -79,7 +84,7 @@ def parameter_figure(table: CompareTable, values: Mapping[str, float], *, parame
     plotted = []
     for layer in table.layers:
         y = np.array([at_epoch[layer].get(run, math.nan) for run in runs])
-        style = {"color": "black", "ls": "--", "lw": 2} if layer == table.layers[-1] else {"lw": 1.2}
+        style = {"color": "black", "ls": "--", "lw": 2} if layer == MODEL_AVERAGE else {"lw": 1.2}
         axes.plot(x, y, marker="o", ms=4, label=layer, **style)
         plotted.append(y)
     _log_scale_if_wide(axes, "x", x)

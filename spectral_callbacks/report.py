@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from .compare import CompareTable, LabeledRun
+from .compare import MODEL_AVERAGE, CompareTable, LabeledRun
 from .plots import esd_overlay_figure, metric_figure, parameter_figure, png_bytes
 from .run_params import HPARAM_FILES, parameter_values
 from .tables import format_cell, print_table
@@ -82,7 +82,8 @@ def comparison_images(
             notes.append(f"Left out of the plot against {name} (no value): {', '.join(without)}.")
     else:
         notes.append(_no_parameter_plot(parameter, values))
-    esds = {layer: {run.label: run.reader.esd(layer, at) for run in runs} for layer in table.layers[:-1]}
+    layers = [layer for layer in table.layers if layer != MODEL_AVERAGE]
+    esds = {layer: {run.label: run.reader.esd(layer, at) for run in runs} for layer in layers}
     images.append(Image("-esd", f"ESD at epoch {at}", png_bytes(esd_overlay_figure(esds, epoch=at))))
     return images, notes
 
