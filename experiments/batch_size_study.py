@@ -1,0 +1,207 @@
+"""Alpha over training and batch size (seed 001): alpha and alpha_weighted per layer, phases.
+
+Seed 001 finds that training drives the power-law exponent alpha of the layers' ESDs into 2-4,
+and that the batch size moves a small model through the 5+1 phases of training, all else equal:
+smaller batches, heavier tails (lower alpha). Here the MiniAlexNet-style net of seed 000
+(``configs/batch_size.yaml``) trains on scikit-learn's digits for 20 epochs with the same learning
+rate and seed for each batch size in :data:`VALUES`. The section reports alpha and alpha_weighted
+per layer over epochs and at the end, the phase label of every layer at every epoch, and
+validation and test accuracy.
+
+The run file stores the metrics a phase label is made of, not the label: :mod:`experiments.phases`
+evaluates the analysis's rule on them.
+
+Run: ``python -m experiments.batch_size_study`` (about 2 minutes on 2 cores; ``--smoke``: seconds,
+into ``runs/smoke/``; ``--report-only``: rewrite the section from existing runs).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.phases import layer_phases, phase_figure
+from experiments.results import figure_link, markdown_table, save_figure, write_section
+from experiments.study import parse_study_args, run_study_sweep
+from experiments.sweep_report import (
+    SweepResults,
+    describe_setup,
+    epoch_table,
+    open_sweep,
+    short_layer,
+    spearman,
+    write_figures,
+)
+from spectral_callbacks.compare import MODEL_AVERAGE, CompareTable
+from spectral_callbacks.tables import format_cell
+
+__all__ = ["KNOB", "PARAMETER", "STUDY", "VALUES", "main", "section"]
+
+STUDY = "batch_size"
+MODULE = "experiments.batch_size_study"
+KNOB = "data.init_args.batch_size"
+PARAMETER = "batch_size"
+VALUES = ("4", "16", "64", "256")
+SMOKE_VALUES = ("8", "64")
+SMOKE_OVERRIDES = ("--trainer.max_epochs=2", "--data.init_args.max_samples=200")
+METRICS = ("alpha", "alpha_weighted")
+SEED_ALPHA_RANGE = (2.0, 4.0)  # where seed 001 finds the alphas of well-trained layers
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run the sweep (unless ``--report-only``), write figures and the RESULTS.md section.
+
+    Returns:
+        The directory of the figures.
+    """
+    options = parse_study_args(
+        MODULE, __doc__.split("\n\n")[0], argv, values=VALUES, smoke_values=SMOKE_VALUES, metrics=METRICS
+    )
+    run_dirs = run_study_sweep(options, STUDY, KNOB, SMOKE_OVERRIDES if options.smoke else ())
+    out = options.out / STUDY
+    with open_sweep(run_dirs, PARAMETER) as results:
+        text = section(results, out, options.results, options.metrics, options.command)
+    write_section(STUDY, text, options.results)
+    print(f"wrote the {STUDY} section of {options.results} and its figures in {out}")
+    return out
+
+
+def section(
+    results: SweepResults, out: Path, results_file: Path, metrics: Sequence[str], command: str
+) -> str:
+    """The markdown section: setup, verdict, tables and figures, all from the runs."""
+    layers = results.layers()
+    alpha = results.table("alpha")
+    epoch = alpha.common_epoch()
+    final = {metric: results.final(metric) for metric in ("alpha", "alpha_weighted")}
+    validation, test = results.final_metric("val/accuracy"), results.final_metric("test/accuracy")
+    header = [PARAMETER, "steps", "val accuracy", "test accuracy"]
+    header += [f"{short_layer(layer)} alpha" for layer in layers]
+    header += ["average alpha", "average alpha_weighted"]
+    rows = [
+        [results.values[label], results.records[label]["steps"], validation[label], test[label]]
+        + [final["alpha"][layer][label] for layer in layers]
+        + [final["alpha"][MODEL_AVERAGE][label], final["alpha_weighted"][MODEL_AVERAGE][label]]
+        for label in results.labels
+    ]
+    phases = {layer: {label: _phases(results, label, layer) for label in results.labels} for layer in layers}
+    epochs = alpha.epochs(results.labels[0])
+    figure = save_figure(
+        phase_figure(
+            {short_layer(layer): {_row(results, label): phases[layer][label] for label in results.labels}
+             for layer in layers},
+            epochs, title="phase of training per layer (rows: batch size)",
+        ),
+        out / "phases.png",
+    )  # fmt: skip
+    links = [figure_link(figure, results_file, "phase labels per layer, batch size and epoch")]
+    for metric in metrics:
+        written = write_figures(results, metric, out, esd=metric == metrics[0])
+        for key, caption in (
+            ("training", f"{metric} per layer during training"),
+            ("parameter", f"{metric} at epoch {epoch} against the batch size"),
+            ("esd", f"ESDs at epoch {epoch}"),
+        ):
+            if key in written:
+                links.append(figure_link(written[key], results_file, caption))
+    return "\n\n".join(
+        [
+            "## Alpha over training and batch size (seed 001)",
+            f"`{command}`: {len(results.runs)} runs, {describe_setup(results)} "
+            "Averages leave out the classifier (the last layer), as the seeds do.",
+            verdict(results, layers, alpha, final),
+            f"**At the end of training (epoch {epoch}).** `steps`: optimizer steps taken.",
+            markdown_table(header, rows),
+            f"**Model-average `{metrics[0]}` per epoch.**",
+            epoch_table(results, metrics[0], [MODEL_AVERAGE]),
+            "**Phase per layer** (`spectral_callbacks.spectra.phase_label` on the stored metrics).",
+            _phase_table(results, layers, phases, epochs),
+            *links,
+        ]
+    )
+
+
+def verdict(
+    results: SweepResults,
+    layers: Sequence[str],
+    alpha_table: CompareTable,
+    final: dict[str, dict[str, dict[str, float]]],
+) -> str:
+    """Sentences on agreement with seed 001, computed from the runs."""
+    low, high = SEED_ALPHA_RANGE
+    labels = results.labels
+    first = alpha_table.at_epoch(alpha_table.epochs(labels[0])[0])
+    inside_start = sum(low <= first[layer][label] <= high for layer in layers for label in labels)
+    inside_end = sum(low <= final["alpha"][layer][label] <= high for layer in layers for label in labels)
+    total = len(layers) * len(labels)
+    start_avg = [first[MODEL_AVERAGE][label] for label in labels]
+    end_avg = [final["alpha"][MODEL_AVERAGE][label] for label in labels]
+    sizes = [results.values[label] for label in labels]
+    rho = spearman(sizes, end_avg)
+    training = (
+        f"Alpha falls into {format_cell(low)}-{format_cell(high)} as training proceeds: "
+        f"{inside_start} of {total} layer-runs are in that range at initialization, {inside_end} at the end; "
+        "the model-average alpha goes from "
+        + ", ".join(
+            f"{format_cell(a)} to {format_cell(b)} (batch {format_cell(s)})"
+            for a, b, s in zip(start_avg, end_avg, sizes, strict=True)
+        )
+        + "."
+    )
+    per_layer = ", ".join(
+        f"{short_layer(layer)} {format_cell(spearman(sizes, [values[label] for label in labels]))}"
+        for layer, values in final["alpha"].items()
+        if layer != MODEL_AVERAGE
+    )
+    batch = (
+        f"Against the batch size, the final model-average alpha has Spearman rho {format_cell(rho)} "
+        f"(per layer: {per_layer}); a positive rho means smaller batches end with lower alpha."
+    )
+    falls = all(b < a for a, b in zip(start_avg, end_avg, strict=True)) and inside_end > inside_start
+    if falls and rho > 0:
+        agreement = "Agrees with seed 001"
+    elif falls:
+        agreement = "Agrees with seed 001 on alpha over training, not on the batch size"
+    elif rho > 0:
+        agreement = "Agrees with seed 001 on the batch size, not on alpha over training"
+    else:
+        agreement = "Does not agree with seed 001"
+    why = (
+        "All else equal includes the number of epochs, so smaller batches also take more (and "
+        "noisier) optimizer steps: the batch size and the amount of training move together here, "
+        "as in the seed's experiment."
+    )
+    return f"**{agreement}.** {training} {batch} {why}"
+
+
+def _phases(results: SweepResults, label: str, layer: str) -> list[str]:
+    reader = next(run.reader for run in results.runs if run.label == label)
+    return layer_phases(reader, layer)
+
+
+def _row(results: SweepResults, label: str) -> str:
+    return f"{format_cell(results.values[label])}"
+
+
+def _phase_table(
+    results: SweepResults,
+    layers: Sequence[str],
+    phases: dict[str, dict[str, list[str]]],
+    epochs: Sequence[int],
+) -> str:
+    """Phase labels at up to six epochs from first to last, and how often each phase occurs."""
+    shown = sorted({round(i * (len(epochs) - 1) / 5) for i in range(6)})
+    header = ["layer", PARAMETER, *[f"epoch {epochs[i]}" for i in shown], "most frequent"]
+    rows = []
+    for layer in layers:
+        for index, label in enumerate(results.labels):
+            labels = phases[layer][label]
+            common = Counter(labels).most_common(1)[0][0]
+            name = short_layer(layer) if index == 0 else ""
+            rows.append([name, results.values[label], *[labels[i] for i in shown], common])
+    return markdown_table(header, rows)
+
+
+if __name__ == "__main__":
+    main()
