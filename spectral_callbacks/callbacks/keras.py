@@ -111,12 +111,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             blas_threads=blas_threads, close_timeout=close_timeout,
         )  # fmt: skip
         self.resume = bool(resume)
-        self._session = SpectralSession(
-            self.config,
-            framework="keras",
-            caller=_CALLER,
-            resume_hint="pass resume=True and model.fit(..., initial_epoch=<its last epoch>)",
-        )
+        self._session = self._new_session()
         self._weights: list[KerasWeight] = []
         self._epoch = 0
         self._epoch_first_step = 0  # optimizer steps before the current epoch
@@ -191,10 +186,9 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             self._capture(epoch=epoch + 1, step=self._epoch_first_step)
         elif session.resuming and self.config.every_n_steps is None and epoch + 1 <= session.last_epoch:
             session.warn(
-                f"epoch {epoch + 1} is already in the run file {session.run_path} (it has epochs up "
-                f"to {session.last_epoch}) and is not snapshotted again; to continue the run, pass "
-                f"model.fit(..., initial_epoch={session.last_epoch})",
-                once_per="epoch in run file",
+                f"epochs up to {session.last_epoch} are in the run file {session.run_path} already and "
+                f"are not snapshotted again; to continue the run after them, pass "
+                f"model.fit(..., initial_epoch={session.last_epoch})"
             )
         else:
             session.relay()
@@ -214,14 +208,28 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             )
         return weights
 
+    def _new_session(self) -> SpectralSession:
+        return SpectralSession(
+            self.config,
+            framework="keras",
+            caller=_CALLER,
+            resume_hint="pass resume=True and model.fit(..., initial_epoch=<its last epoch>)",
+        )
+
     def _saved_state(self) -> dict[str, Any] | None:
-        """This callback's own run (a later ``fit``), or with ``resume=True`` the run file's state."""
-        if self._session.run_id is not None:
-            return self._session.state_dict()
+        """The run to continue: this callback's own (a later ``fit``), or with ``resume=True`` the
+        run file in ``log_dir``; ``None`` for a new run."""
+        layers = [weight.name for weight in self._weights]
+        own = self._session.run_path if self._session.run_id is not None else None
+        if own is not None and own.exists():
+            return _run_file_state(own, layers, "a model with other layers than the previous fit's")
+        if own is not None:
+            self._session.warn(f"run file {own} of the previous fit is gone; starting a new run file")
+            self._session = self._new_session()
         path = self.run_dir / RUN_FILE_NAME
-        if not (self.resume and path.exists()):
-            return None
-        return _run_file_state(path, [weight.name for weight in self._weights])
+        if self.resume and path.exists():
+            return _run_file_state(path, layers, "resume=True")
+        return None
 
     def _capture(self, epoch: int, step: int) -> None:
         self.model  # noqa: B018 - on jax, reading Callback.model syncs the training state into the variables
@@ -243,7 +251,7 @@ def _optimizer_steps(model: keras.Model) -> int:
     return 0 if iterations is None else int(to_numpy(iterations))
 
 
-def _run_file_state(path: Path, layers: list[str]) -> dict[str, Any]:
+def _run_file_state(path: Path, layers: list[str], received: str) -> dict[str, Any]:
     """The run id and last snapshot of an existing run file, as ``SpectralSession.state_dict``.
 
     Raises:
@@ -252,8 +260,8 @@ def _run_file_state(path: Path, layers: list[str]) -> dict[str, Any]:
     with open_run(path) as run:
         if sorted(run.parameters) != sorted(layers):
             raise ValueError(
-                f"Cannot resume {path}: it was recorded with the layers {run.parameters}, the model "
-                f"has {layers}. Pass another log_dir for a new run. Received: resume=True"
+                f"Cannot continue the run {path}: it was recorded with the layers {run.parameters}, "
+                f"the model has {layers}. Pass another log_dir for a new run. Received: {received}"
             )
         index = run.snapshots()
         return {

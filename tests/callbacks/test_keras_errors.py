@@ -162,6 +162,6 @@ def test_resuming_a_run_file_of_other_layers_is_refused(tmp_path: Path) -> None:
     log_dir = tmp_path / "spectral"
     before = write_other_run(log_dir, {"encoder": (16, 16)})
     callback = KerasSpectralCallback(log_dir, resume=True)
-    message = fit_fails_before_training(tiny.make_model(), callback, ValueError, "Cannot resume")
+    message = fit_fails_before_training(tiny.make_model(), callback, ValueError, "Cannot continue the run")
     assert "'encoder'" in message and "'fc1'" in message and message.endswith("Received: resume=True")
     assert (log_dir / "spectra.h5").read_bytes() == before

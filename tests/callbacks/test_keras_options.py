@@ -87,9 +87,13 @@ def test_a_run_continues_across_fits_and_with_resume(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         tiny.fit(restarted, [resumed], epochs=4, initial_epoch=2)
     messages = [str(w.message) for w in caught if issubclass(w.category, SpectralWarning)]
-    assert len(messages) == 1 and "epoch 3 is already in the run file" in messages[0]
+    assert len(messages) == 1 and "epochs up to 3 are in the run file" in messages[0]
     with open_run(log_dir) as run:
         assert run.attributes["run_id"] == run_id
         assert run.epochs.tolist() == [0, 1, 2, 3, 4]  # epoch 3 not repeated
         assert run.steps.tolist() == [0, 4, 8, 12, 20]  # steps never go back
         np.testing.assert_array_equal(run.weights("fc1", 4), tiny.weights_of(restarted)["fc1"])
+    other = tiny.transformer_model()  # the same callback on a model with other layers
+    other.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match=r"Cannot continue the run.*other layers than the previous fit's"):
+        other.fit(np.zeros((8, 6), "int32"), np.zeros((8, 4)), epochs=1, verbose=0, callbacks=[resumed])
