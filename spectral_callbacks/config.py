@@ -31,6 +31,9 @@ class SpectralConfig:
         on_full: ``"block"`` (training waits, nothing lost) or ``"drop"`` (the new snapshot is
             dropped and recorded as such in the run file's index).
         min_evals: layers with fewer eigenvalues are skipped (WeightWatcher's default 8).
+        max_evals: layers whose matrices have more eigenvalues each are neither captured nor
+            analyzed (an SVD that size takes minutes every snapshot); the run file says why.
+            ``None`` for no limit.
         normalize, conv2d_norm, xmax: ESD conventions, see ``spectra.analyze_matrix``.
         histogram_bins: bins of the ``log10(lambda)`` TensorBoard histograms.
         esd_figures: also log an ESD log-log plot with the fitted power law (needs matplotlib).
@@ -49,6 +52,7 @@ class SpectralConfig:
     queue_size: int = 4
     on_full: str = "block"
     min_evals: int = 8
+    max_evals: int | None = 16384
     normalize: str | None = None
     conv2d_norm: bool = True
     xmax: float | str | None = None
@@ -63,6 +67,8 @@ class SpectralConfig:
             _at_least("every_n_steps", self.every_n_steps, 1)
         _at_least("queue_size", self.queue_size, 1)
         _at_least("min_evals", self.min_evals, 1)
+        if self.max_evals is not None:
+            _at_least("max_evals", self.max_evals, self.min_evals)
         _at_least("histogram_bins", self.histogram_bins, 2)
         _at_least("blas_threads", self.blas_threads, 1)
         if self.on_full not in _ON_FULL:

@@ -91,12 +91,13 @@ def analyze_weights(
     conv2d_norm: bool = True,
     xmax: float | str | None = None,
     min_evals: int = 8,
+    max_evals: int | None = None,
 ) -> ModelAnalysis:
     """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason."""
     rows = ModelAnalysis()
     for name, array, kind in items:
         try:
-            views = matrices_of(name, array, kind, min_evals=min_evals)
+            views = matrices_of(name, array, kind, min_evals=min_evals, max_evals=max_evals)
         except ValueError as error:
             views = SkippedParameter(name, tuple(array.shape), str(error))
         if isinstance(views, SkippedParameter):

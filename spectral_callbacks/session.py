@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import SpectralConfig
 from .reader import RUN_FILE_NAME
+from .spectra import SkippedParameter, matrices_of
 from .store import ParameterSpec, new_run_id
 from .worker import AnalysisWorker, RunSpec, Snapshot
 
@@ -95,13 +96,21 @@ class SpectralSession:
             )
         self.run_id = new_run_id()
 
-    def start(self, parameters: Sequence[ParameterSpec]) -> None:
-        """Spawn the worker for these parameters; returns at once."""
+    def start(self, parameters: Sequence[ParameterSpec]) -> set[str]:
+        """Spawn the worker for these parameters; returns at once, with the names to capture.
+
+        Parameters over ``max_evals`` are left out (recorded in the run file, warned about once).
+        """
         config = self.config
+        too_large = _too_large(parameters, config.max_evals)
+        for name, reason in too_large.items():
+            self.warn(f"layer {name} is not captured: {reason}")
+        kept = tuple(p for p in parameters if p.name not in too_large)
         spec = RunSpec(
             path=str(self.run_path),
             run_id=self.run_id,
-            parameters=tuple(parameters),
+            parameters=kept,
+            skipped=tuple(too_large.items()),
             config_json=config.to_json(),
             framework=self.framework,
             tensorboard_dir=str(self.run_dir) if config.tensorboard else None,
@@ -117,6 +126,7 @@ class SpectralSession:
             spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads
         )
         self._worker.start()
+        return {p.name for p in kept}
 
     def first_snapshot_epoch(self, step: int) -> int | None:
         """The epoch to snapshot as training starts at ``step``, or ``None``.
@@ -178,7 +188,22 @@ class SpectralSession:
 
     def _warn_all(self, messages: Sequence[tuple[str, str]]) -> None:
         for kind, text in messages:
-            self.warn(text, once_per=kind if kind in ("skipped", "write-error") else text)
+            once = kind.startswith("skipped:") or kind == "write-error"
+            self.warn(text, once_per=kind if once else text)
+
+
+def _too_large(parameters: Sequence[ParameterSpec], max_evals: int | None) -> dict[str, str]:
+    """Parameters whose matrices have more than ``max_evals`` eigenvalues, with the reason."""
+    if max_evals is None:
+        return {}
+    found = {}
+    for parameter in parameters:
+        # np.empty reserves no memory for the pages it never touches: shapes are all that is read
+        probe = np.empty(parameter.shape, dtype=np.float32)
+        views = matrices_of(parameter.name, probe, parameter.kind, min_evals=1, max_evals=max_evals)
+        if isinstance(views, SkippedParameter):
+            found[parameter.name] = views.reason
+    return found
 
 
 def check_writable(directory: Path, caller: str) -> None:

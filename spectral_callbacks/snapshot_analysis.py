@@ -17,7 +17,8 @@ from .store import ParameterSpec, RunWriter
 
 __all__ = ["SnapshotAnalyzer"]
 
-# (kind, text) for the user; kinds "skipped" and "write-error" are warned about once per kind.
+# (kind, text) for the user. Kinds "skipped:<layer>" and "write-error" are warned about once
+# each (a layer that turns NaN is skipped at every later snapshot); other texts once per text.
 Report = Callable[[str, str], None]
 _FAILED = object()  # what a write that raised an OSError returns
 
@@ -133,5 +134,6 @@ def _report_skipped(spectra: Sequence[LayerSpectrum], epoch: int, step: int, rep
     for spectrum in spectra:
         if spectrum.status == "skipped":
             report(
-                "skipped", f"layer {spectrum.name} skipped at epoch {epoch} step {step}: {spectrum.reason}"
+                f"skipped:{spectrum.name}",
+                f"layer {spectrum.name} skipped at epoch {epoch} step {step}: {spectrum.reason}",
             )

@@ -21,7 +21,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +89,13 @@ class RunWriter:
         framework: str,
         weights_dtype: str | None,
         min_evals: int = 8,
+        skipped: Mapping[str, str] | None = None,
         resume_after_step: int | None = None,
         lock_timeout: float = WRITER_LOCK_TIMEOUT,
     ) -> RunWriter:
         """Create the run file, or reopen it to resume after ``resume_after_step``.
 
+        ``skipped`` names parameters left out of the capture, with the reason, for the record.
         Only one writer at a time: a previous worker still finishing its queue (its training
         process was killed) is waited for, up to ``lock_timeout`` seconds.
 
@@ -105,7 +107,8 @@ class RunWriter:
         lock = _WriterLock.acquire(path, timeout=lock_timeout)
         try:
             if not path.exists():
-                _create_file(path, run_id, parameters, config_json, framework, weights_dtype, min_evals)
+                layout = (run_id, parameters, config_json, framework, weights_dtype, min_evals, skipped or {})
+                _create_file(path, *layout)
             elif resume_after_step is None:
                 raise RunFileConflictError(_conflict_message(path, _run_id_of(path)))
             file = _open_for_append(path)
@@ -213,6 +216,7 @@ class RunWriter:
         framework: str,
         weights_dtype: str | None,
         min_evals: int,
+        skipped: Mapping[str, str],
     ) -> None:
         attrs = self.file.attrs
         attrs.update(
@@ -227,7 +231,7 @@ class RunWriter:
         for name, dtype in (("epoch", "i8"), ("step", "i8"), ("time", "f8"), ("status", "i1")):
             _growing(index, name, (), dtype)
         _growing(index, "reason", (), REASON_DTYPE)
-        skipped = {}
+        skipped = dict(skipped)
         # track_order keeps layers in model order (the last one is the classifier)
         self.file.create_group("parameters", track_order=True)
         self.file.create_group("layers", track_order=True)
@@ -328,6 +332,7 @@ def _create_file(
     framework: str,
     weights_dtype: str | None,
     min_evals: int,
+    skipped: Mapping[str, str],
 ) -> None:
     """Build a new run file under a temporary name, then move it into place.
 
@@ -337,7 +342,9 @@ def _create_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     building = path.with_name(f".{path.name}.creating")
     with h5py.File(building, "w", libver="latest") as file:
-        RunWriter(file)._create_layout(run_id, parameters, config_json, framework, weights_dtype, min_evals)
+        RunWriter(file)._create_layout(
+            run_id, parameters, config_json, framework, weights_dtype, min_evals, skipped
+        )
     os.replace(building, path)
 
 

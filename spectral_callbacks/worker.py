@@ -60,6 +60,7 @@ class RunSpec:
     histogram_bins: int = 64
     esd_figures: bool = False
     resume_after_step: int | None = None
+    skipped: tuple[tuple[str, str], ...] = ()  # parameters not captured, with the reason
 
 
 class AnalysisWorker:
@@ -250,6 +251,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             framework=spec.framework,
             weights_dtype=spec.weights_dtype if spec.save_weights else None,
             min_evals=spec.min_evals,
+            skipped=dict(spec.skipped),
             resume_after_step=spec.resume_after_step,
         )
     except Exception as error:  # reported to the user through the outbox; training never sees it

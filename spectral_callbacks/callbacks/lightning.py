@@ -80,6 +80,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         queue_size: int = 4,
         on_full: str = "block",
         min_evals: int = 8,
+        max_evals: int | None = 16384,
         normalize: str | None = None,
         conv2d_norm: bool = True,
         xmax: float | str | None = None,
@@ -94,8 +95,8 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, layers=layers,
                 exclude=exclude, save_weights=save_weights, weights_dtype=weights_dtype,
                 log_dir=None if log_dir is None else str(log_dir), tensorboard=tensorboard,
-                queue_size=queue_size, on_full=on_full, min_evals=min_evals, normalize=normalize,
-                conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins,
+                queue_size=queue_size, on_full=on_full, min_evals=min_evals, max_evals=max_evals,
+                normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins,
                 esd_figures=esd_figures, blas_threads=blas_threads, close_timeout=close_timeout,
             )  # fmt: skip
         except ValueError as error:
@@ -215,7 +216,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         """Start the worker and take the first snapshot (the initialization, for a new run)."""
         if not self._layers:
             self._layers = self._find_layers(pl_module)
-        self._session.start([ParameterSpec(w.name, w.kind, tuple(w.parameter.shape)) for w in self._layers])
+        specs = [ParameterSpec(w.name, w.kind, tuple(w.parameter.shape)) for w in self._layers]
+        captured = self._session.start(specs)
+        self._layers = [layer for layer in self._layers if layer.name in captured]
         epoch = self._session.first_snapshot_epoch(step)
         if epoch is not None:
             self._capture(epoch=epoch, step=step)

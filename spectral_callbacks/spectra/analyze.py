@@ -68,7 +68,13 @@ class LayerSpectrum:
     svals: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
-        """The numeric metrics as a flat dict (names in :data:`METRIC_NAMES`)."""
+        """The numeric metrics as a flat dict (names in :data:`METRIC_NAMES`).
+
+        A skipped matrix has only its shape: every other metric is NaN (its counts too, which a
+        0 would misreport as, e.g., no rank loss).
+        """
+        if self.status == "skipped":
+            return {name: float(getattr(self, name)) if name in _SHAPE else _NAN for name in METRIC_NAMES}
         return {name: float(getattr(self, name)) for name in METRIC_NAMES}
 
     def row(self) -> dict[str, object]:
@@ -87,6 +93,7 @@ class LayerSpectrum:
 
 
 _NON_METRICS = {"name", "kind", "status", "reason", "phase", "evals", "svals"}
+_SHAPE = {"N", "M", "Q", "num_evals"}
 METRIC_NAMES = tuple(f.name for f in fields(LayerSpectrum) if f.name not in _NON_METRICS)
 
 

@@ -68,6 +68,7 @@ def matrices_of(
     kind: str | None = None,
     *,
     min_evals: int = 8,
+    max_evals: int | None = None,
 ) -> list[MatrixView] | SkippedParameter:
     """The matrix views of one parameter, or why it has none.
 
@@ -77,6 +78,8 @@ def matrices_of(
         kind: one of :data:`KINDS`; guessed from the name and number of dimensions when ``None``
             (``*in_proj_weight`` is attention, names containing ``embed`` are embeddings).
         min_evals: views with fewer pooled eigenvalues are skipped (WeightWatcher's default 8).
+        max_evals: views whose matrices have more eigenvalues each are skipped (their SVDs would
+            take too long); ``None`` for no limit.
 
     Returns:
         A list of views (three for a packed attention projection), or a :class:`SkippedParameter`
@@ -97,6 +100,13 @@ def matrices_of(
     if views[0].num_evals < min_evals:
         return SkippedParameter(
             param_name, shape, f"{views[0].num_evals} eigenvalues < min_evals={min_evals}"
+        )
+    largest = max(view.M for view in views)
+    if max_evals is not None and largest > max_evals:
+        return SkippedParameter(
+            param_name,
+            shape,
+            f"{largest} eigenvalues per matrix > max_evals={max_evals} (raise max_evals to analyze it)",
         )
     return views
 
