@@ -139,11 +139,14 @@ def _torch_state(file: str, allow_pickle: bool, mtime_ns: int) -> dict[str, Any]
             # the legacy (non-zip) format cannot be memory-mapped
             loaded = torch.load(file, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as error:
-        if allow_pickle:
-            raise SourceError(f"{file}: cannot unpickle it: {_first_line(error)}") from error
+        reason = _unpickler_reason(error)
+        if allow_pickle or reason.startswith("Unsupported operand"):  # not a pickle at all
+            raise SourceError(
+                f"{file}: not a readable torch checkpoint (truncated or corrupt?): {reason}"
+            ) from error
         raise SourceError(
             f"{file}: refused to load: it holds pickled Python objects that torch.load(weights_only=True) "
-            f"does not allow ({_unpickler_reason(error)}). Unpickling can run code stored in the file; if "
+            f"does not allow ({reason}). Unpickling can run code stored in the file; if "
             "you trust it, pass --allow-pickle (allow_pickle=True) to load it with weights_only=False."
         ) from None
     except Exception as error:  # a corrupt file, or the code a pickle runs, may raise anything
@@ -151,7 +154,9 @@ def _torch_state(file: str, allow_pickle: bool, mtime_ns: int) -> dict[str, Any]
             f"{file}: not a readable torch checkpoint: {type(error).__name__}: {_first_line(error)}"
         ) from error
     state = _find_state_dict(loaded)
-    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    tensors = {
+        key: value for key, value in state.items() if isinstance(key, str) and isinstance(value, torch.Tensor)
+    }
     if not tensors:
         raise SourceError(
             f"{file}: no tensors found; expected a state dict, or a checkpoint holding one under "
@@ -211,10 +216,11 @@ def _npy_info(key: str, stream: Any) -> TensorInfo:
 
 
 def _unpickler_reason(error: BaseException) -> str:
-    """The line of torch's refusal that names what was refused (e.g. ``Unsupported global: ...``)."""
-    for line in str(error).splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].split(". Please", 1)[0].strip()
+    """What torch's refusal names (``Unsupported global: GLOBAL x.Y ...``), else its first line."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].strip()
+        return rest.splitlines()[0].split(". Please", 1)[0].strip() if rest else _first_line(error)
     return _first_line(error)
 
 

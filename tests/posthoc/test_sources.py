@@ -180,3 +180,6 @@ def test_truncated_torch_checkpoint(model_files, tmp_path: Path) -> None:
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
     with pytest.raises(SourceError, match="not a readable torch checkpoint"):
         open_source(tmp_path / "cut.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint at all")  # not even a pickle: not "refused"
+    with pytest.raises(SourceError, match=r"not a readable torch checkpoint \(truncated or corrupt\?\)"):
+        open_source(tmp_path / "text.pt")
