@@ -19,19 +19,34 @@ _SCRIPT = textwrap.dedent(
     """
     import faulthandler, multiprocessing, os, signal, sys, time, warnings
 
-    root, watchdog, helpers = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    root, watchdog, helpers, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
     faulthandler.dump_traceback_later(watchdog, exit=True)
     sys.path.insert(0, helpers)
     import lightning.pytorch as pl
     from conftest import make_loader, make_model, make_trainer
     from spectral_callbacks import SpectralCallback, SpectralWarning, open_run
 
-    callback = SpectralCallback(log_dir=os.path.join(root, "spectral"), tensorboard=False, queue_size=1)
+    every_n_steps = 1 if mode == "busy" else None
+    callback = SpectralCallback(
+        log_dir=os.path.join(root, "spectral"), tensorboard=False, queue_size=1, every_n_steps=every_n_steps
+    )
+
+
+    def kill_worker():
+        workers = [p for p in multiprocessing.active_children() if p.name == "spectral-worker"]
+        assert len(workers) == 1, workers
+        os.kill(workers[0].pid, signal.SIGKILL)
+        workers[0].join(10)
+        print("KILLED", flush=True)
 
 
     class KillWorker(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if mode == "busy" and trainer.global_step == 6:  # snapshots queued and in analysis
+                kill_worker()
+
         def on_train_epoch_start(self, trainer, pl_module):
-            if trainer.current_epoch != 2:
+            if mode != "idle" or trainer.current_epoch != 2:
                 return
             deadline = time.time() + 30
             while time.time() < deadline:  # wait until epoch 2 is analyzed: the worker is idle
@@ -42,11 +57,7 @@ _SCRIPT = textwrap.dedent(
                 except (OSError, ValueError):
                     pass
                 time.sleep(0.1)
-            workers = [p for p in multiprocessing.active_children() if p.name == "spectral-worker"]
-            assert len(workers) == 1, workers
-            os.kill(workers[0].pid, signal.SIGKILL)
-            workers[0].join(10)
-            print("KILLED", flush=True)
+            kill_worker()
 
 
     trainer = make_trainer(root, [callback, KillWorker()], max_epochs=4)
@@ -61,12 +72,16 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def test_killed_worker_is_restarted_and_training_finishes(tmp_path: Path) -> None:
+def fit_and_kill(root: Path, mode: str) -> subprocess.CompletedProcess:
     helpers = Path(__file__).parent
-    result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(tmp_path), str(WATCHDOG_SECONDS), str(helpers)],
+    return subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(root), str(WATCHDOG_SECONDS), str(helpers), mode],
         capture_output=True, text=True, timeout=WATCHDOG_SECONDS + 60,
     )  # fmt: skip
+
+
+def test_killed_worker_is_restarted_and_training_finishes(tmp_path: Path) -> None:
+    result = fit_and_kill(tmp_path, "idle")
     output = result.stdout + "\n" + result.stderr[-6000:]
     assert "KILLED" in result.stdout, output
     assert result.returncode == 0, f"training did not finish after the worker was killed:\n{output}"
@@ -80,3 +95,15 @@ def test_killed_worker_is_restarted_and_training_finishes(tmp_path: Path) -> Non
         # nothing was in flight when the worker died; the restarted worker analyzes epochs 3 and 4
         assert run.epochs.tolist() == [0, 1, 2, 3, 4]
         assert len(run.snapshots()["epoch"]) == 5
+
+
+def test_worker_killed_mid_analysis_loses_no_snapshot(tmp_path: Path) -> None:
+    """Killed with a snapshot half analyzed and others queued: the restarted worker catches up on
+    what the file holds unanalyzed and gets the unacknowledged snapshots again."""
+    result = fit_and_kill(tmp_path, "busy")
+    output = result.stdout + "\n" + result.stderr[-6000:]
+    assert "KILLED" in result.stdout and result.returncode == 0, output
+    with open_run(tmp_path / "spectral") as run:
+        steps = run.snapshots()["step"].tolist()
+        assert sorted(steps) == list(range(4 * 4 + 1)), steps  # every step once: 4 epochs x 4 batches
+        assert run.steps.tolist() == sorted(steps)  # and all analyzed
