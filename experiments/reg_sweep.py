@@ -49,6 +49,7 @@ SMOKE_OVERRIDES = (
 METRICS = ("lambda_min", "rank_loss", "alpha")  # figures, per epoch
 TABLE_METRICS = ("lambda_min", "rank_loss", "alpha", "log_norm")  # table at the end
 SEED_LAMBDA_MIN = {3e-4: 0.0414, 5e-4: 0.008}  # seed 000's fc layer at these strengths
+CHANCE_LEVEL = 0.2  # test accuracy below this (chance: 0.1 for 10 classes) means the model has collapsed
 SEED_STEPS = 20 * 50_000 // 32  # seed 000: 20 epochs of CIFAR-10, at Keras' default batch size
 
 
@@ -146,11 +147,17 @@ def verdict(
         first = collapsed[0]
         lost = ", ".join(f"{short_layer(layer)} {format_cell(rank_loss[layer][first])}" for layer in fc)
         norm = min(10 ** (finals["log_norm"][layer][first] - finals["log_norm"][layer][none]) for layer in fc)
+        together = (
+            " On this grid the numerical rank goes only with the whole layer, and accuracy with it, as the "
+            "seed puts it: rank collapse means over-regularization."
+            if accuracy[first] < CHANCE_LEVEL
+            else ""
+        )
         parts.append(
             f"The rank collapses (rank_loss > 0 with numpy's tolerance) from fc_l2 = "
             f"{format_cell(results.values[first])} on (rank lost: {lost}), with the squared norm of the "
             f"layers down to {format_cell(norm)} of its unpenalized value and test accuracy "
-            f"{format_cell(accuracy[first])} (best {best})."
+            f"{format_cell(accuracy[first])} (best {best}).{together}"
         )
     else:
         parts.append(
@@ -164,13 +171,29 @@ def verdict(
         agreement = "Agrees with seed 000 on the direction, without a rank collapse"
     else:
         agreement = "Does not agree with seed 000"
-    why = (
+    if falls and _weaker_than_seed(results, fc, lambda_min):
+        agreement += ", at stronger penalties than the seed's"
+    parts.append(
         "Why: each SGD step multiplies the penalized weights by about 1 - 2 lr fc_l2 on top of what the "
         "data gradient does, and the data sustain only the directions the task uses, so the other "
         "directions (the smallest eigenvalues) decay geometrically with the number of steps; fewer "
         "steps than the seed's need a proportionally stronger penalty for the same decay."
     )
-    return f"**{agreement}.** " + " ".join(parts) + " " + why
+    return f"**{agreement}.**\n\n" + "\n".join(f"- {part}" for part in parts)
+
+
+def _weaker_than_seed(
+    results: SweepResults, fc: Sequence[str], lambda_min: dict[str, dict[str, float]]
+) -> bool:
+    """Whether lambda_min falls by less than half the seed's factor between the seed's strengths."""
+    by_value = {value: label for label, value in results.values.items()}
+    low, high = sorted(SEED_LAMBDA_MIN)
+    if low not in by_value or high not in by_value:
+        return False
+    seed = SEED_LAMBDA_MIN[low] / SEED_LAMBDA_MIN[high]
+    return all(
+        lambda_min[layer][by_value[low]] / lambda_min[layer][by_value[high]] < seed / 2 for layer in fc
+    )
 
 
 def _seed_pair(
