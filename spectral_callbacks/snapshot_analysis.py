@@ -6,7 +6,10 @@ and the offline catch-up of snapshots a dead worker left unanalyzed.
 
 from __future__ import annotations
 
+import errno
+import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ __all__ = ["SnapshotAnalyzer"]
 # each (a layer that turns NaN is skipped at every later snapshot); other texts once per text.
 Report = Callable[[str, str], None]
 _FAILED = object()  # what a write that raised an OSError returns
+_SNAPSHOT_MARGIN_BYTES = 256 * 1024  # metrics, singular values, HDF5 metadata of a snapshot
 
 
 class SnapshotAnalyzer:
@@ -66,6 +70,8 @@ class SnapshotAnalyzer:
         restarted worker what the dead one had not acknowledged, and a resumed run its last one.
         """
         if step in self._committed_steps:
+            return
+        if not self._room_for(arrays):
             return
 
         def commit() -> int:
@@ -115,19 +121,38 @@ class SnapshotAnalyzer:
             self.sink.write_snapshot(step, spectra)
         _report_skipped(spectra, epoch, step, self.report)
 
+    def _room_for(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Whether the disk has room for a snapshot, with a margin; reported when it has not.
+
+        Checked beforehand because HDF5 reports a full disk only sometimes: chunk writes that fail
+        when its cache evicts them are lost without an exception, under an index row saying
+        the snapshot is there.
+        """
+        itemsize = np.dtype(self.weights_dtype).itemsize if self.weights_dtype is not None else 0
+        needed = 2 * sum(array.size for array in arrays.values()) * itemsize + _SNAPSHOT_MARGIN_BYTES
+        free = shutil.disk_usage(Path(self.writer.file.filename).parent).free
+        if free >= needed:
+            return True
+        self._written(_raise_disk_full, free, needed)
+        return False
+
     def _written(self, write: Callable[..., Any], *args: Any) -> Any:
         """``write(*args)``'s result; an OS error (disk full, file gone) is reported and gives
         ``_FAILED`` instead of an exception. Snapshots committed before stay readable.
         """
         try:
             return write(*args)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # h5py raises either when a write fails
             self.report(
                 "write-error",
                 f"cannot write to the run file {self.writer.file.filename}: {error}. Snapshots "
                 "already in it are intact; later ones are lost until the write succeeds again",
             )
             return _FAILED
+
+
+def _raise_disk_full(free: int, needed: int) -> None:
+    raise OSError(errno.ENOSPC, f"No space left for a snapshot: {free} bytes free, about {needed} needed")
 
 
 def _report_skipped(spectra: Sequence[LayerSpectrum], epoch: int, step: int, report: Report) -> None:
