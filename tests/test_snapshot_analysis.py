@@ -124,3 +124,25 @@ def test_a_failing_analysis_is_recorded_as_failed(tmp_path: Path, monkeypatch: p
         assert index["status"].tolist() == ["failed"]
         assert "LinAlgError" in index["reason"][0]
         np.testing.assert_array_equal(run.weights("fc", 0), random_weights(0)["fc"])  # weights kept
+
+
+def test_a_snapshot_without_room_on_disk_is_not_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HDF5 can lose chunk writes on a full disk without raising, so free space is checked first."""
+    import collections
+
+    import spectral_callbacks.snapshot_analysis as module
+
+    messages: list = []
+    writer = open_writer(tmp_path / "run.h5")
+    analyzer = make_analyzer(writer, messages)
+    analyzer.add(0, 0, 0.0, random_weights(0))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(module.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 5000, 5000))
+    analyzer.add(1, 10, 0.0, random_weights(1))
+    writer.close()
+    assert [kind for kind, _ in messages] == ["write-error"]
+    assert "5000 bytes free" in messages[0][1]
+    with open_run(tmp_path / "run.h5") as run:
+        assert run.snapshots()["epoch"].tolist() == [0]  # nothing half-written for epoch 1
