@@ -11,7 +11,7 @@ validation and test accuracy.
 The run file stores the metrics a phase label is made of, not the label: :mod:`experiments.phases`
 evaluates the analysis's rule on them.
 
-Run: ``python -m experiments.batch_size_study`` (about 2 minutes on 2 cores; ``--smoke``: seconds,
+Run: ``python -m experiments.batch_size_study`` (about 3 minutes on 2 busy cores; ``--smoke``: seconds,
 into ``runs/smoke/``; ``--report-only``: rewrite the section from existing runs).
 """
 

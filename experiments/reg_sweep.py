@@ -8,7 +8,7 @@ FC 192, classifier) trains on scikit-learn's digits for 20 epochs, once per ``fc
 :data:`VALUES` (up to strengths where the FC layers collapse); the section reports ``lambda_min``,
 ``rank_loss``, ``alpha`` and ``log_norm`` of fc1 and fc2 per epoch and at the end, with test accuracy.
 
-Run: ``python -m experiments.reg_sweep`` (about 2 minutes on 2 cores; ``--smoke``: seconds, into
+Run: ``python -m experiments.reg_sweep`` (about 4 minutes on 2 busy cores; ``--smoke``: seconds, into
 ``runs/smoke/``; ``--report-only``: rewrite the section from existing runs).
 """
 
