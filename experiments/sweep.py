@@ -58,10 +58,13 @@ def check_sweep(
 
     Raises:
         ValueError: the knob is not a setting of the configuration (the message lists the
-            settings next to it), or a value does not parse.
+            settings next to it), a value does not parse, or is given twice.
     """
     if not values:
         raise ValueError("No value to sweep: pass --values V1 V2 ...")
+    repeated = sorted({value for value in values if list(values).count(value) > 1})
+    if repeated:
+        raise ValueError(f"Values given more than once: {', '.join(repeated)} (one run directory each).")
     base = _config_args(configs, overrides)
     cli = _cli(base)
     if knob not in cli.config:

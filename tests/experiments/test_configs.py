@@ -201,6 +201,8 @@ def test_sweep_names_the_available_settings_for_an_unknown_knob():
         check_sweep([CONFIGS / "reg_sweep.yaml"], "model.init_args.fc_l3", ["0"])
     with pytest.raises(ValueError, match=r"Invalid value 'abc' for model.init_args.fc_l2"):
         check_sweep([CONFIGS / "reg_sweep.yaml"], "model.init_args.fc_l2", ["0", "abc"])
+    with pytest.raises(ValueError, match="more than once: 0"):
+        check_sweep([CONFIGS / "reg_sweep.yaml"], "model.init_args.fc_l2", ["0", "1", "0"])
 
 
 def test_sweep_command_exits_2_on_bad_input_and_never_overwrites_unasked(tmp_path, capsys):
