@@ -57,8 +57,8 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             layer classes (``keras.layers.Dense``) to include / leave out.
         save_weights: keep the raw weights of every snapshot in the run file.
         resume: continue an existing run file in ``log_dir`` instead of refusing it.
-        weights_dtype, tensorboard, queue_size, on_full, min_evals, normalize, conv2d_norm, xmax,
-            histogram_bins, esd_figures, blas_threads, close_timeout: as
+        weights_dtype, tensorboard, queue_size, on_full, min_evals, max_evals, normalize,
+            conv2d_norm, xmax, histogram_bins, esd_figures, blas_threads, close_timeout: as
             :class:`spectral_callbacks.config.SpectralConfig` and ``SpectralCallback``.
 
     Raises:
@@ -83,6 +83,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         queue_size: int = 4,
         on_full: str = "block",
         min_evals: int = 8,
+        max_evals: int | None = 16384,
         normalize: str | None = None,
         conv2d_norm: bool = True,
         xmax: float | str | None = None,
@@ -106,8 +107,8 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             every_n_epochs=every_n_epochs, every_n_steps=every_n_batches, layers=layers,
             exclude=exclude, save_weights=save_weights, weights_dtype=weights_dtype,
             log_dir=os.fspath(log_dir), tensorboard=tensorboard, queue_size=queue_size,
-            on_full=on_full, min_evals=min_evals, normalize=normalize, conv2d_norm=conv2d_norm,
-            xmax=xmax, histogram_bins=histogram_bins, esd_figures=esd_figures,
+            on_full=on_full, min_evals=min_evals, max_evals=max_evals, normalize=normalize,
+            conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins, esd_figures=esd_figures,
             blas_threads=blas_threads, close_timeout=close_timeout,
         )  # fmt: skip
         self.resume = bool(resume)
@@ -150,7 +151,8 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         self._weights = self._find_layers(model)
         check_writable(self.run_dir, _CALLER)
         session.open(self.run_dir, self._saved_state())
-        session.start([ParameterSpec(weight.name, weight.kind, weight.shape) for weight in self._weights])
+        captured = session.start([ParameterSpec(w.name, w.kind, w.shape) for w in self._weights])
+        self._weights = [weight for weight in self._weights if weight.name in captured]  # max_evals
         iterations = _optimizer_steps(model)
         # steps never go back, also when a resumed fit starts with a fresh optimizer
         self._step_offset = max(0, session.last_step - iterations) if session.resuming else 0

@@ -6,6 +6,7 @@ Each test is one short fit (three for resume); the analysis worker takes a few s
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -33,17 +34,23 @@ def test_every_n_batches_snapshots_by_optimizer_step(tmp_path: Path) -> None:
                 np.testing.assert_array_equal(run.weights(name, step=step), recorder.at_step[step][name])
 
 
-def test_every_n_epochs_and_layer_filters(tmp_path: Path) -> None:
+def test_every_n_epochs_layer_filters_and_max_evals(tmp_path: Path) -> None:
     callback = KerasSpectralCallback(
-        tmp_path, every_n_epochs=2, layers=[keras.layers.Conv2D, r"fc\d"], exclude="fc2", save_weights=False
-    )
-    tiny.fit(tiny.make_model(), [callback], epochs=3)
+        tmp_path, every_n_epochs=2, layers=[keras.layers.Conv2D, r"fc\d", "head"], exclude="fc2",
+        save_weights=False, max_evals=12,
+    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny.fit(tiny.make_model(), [callback], epochs=3)
+    messages = [str(w.message) for w in caught if issubclass(w.category, SpectralWarning)]
+    assert any("fc1 is not captured" in text and "max_evals" in text for text in messages), messages
     with open_run(callback.run_path) as run:
         assert run.epochs.tolist() == [0, 2]
         assert run.steps.tolist() == [0, 2 * tiny.NUM_BATCHES]
-        assert run.layers == ["conv", "fc1"]
+        assert run.layers == ["conv", "head"]  # fc1: 16 eigenvalues > max_evals=12
+        assert "max_evals=12" in json.loads(run.attributes["skipped_parameters"])["fc1"]
         with pytest.raises(KeyError, match="save_weights=False"):
-            run.weights("fc1", 0)
+            run.weights("conv", 0)
 
 
 def test_attention_and_embedding_layers(tmp_path: Path) -> None:
