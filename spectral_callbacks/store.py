@@ -107,8 +107,16 @@ class RunWriter:
         lock = _WriterLock.acquire(path, timeout=lock_timeout)
         try:
             if not path.exists():
-                layout = (run_id, parameters, config_json, framework, weights_dtype, min_evals, skipped or {})
-                _create_file(path, *layout)
+                layout = _Layout(
+                    run_id,
+                    tuple(parameters),
+                    config_json,
+                    framework,
+                    weights_dtype,
+                    min_evals,
+                    dict(skipped or {}),
+                )
+                _create_file(path, layout)
             elif resume_after_step is None:
                 raise RunFileConflictError(_conflict_message(path, _run_id_of(path)))
             file = _open_for_append(path)
@@ -208,41 +216,32 @@ class RunWriter:
                 arrays[group.attrs["name"]] = group["weights"][int(rows[-1])]
         return arrays
 
-    def _create_layout(
-        self,
-        run_id: str,
-        parameters: Sequence[ParameterSpec],
-        config_json: str,
-        framework: str,
-        weights_dtype: str | None,
-        min_evals: int,
-        skipped: Mapping[str, str],
-    ) -> None:
+    def _create_layout(self, layout: _Layout) -> None:
         attrs = self.file.attrs
         attrs.update(
             format_version=FORMAT_VERSION,
             library_version=__version__,
-            framework=framework,
-            run_id=run_id,
+            framework=layout.framework,
+            run_id=layout.run_id,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            config=config_json,
+            config=layout.config_json,
         )
         index = self.file.create_group("index")
         for name, dtype in (("epoch", "i8"), ("step", "i8"), ("time", "f8"), ("status", "i1")):
             _growing(index, name, (), dtype)
         _growing(index, "reason", (), REASON_DTYPE)
-        skipped = dict(skipped)
+        skipped = dict(layout.skipped)
         # track_order keeps layers in model order (the last one is the classifier)
         self.file.create_group("parameters", track_order=True)
         self.file.create_group("layers", track_order=True)
-        for spec in parameters:
+        for spec in layout.parameters:
             group = self.file["parameters"].create_group(group_name(spec.name))
             group.attrs.update(name=spec.name, kind=spec.kind, shape=spec.shape)
             _growing(group, "snapshot", (), "i8")
-            if weights_dtype is not None:
-                _growing(group, "weights", spec.shape, weights_dtype)
+            if layout.weights_dtype is not None:
+                _growing(group, "weights", spec.shape, layout.weights_dtype)
             views = matrices_of(
-                spec.name, np.empty(spec.shape, dtype=np.float32), spec.kind, min_evals=min_evals
+                spec.name, np.empty(spec.shape, dtype=np.float32), spec.kind, min_evals=layout.min_evals
             )
             if isinstance(views, SkippedParameter):
                 skipped[spec.name] = views.reason
@@ -324,16 +323,20 @@ class _WriterLock:
             self._descriptor = None
 
 
-def _create_file(
-    path: Path,
-    run_id: str,
-    parameters: Sequence[ParameterSpec],
-    config_json: str,
-    framework: str,
-    weights_dtype: str | None,
-    min_evals: int,
-    skipped: Mapping[str, str],
-) -> None:
+@dataclass(frozen=True)
+class _Layout:
+    """What a new run file is built from."""
+
+    run_id: str
+    parameters: tuple[ParameterSpec, ...]
+    config_json: str
+    framework: str
+    weights_dtype: str | None
+    min_evals: int
+    skipped: dict[str, str]
+
+
+def _create_file(path: Path, layout: _Layout) -> None:
     """Build a new run file under a temporary name, then move it into place.
 
     The run file itself is only ever open in SWMR mode, which readers can always open; a file
@@ -342,9 +345,7 @@ def _create_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     building = path.with_name(f".{path.name}.creating")
     with h5py.File(building, "w", libver="latest") as file:
-        RunWriter(file)._create_layout(
-            run_id, parameters, config_json, framework, weights_dtype, min_evals, skipped
-        )
+        RunWriter(file)._create_layout(layout)
     os.replace(building, path)
 
 

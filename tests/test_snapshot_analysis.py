@@ -27,6 +27,16 @@ def make_analyzer(
     )
 
 
+@pytest.fixture
+def started(tmp_path: Path) -> tuple[RunWriter, SnapshotAnalyzer, list]:
+    """A run with snapshot 0 written; the messages the analyzer reports."""
+    messages: list = []
+    writer = open_writer(tmp_path / "run.h5")
+    analyzer = make_analyzer(writer, messages)
+    analyzer.add(0, 0, 0.0, random_weights(0))
+    return writer, analyzer, messages
+
+
 def test_added_snapshots_are_analyzed_like_analyze_matrix(tmp_path: Path) -> None:
     messages: list = []
     writer = open_writer(tmp_path / "run.h5")
@@ -82,12 +92,9 @@ def test_catch_up_without_saved_weights_marks_the_snapshot_failed(tmp_path: Path
 
 
 def test_disk_full_is_reported_and_earlier_snapshots_stay_intact(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: tuple
 ) -> None:
-    messages: list = []
-    writer = open_writer(tmp_path / "run.h5")
-    analyzer = make_analyzer(writer, messages)
-    analyzer.add(0, 0, 0.0, random_weights(0))
+    writer, analyzer, messages = started
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -127,17 +134,14 @@ def test_a_failing_analysis_is_recorded_as_failed(tmp_path: Path, monkeypatch: p
 
 
 def test_a_snapshot_without_room_on_disk_is_not_started(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: tuple
 ) -> None:
     """HDF5 can lose chunk writes on a full disk without raising, so free space is checked first."""
     import collections
 
     import spectral_callbacks.snapshot_analysis as module
 
-    messages: list = []
-    writer = open_writer(tmp_path / "run.h5")
-    analyzer = make_analyzer(writer, messages)
-    analyzer.add(0, 0, 0.0, random_weights(0))
+    writer, analyzer, messages = started
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(module.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 5000, 5000))
     analyzer.add(1, 10, 0.0, random_weights(1))
