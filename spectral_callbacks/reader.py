@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from .spectra import METRIC_NAMES, eigenvalues
-from .store import LAYER_STATUS, SNAPSHOT_STATUS, group_name
+from .store import FORMAT_VERSION, LAYER_STATUS, PHASE_CODES, SNAPSHOT_STATUS, group_name
 
 __all__ = ["RUN_FILE_NAME", "RunReader", "open_run"]
 
@@ -54,6 +54,15 @@ class RunReader:
         if "format_version" not in self._file.attrs or "index" not in self._file:
             self._file.close()
             raise ValueError(f"{path} is an HDF5 file but not a spectral-callbacks run file.")
+        version = int(self._file.attrs["format_version"])
+        if version != FORMAT_VERSION:
+            library = self._file.attrs.get("library_version", "?")
+            self._file.close()
+            raise ValueError(
+                f"{path} is a run file of format {version} (written by spectral-callbacks {library}); "
+                f"this version reads format {FORMAT_VERSION}. Analyze its saved weights again with "
+                "the current version, or read it with the version that wrote it."
+            )
         self.path = path
 
     def __enter__(self) -> RunReader:
@@ -150,6 +159,13 @@ class RunReader:
         codes = group["status"][...][rows]
         reasons = group["reason"][...][rows]
         return [(_LAYER_STATUS_NAMES[int(c)], r.decode("utf-8")) for c, r in zip(codes, reasons, strict=True)]
+
+    def phases(self, layer: str) -> list[str]:
+        """The training phase (seed 001's labels, or "unknown") of a layer at every analyzed snapshot."""
+        group = self._layer(layer)
+        rows = self._analyzed_rows(group)
+        group["phase"].refresh()
+        return [PHASE_CODES[int(code)] for code in group["phase"][...][rows]]
 
     def svals(self, layer: str, epoch: int | None = None, *, step: int | None = None) -> np.ndarray:
         """Singular values ``(slices, M)`` of a layer at an epoch (the last snapshot of it) or step."""

@@ -6,7 +6,7 @@ Layout (format version 1)::
     /index/                one row per snapshot: epoch, step, time, status, reason
     /parameters/<param>/   attrs: kind, shape;  datasets: snapshot, weights (rows = snapshots)
     /layers/<matrix>/      attrs: name, parameter, kind, N, M, Q, num_slices
-                           datasets: snapshot, svals (float64), status, reason,
+                           datasets: snapshot, svals (float64), status, reason, phase,
                            metrics (float64, one column per name in its attribute ``names``)
 
 Every dataset grows along its first axis. A snapshot is committed by its index row: weights are
@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from ._version import __version__
-from .spectra import METRIC_NAMES, LayerSpectrum, SkippedParameter, matrices_of
+from .spectra import METRIC_NAMES, PHASES, LayerSpectrum, SkippedParameter, matrices_of
 
 __all__ = [
     "FORMAT_VERSION",
@@ -41,10 +41,11 @@ __all__ = [
     "RunWriter",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SNAPSHOT_STATUS = {"captured": 0, "analyzed": 1, "dropped": 2, "failed": 3}
 LAYER_STATUS = {"ok": 0, "warning": 1, "no-fit": 2, "skipped": 3}
 REASON_DTYPE = "S240"
+PHASE_CODES = ("unknown", *PHASES)  # a layer's training phase (seed 001), stored as its index
 WRITER_LOCK_TIMEOUT = 120.0
 _CHUNK_BYTES = 1 << 16
 
@@ -184,6 +185,7 @@ class RunWriter:
         _append(group["svals"], svals)
         _append(group["status"], LAYER_STATUS[spectrum.status])
         _append(group["reason"], _reason(spectrum.reason or ""))
+        _append(group["phase"], PHASE_CODES.index(spectrum.phase))
         values = spectrum.metrics()
         _append(group["metrics"], [values[metric] for metric in METRIC_NAMES])
 
@@ -259,6 +261,7 @@ class RunWriter:
         _growing(group, "svals", (slices[0], m), "f8")
         _growing(group, "status", (), "i1")
         _growing(group, "reason", (), REASON_DTYPE)
+        _growing(group, "phase", (), "i1")  # index into PHASE_CODES
         # one 2-D dataset, not one per metric: a snapshot's metrics are one write, not dozens
         metrics = _growing(group, "metrics", (len(METRIC_NAMES),), "f8")
         metrics.attrs["names"] = list(METRIC_NAMES)

@@ -143,6 +143,7 @@ class AnalysisWorker:
         if self._process is None:
             return []
         notes = self.messages()  # a worker that died unnoticed is restarted to finish the queue
+        _full_priority(self._process.pid)  # training is over: the worker may use the CPU it needs
         if not self.failed:
             if self._pending_dropped:
                 self._put((None, tuple(self._pending_dropped)))
@@ -229,6 +230,12 @@ def _main_module_hidden() -> Iterator[None]:
     finally:
         for key, value in saved.items():
             setattr(main, key, value)
+
+
+def _full_priority(pid: int) -> None:
+    """Back to the normal scheduling class (allowed from SCHED_IDLE; best effort elsewhere)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
 
 
 def _lower_priority() -> None:

@@ -148,6 +148,7 @@ def test_round_trip_spectra_and_metrics(run_path: Path, written_run: dict) -> No
                 status, reason = run.layer_status(layer)[epoch]
                 assert status == expected.status
                 assert reason == (expected.reason or "")
+                assert run.phases(layer)[epoch] == expected.phase
         by_layer = run.metric("alpha")
         assert sorted(by_layer) == sorted(ANALYZED_LAYERS)
         assert all(values.shape == (3,) for values in by_layer.values())
@@ -226,6 +227,13 @@ def test_truncated_run_file_is_a_value_error_naming_the_file(run_path: Path, wri
     with pytest.raises(ValueError) as error:
         open_run(truncated)
     assert str(truncated) in str(error.value)
+
+
+def test_run_file_of_another_format_version_says_so(run_path: Path, written_run: dict) -> None:
+    with h5py.File(run_path, "a") as file:
+        file.attrs["format_version"] = FORMAT_VERSION - 1
+    with pytest.raises(ValueError, match=rf"format {FORMAT_VERSION - 1} .*reads format {FORMAT_VERSION}"):
+        open_run(run_path)
 
 
 def test_hdf5_file_that_is_not_a_run_file(tmp_path: Path) -> None:
