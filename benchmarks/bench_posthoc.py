@@ -21,7 +21,8 @@ Targets: one process <= 1.25x the floor; 2 workers >= 1.8x faster than one proce
 skipped for its size (WeightWatcher skips layers beyond its max_evals=15000 / max_N=50000);
 results identical (bit for bit) whatever the executor and from run to run.
 Run: ``.venv/bin/python benchmarks/bench_posthoc.py [--size small|large|all] [--repeats K]``
-(the default, ``small``, takes about a minute; ``large`` about 20 minutes on 2 cores).
+(the default, ``small``, takes about a minute; ``large`` 15-20 minutes on 2 cores: five passes
+over SVDs that take about a minute each on one core).
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def bench(size: str, repeats: int, dask_address: str | None) -> list[tuple[bool,
         dask_time, dask_rows = math.nan, None
         if dask_address is not None:
             dask_time, dask_rows = timed(lambda: ours(directory, f"dask://{dask_address}"), repeats)
-        again = ours(directory, "local")
+        again = ours(directory, "local") if size == "small" else None  # large: the executors differ
         ww_time, ww = timed(lambda: weightwatcher(directory), 1)
     print(f"{'':<38}{'seconds':>9}{'ratio':>9}")
     print(f"{'floor (scipy svdvals f64)':<38}{floor_time:>9.2f}")
@@ -222,6 +223,10 @@ def main() -> None:
     parser.add_argument("--no-dask", action="store_true", help="skip the dask cluster")
     args = parser.parse_args()
     os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    with contextlib.suppress(ImportError):  # WeightWatcher imports torch: one intra-op thread too
+        import torch
+
+        torch.set_num_threads(1)
     sizes = ("small", "large") if args.size == "all" else (args.size,)
     verdicts = []
     with contextlib.ExitStack() as stack:
