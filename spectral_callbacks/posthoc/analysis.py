@@ -45,7 +45,8 @@ class AnalysisOptions:
     blas_threads: int = 1
 
     def __post_init__(self) -> None:
-        SpectralConfig(**self.spectra_options(), blas_threads=self.blas_threads)  # validates them
+        # the callbacks' settings check these values (post hoc, no layer is too large: max_evals=None)
+        SpectralConfig(**self.spectra_options(), max_evals=None, blas_threads=self.blas_threads)
 
     def spectra_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~spectral_callbacks.model.analyze_weights`."""

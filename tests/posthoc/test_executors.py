@@ -114,3 +114,12 @@ def test_a_file_that_vanishes_fails_alone(model_files, tmp_path: Path, executor:
     assert all("No such file" in error or "FileNotFoundError" in error for error in gone.layer_errors)
     assert not fine.failed
     assert sum(row.status != "skipped" for row in fine.rows) == len(fine.parameters)
+
+
+def test_options_are_checked_and_no_layer_is_too_large(model_files) -> None:
+    from spectral_callbacks.posthoc import AnalysisOptions
+
+    with pytest.raises(ValueError, match="Invalid value for blas_threads=0"):
+        AnalysisOptions(blas_threads=0)
+    (result,) = analyze_paths([model_files["npz"]], options=AnalysisOptions(min_evals=20000))
+    assert {row.status for row in result.rows} == {"skipped"}  # every matrix is too small, none too large
