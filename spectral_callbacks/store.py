@@ -47,7 +47,7 @@ LAYER_STATUS = {"ok": 0, "warning": 1, "no-fit": 2, "skipped": 3}
 REASON_DTYPE = "S240"
 PHASE_CODES = ("unknown", *PHASES)  # a layer's training phase (seed 001), stored as its index
 WRITER_LOCK_TIMEOUT = 120.0
-_CHUNK_BYTES = 1 << 16
+_CHUNK_BYTES = 1 << 14
 
 
 class RunFileConflictError(FileExistsError):
@@ -403,7 +403,7 @@ def new_run_id() -> str:
 
 
 def _growing(group: h5py.Group, name: str, row_shape: tuple[int, ...], dtype: str) -> h5py.Dataset:
-    """A dataset growing by rows; chunks of about 64 KiB (one row when rows are larger)."""
+    """A dataset growing by rows; chunks of about 16 KiB (one row when rows are larger)."""
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     rows_per_chunk = max(1, min(256, _CHUNK_BYTES // row_bytes))
     return group.create_dataset(
