@@ -8,8 +8,8 @@ rate and seed for each batch size in :data:`VALUES`. The section reports alpha a
 per layer over epochs and at the end, the phase label of every layer at every epoch, and
 validation and test accuracy.
 
-The run file stores the metrics a phase label is made of, not the label: :mod:`experiments.phases`
-evaluates the analysis's rule on them.
+The phase labels are the analysis's (:func:`spectral_callbacks.spectra.phase_label`), read back from
+the run file (``open_run(path).phases(layer)``).
 
 Run: ``python -m experiments.batch_size_study`` (about 3 minutes on 2 busy cores; ``--smoke``: seconds,
 into ``runs/smoke/``; ``--report-only``: rewrite the section from existing runs).
@@ -21,14 +21,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from experiments.phases import layer_phases, phase_figure
-from experiments.results import figure_link, markdown_table, save_figure, write_section
-from experiments.study import parse_study_args, run_study_sweep
+from experiments.phases import phase_figure
+from experiments.results import figure_link, markdown_table, save_figure
+from experiments.study import parse_study_args, run_sweep_study
 from experiments.sweep_report import (
     SweepResults,
     describe_setup,
     epoch_table,
-    open_sweep,
     short_layer,
     spearman,
     write_figures,
@@ -60,15 +59,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         The directory of the figures.
     """
     options = parse_study_args(
-        MODULE, __doc__.split("\n\n")[0], argv, values=VALUES, smoke_values=SMOKE_VALUES, metrics=METRICS
-    )
-    run_dirs = run_study_sweep(options, STUDY, KNOB, SMOKE_OVERRIDES if options.smoke else ())
-    out = options.out / STUDY
-    with open_sweep(run_dirs, PARAMETER) as results:
-        text = section(results, out, options.results, options.metrics, options.command)
-    write_section(STUDY, text, options.results)
-    print(f"wrote the {STUDY} section of {options.results} and its figures in {out}")
-    return out
+        MODULE, __doc__.split("\n\n")[0], argv,
+        values=VALUES, smoke_values=SMOKE_VALUES, smoke_overrides=SMOKE_OVERRIDES, metrics=METRICS,
+    )  # fmt: skip
+    return run_sweep_study(options, STUDY, KNOB, PARAMETER, section)
 
 
 def section(
@@ -119,7 +113,7 @@ def section(
             markdown_table(header, rows),
             f"**Model-average `{metrics[0]}` per epoch.**",
             epoch_table(results, metrics[0], [MODEL_AVERAGE]),
-            "**Phase per layer** (`spectral_callbacks.spectra.phase_label` on the stored metrics).",
+            "**Phase per layer** (`spectral_callbacks.spectra.phase_label`, as the analysis stored it).",
             _phase_table(results, layers, phases, epochs),
             *links,
         ]
@@ -206,7 +200,7 @@ def _num_evals(info: dict) -> int:
 
 def _phases(results: SweepResults, label: str, layer: str) -> list[str]:
     reader = next(run.reader for run in results.runs if run.label == label)
-    return layer_phases(reader, layer)
+    return reader.phases(layer)
 
 
 def _row(results: SweepResults, label: str) -> str:

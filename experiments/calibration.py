@@ -10,7 +10,7 @@ deviation of the fitted alpha and of the selected tail size, and how often the r
 some of the same samples with ``powerlaw.Fit``'s default parameter range, alpha in [0, 3]
 (SCIENCE.md, "Power-law fit"), to show what that default does to exponents near and above 3.
 
-Run: ``python -m experiments.calibration`` (``--smoke`` for a run of a few seconds).
+Run: ``python -m experiments.calibration`` (``--smoke``: a run of a few seconds, into ``runs/smoke/``).
 
 References:
     A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in empirical data",
@@ -30,6 +30,7 @@ import numpy as np
 from experiments.results import (
     figure_link,
     markdown_table,
+    parse_study,
     pyplot,
     save_figure,
     study_parser,
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """
     parser = study_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_study(parser, argv)
     size = SMOKE if args.smoke else REAL
     out = args.out / STUDY
     points = calibrate(size.alphas, size.n, size.repeats, args.seed)

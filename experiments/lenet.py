@@ -90,21 +90,27 @@ def train_lenet(
     seed: int = 0,
     lr: float = LR,
     batch_size: int = BATCH_SIZE,
+    overwrite: bool = False,
 ) -> TrainedLeNet:
     """Train LeNet-300-100 on the digits with SGD (momentum :data:`MOMENTUM`), recording every epoch.
 
     Args:
-        run_dir: directory of the run file (``spectra.h5``); must not hold another run's file.
+        run_dir: directory of the run file (``spectra.h5``); must not hold another run's file
+            unless ``overwrite``.
         epochs: training epochs (the run file has epochs 0, the initialization, to ``epochs``).
         seed: seed of the initialization, the data split and the batch order.
         lr: SGD learning rate.
         batch_size: training batch size (seed 002: 64).
+        overwrite: delete a run file already in ``run_dir`` first (each run of a study trains anew).
     """
     import lightning.pytorch as pl
 
     from experiments.data import DigitsDataModule
     from spectral_callbacks import SpectralCallback
+    from spectral_callbacks.reader import RUN_FILE_NAME
 
+    if overwrite:
+        (Path(run_dir) / RUN_FILE_NAME).unlink(missing_ok=True)
     pl.seed_everything(seed, verbose=False)
     data = DigitsDataModule(batch_size=batch_size, seed=seed)
     model = Classifier(lenet_300_100(seed=seed), lr=lr, momentum=MOMENTUM)

@@ -18,8 +18,8 @@ a graph with only the few edges chance predicts, and the edges beyond those are 
 by training. The main cutoff is ``z = 3`` (``c = 0.375`` for the 64 inputs of fc1; the seed's
 figure 5 uses cutoffs 0.25 and 0.48); 3.5 and 4 show that the trend does not hang on it.
 
-Run: ``python -m experiments.neuron_graph`` (``--smoke`` for a run of a few seconds; ``--run``
-to read an existing run file instead of training).
+Run: ``python -m experiments.neuron_graph`` (``--smoke``: a run of a few seconds, into ``runs/smoke/``;
+``--run`` to read an existing run file instead of training).
 
 References:
     J. N. Heitmann, "Sources of Redundancy in Neural Networks" (seed 002), section 3.2.
@@ -40,9 +40,9 @@ from scipy.sparse.csgraph import connected_components
 from experiments.lenet import LAYER_LABELS, describe_training, train_lenet
 from experiments.pruning import cosine_similarities
 from experiments.results import (
-    DEFAULT_RUNS,
     figure_link,
     markdown_table,
+    parse_study,
     pyplot,
     save_figure,
     single_threaded,
@@ -164,8 +164,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser = study_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="an existing run file (saved weights) instead of training")
     parser.add_argument("--layer", default="network.0", help="the layer whose neurons are the nodes")
-    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="directory of the training run")
-    args = parser.parse_args(argv)
+    args = parse_study(parser, argv)
     with single_threaded():
         return _run(args, SMOKE if args.smoke else REAL)
 
@@ -174,9 +173,7 @@ def _run(args: argparse.Namespace, size: Size) -> Path:
     out = args.out / STUDY
     run_path = args.run
     if run_path is None:
-        run_dir = args.runs / STUDY
-        (run_dir / "spectra.h5").unlink(missing_ok=True)
-        run_path = train_lenet(run_dir, epochs=size.epochs, seed=0).run_path
+        run_path = train_lenet(args.runs / STUDY, epochs=size.epochs, seed=0, overwrite=True).run_path
     rows, first, last = [], None, None
     with open_run(run_path) as run:
         potential = dict(

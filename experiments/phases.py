@@ -1,9 +1,8 @@
-"""Phase-of-training labels (seed 001's 5+1 phases) per layer and snapshot of a run file.
+"""The phase-of-training figure: seed 001's 5+1 phase labels per layer, run and epoch.
 
-The run file stores the numbers the label is made of, not the label. This module evaluates
-:func:`spectral_callbacks.spectra.phase_label` on them as the analysis does: the
-Marchenko-Pastur fit of the stored singular values (the ESD of ``W^T W / N``), and the stored
-``alpha``, ``rank_loss`` and ``num_evals`` of the same snapshot.
+The labels are those the analysis gives each snapshot (:func:`spectral_callbacks.spectra.phase_label`),
+read from the run file with ``open_run(path).phases(layer)``; ``"unknown"`` where a layer had no
+spectrum to label.
 """
 
 from __future__ import annotations
@@ -14,38 +13,11 @@ from typing import Any
 import numpy as np
 
 from experiments.results import pyplot
-from spectral_callbacks.reader import RunReader
-from spectral_callbacks.spectra import PHASES, fit_marchenko_pastur, phase_label
+from spectral_callbacks.spectra import PHASES
 
-__all__ = ["LABELS", "UNKNOWN", "layer_phases", "phase_figure"]
+__all__ = ["LABELS", "phase_figure"]
 
-UNKNOWN = "unknown"
-LABELS = (*PHASES, UNKNOWN)
-
-
-def layer_phases(reader: RunReader, layer: str) -> list[str]:
-    """The phase label of ``layer`` at every analyzed snapshot of the run, in order.
-
-    A snapshot where the layer was skipped, or has no positive singular value, is ``"unknown"``.
-    """
-    info = reader.layer_info(layer)
-    n, m = int(info["N"]), int(info["M"])
-    alpha = reader.metric("alpha", layer)
-    rank_loss = reader.metric("rank_loss", layer)
-    num_evals = reader.metric("num_evals", layer)
-    statuses = reader.layer_status(layer)
-    labels = []
-    for index, step in enumerate(reader.steps):
-        try:
-            svals = reader.svals(layer, step=int(step))
-            if statuses[index][0] == "skipped" or not np.all(np.isfinite(svals)):
-                raise ValueError("no spectrum")
-            mp = fit_marchenko_pastur(np.square(svals).ravel() / n, n, m)
-        except (KeyError, ValueError):
-            labels.append(UNKNOWN)
-            continue
-        labels.append(phase_label(mp, float(alpha[index]), int(rank_loss[index]), int(num_evals[index])))
-    return labels
+LABELS = (*PHASES, "unknown")  # the figure's colors, in this order
 
 
 def phase_figure(

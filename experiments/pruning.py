@@ -20,7 +20,7 @@ Section 3.3 of the seed replaces a layer's ``W`` by its best rank-``k`` approxim
 (Eckart-Young-Mirsky) and picks ``k`` by the elbow method on the residuals; here each FC layer
 in turn, for every ``k``, with both elbows reported (see :func:`residual_elbow`).
 
-Run: ``python -m experiments.pruning`` (``--smoke`` for a run of a few seconds).
+Run: ``python -m experiments.pruning`` (``--smoke``: a run of a few seconds, into ``runs/smoke/``).
 
 References:
     J. N. Heitmann, "Sources of Redundancy in Neural Networks" (seed 002), sections 3.1 and 3.3.
@@ -45,7 +45,7 @@ from torch import nn
 
 from experiments.lenet import LAYERS, TrainedLeNet, train_lenet
 from experiments.results import (
-    DEFAULT_RUNS,
+    parse_study,
     save_figure,
     single_threaded,
     study_parser,
@@ -173,9 +173,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     Returns:
         The study's output directory.
     """
-    parser = study_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="directory of the training runs")
-    args = parser.parse_args(argv)
+    args = parse_study(study_parser(__doc__.split("\n\n")[0]), argv)
     size = SMOKE if args.smoke else REAL
     out = args.out / STUDY
     with single_threaded():
@@ -185,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
 def _run(args: argparse.Namespace, size: Size, out: Path) -> Path:
     pruning, ranks, spectra = [], [], []
     for seed in range(size.seeds):
-        trained = train_lenet(_fresh(args.runs / STUDY / f"seed{seed}"), epochs=size.epochs, seed=seed)
+        run_dir = args.runs / STUDY / f"seed{seed}"
+        trained = train_lenet(run_dir, epochs=size.epochs, seed=seed, overwrite=True)
         pruning += pruning_rows(trained, seed, size)
         ranks += rank_rows(trained, seed)
         spectra += _spectra_rows(trained, seed)
@@ -262,12 +261,6 @@ def _spectra_rows(trained: TrainedLeNet, seed: int) -> list[list[object]]:
             values = [run.metric(m, name) for m in SPECTRA_COLUMNS[3:]]
             rows += [[seed, name, int(epochs[i]), *(v[i] for v in values)] for i in (0, -1)]
     return rows
-
-
-def _fresh(run_dir: Path) -> Path:
-    """``run_dir`` without a previous run file (each run of the study trains anew)."""
-    (run_dir / "spectra.h5").unlink(missing_ok=True)
-    return run_dir
 
 
 def _index(layer: str) -> int:

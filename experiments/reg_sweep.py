@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.results import figure_link, markdown_table, write_section
-from experiments.study import parse_study_args, run_study_sweep
+from experiments.results import figure_link, markdown_table
+from experiments.study import parse_study_args, run_sweep_study
 from experiments.sweep_report import (
     SweepResults,
     describe_setup,
     epoch_table,
-    open_sweep,
     short_layer,
     spearman,
     sweep_dir,
@@ -61,15 +60,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """
     options = parse_study_args(
         MODULE, __doc__.split("\n\n")[0], argv,
-        values=VALUES, smoke_values=SMOKE_VALUES, metrics=METRICS,
+        values=VALUES, smoke_values=SMOKE_VALUES, smoke_overrides=SMOKE_OVERRIDES, metrics=METRICS,
     )  # fmt: skip
-    run_dirs = run_study_sweep(options, STUDY, KNOB, SMOKE_OVERRIDES if options.smoke else ())
-    out = options.out / STUDY
-    with open_sweep(run_dirs, PARAMETER) as results:
-        text = section(results, out, options.results, options.metrics, options.command)
-    write_section(STUDY, text, options.results)
-    print(f"wrote the {STUDY} section of {options.results} and its figures in {out}")
-    return out
+    return run_sweep_study(options, STUDY, KNOB, PARAMETER, section)
 
 
 def section(

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_RUNS",
     "figure_link",
     "markdown_table",
+    "parse_study",
     "pyplot",
     "save_figure",
     "section_markers",
@@ -46,12 +47,36 @@ _HEADER = (
 
 
 def study_parser(description: str | None) -> argparse.ArgumentParser:
-    """The options every study takes: ``--smoke`` (seconds), ``--out`` and ``--results``."""
+    """The options every study takes: ``--smoke`` (seconds), ``--out``, ``--results`` and ``--runs``.
+
+    Parse them with :func:`parse_study`, which sends a smoke run's outputs to ``<runs>/smoke/``.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true", help="a tiny run of a few seconds (for tests)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory of the studies' outputs")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file of the results")
+    parser.add_argument(
+        "--runs", type=Path, default=DEFAULT_RUNS,
+        help="root directory of the training runs (with --smoke, of all its outputs: <runs>/smoke/)",
+    )  # fmt: skip
     return parser
+
+
+def parse_study(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse a :func:`study_parser` command line (``argv``; ``None``: ``sys.argv``).
+
+    With ``--smoke``, ``runs`` becomes ``<runs>/smoke``, and ``out`` and ``results`` left at their
+    defaults become ``<runs>/smoke/results`` and ``<runs>/smoke/RESULTS.md``: a smoke run never
+    overwrites the real runs, figures or results file.
+    """
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs = args.runs / "smoke"
+        if args.out == DEFAULT_OUT:
+            args.out = args.runs / "results"
+        if args.results == DEFAULT_RESULTS:
+            args.results = args.runs / "RESULTS.md"
+    return args
 
 
 @contextlib.contextmanager
@@ -107,9 +132,12 @@ def write_section(name: str, body: str, results: str | Path = DEFAULT_RESULTS) -
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the non-interactive Agg backend (imported on first use)."""
-    from spectral_callbacks.plots import _pyplot
+    import matplotlib
 
-    return _pyplot()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(figure: Any, path: str | Path) -> Path:

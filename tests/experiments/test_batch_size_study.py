@@ -1,4 +1,4 @@
-"""Alpha over training and batch size (seed 001): phases from a run file, and the smoke run's outputs."""
+"""Alpha over training and batch size (seed 001): the smoke run's outputs, its phases the run files'."""
 
 from __future__ import annotations
 
@@ -11,56 +11,11 @@ import pytest
 from conftest import assert_png, section_of
 
 from experiments.batch_size_study import KNOB, STUDY, main
-from experiments.phases import LABELS, layer_phases
+from experiments.phases import LABELS
 from experiments.sweep import METRICS_FILE, run_name
 from spectral_callbacks import open_run
-from spectral_callbacks.model import analyze_weights
-from spectral_callbacks.store import ParameterSpec, RunWriter
 
 SMOKE_VALUES = ("8", "64")
-
-
-def test_phases_from_the_run_file_are_the_analysis_labels(tmp_path):
-    """A run file whose one layer goes through several phases: the labels derived from what the
-    file stores equal those the analysis gave each matrix."""
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal((200, 100))
-    matrices = [
-        noise,  # random-like
-        noise + 0.5 * rng.standard_normal((200, 1)) @ rng.standard_normal((1, 100)),  # bulk+spikes
-        rng.standard_t(1.5, (200, 100)),  # heavy-tailed
-        rng.standard_normal((200, 20)) @ rng.standard_normal((20, 100)),  # rank-collapse
-    ]
-    spec = ParameterSpec("w", "linear", (200, 100))
-    writer = RunWriter.open(
-        tmp_path / "spectra.h5", run_id="phases", parameters=[spec], config_json="{}", framework="test",
-        weights_dtype=None,
-    )  # fmt: skip
-    expected = []
-    try:
-        for epoch, matrix in enumerate(matrices):
-            row = writer.append_index(epoch, epoch, "captured")
-            (spectrum,) = analyze_weights([("w", matrix.astype(np.float32), "linear")])
-            writer.append_layer(row, spectrum)
-            writer.flush()
-            writer.set_status(row, "analyzed")
-            expected.append(spectrum.phase)
-    finally:
-        writer.close()
-    assert len(set(expected)) == 4
-    with open_run(tmp_path) as reader:
-        assert layer_phases(reader, "w") == expected
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """``(runs root, figures directory, results file)`` of one smoke run of the study."""
-    root = tmp_path_factory.mktemp("batch_size")
-    results = root / "RESULTS.md"
-    out = main(
-        ["--smoke", "--runs", str(root / "runs"), "--out", str(root / "results"), "--results", str(results)]
-    )
-    return root / "runs" / "smoke", out, results
 
 
 @pytest.mark.slow
@@ -80,10 +35,15 @@ def test_smoke_run_writes_runs_figures_and_a_well_formed_section(smoke):
     assert re.search(r"\*\*(Agrees|Does not agree)[^*]*\.\*\*", section)
     final_rows = [line for line in section.splitlines() if re.match(r"\| (8|64) \| \d+ \|", line)]
     assert len(final_rows) == 2
-    phase_cells = re.findall(r"\| (?:conv1|conv2|fc1|fc2|out|) \| (?:8|64) \| ([^\n]+) \|\n", section)
-    assert len(phase_cells) == 2 * 5  # runs x layers
-    for cells in phase_cells:
-        assert all(cell.strip() in LABELS for cell in cells.split("|"))
+    phase_rows = re.findall(r"\| (conv1|conv2|fc1|fc2|out|) \| (8|64) \| ([^\n]+) \|\n", section)
+    assert len(phase_rows) == 2 * 5  # runs x layers
+    layer = ""
+    for name, value, cells in phase_rows:
+        labels = [cell.strip() for cell in cells.split("|")]
+        assert all(label in LABELS for label in labels)
+        layer = name or layer  # a layer's name is on its first row only
+        with open_run(runs / STUDY / run_name(KNOB, value)) as reader:
+            assert labels[:-1] == reader.phases(f"network.{layer}")  # epochs 0, 1, 2, then the most frequent
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", section)
     assert {Path(link).name for link in links} >= {"phases.png", "alpha.png", "alpha-vs-batch_size.png"}
     for link in links:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import assert_png, read_csv, section_of
 
-from experiments.calibration import SUMMARY_COLUMNS, calibrate, main, pareto_sample
+from experiments.calibration import SUMMARY_COLUMNS, calibrate, pareto_sample
 
 
 def test_pareto_sample_has_the_power_law_survival_function():
@@ -28,9 +28,8 @@ def test_calibration_recovers_alpha_within_its_error_bars():
     assert np.all(point.n_tail <= 1000) and point.n_tail.mean() > 300
 
 
-def test_smoke_run_writes_well_formed_outputs(tmp_path):
-    results = tmp_path / "RESULTS.md"
-    out = main(["--smoke", "--out", str(tmp_path / "results"), "--results", str(results)])
+def test_smoke_run_writes_well_formed_outputs(smoke):
+    _, out, results = smoke
     rows = read_csv(out / "calibration.csv", SUMMARY_COLUMNS)
     assert [float(row["alpha_true"]) for row in rows] == [1.5, 2.5, 4.0]
     assert all(float(row["alpha_std"]) >= 0 and 0 < float(row["n_tail_mean"]) <= 300 for row in rows)

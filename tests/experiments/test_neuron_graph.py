@@ -13,7 +13,6 @@ from experiments.neuron_graph import (
     chance_edges,
     graph_stats,
     kernel_weights,
-    main,
 )
 from experiments.pruning import cosine_similarities
 
@@ -71,10 +70,8 @@ def test_chance_edges_match_random_directions():
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_well_formed_outputs(tmp_path):
-    results = tmp_path / "RESULTS.md"
-    args = ["--smoke", "--out", str(tmp_path / "results"), "--results", str(results)]
-    out = main([*args, "--runs", str(tmp_path / "runs")])
+def test_smoke_run_writes_well_formed_outputs(smoke):
+    _, out, results = smoke
     rows = read_csv(out / "graph.csv", COLUMNS)
     assert sorted({int(row["epoch"]) for row in rows}) == [0, 1, 2]
     assert all(0 <= int(row["edges"]) <= 300 * 299 // 2 for row in rows)

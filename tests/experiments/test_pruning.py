@@ -12,7 +12,6 @@ from experiments.pruning import (
     RANK_COLUMNS,
     frame_potential_contributions,
     low_rank,
-    main,
     prune_units,
     pruning_order,
     residual_elbow,
@@ -106,10 +105,8 @@ def test_residual_elbow_finds_the_knee_of_a_sharp_curve():
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_well_formed_outputs(tmp_path):
-    results = tmp_path / "RESULTS.md"
-    args = ["--smoke", "--out", str(tmp_path / "results"), "--results", str(results)]
-    out = main([*args, "--runs", str(tmp_path / "runs")])
+def test_smoke_run_writes_well_formed_outputs(smoke):
+    _, out, results = smoke
     pruning = read_csv(out / "pruning.csv", PRUNING_COLUMNS)
     assert {row["criterion"] for row in pruning} == {"max_mag", "min_mag", "max_fp", "min_fp", "random"}
     assert all(0.0 <= float(row["accuracy"]) <= 1.0 for row in pruning)

@@ -23,17 +23,6 @@ SMOKE_VALUES = ("0", "1e-1")
 FC_LAYERS = ("network.fc1", "network.fc2")
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """``(runs root, figures directory, results file)`` of one smoke run of the study."""
-    root = tmp_path_factory.mktemp("reg_sweep")
-    results = root / "RESULTS.md"
-    out = main(
-        ["--smoke", "--runs", str(root / "runs"), "--out", str(root / "results"), "--results", str(results)]
-    )
-    return root / "runs" / "smoke", out, results
-
-
 @pytest.mark.slow
 def test_smoke_run_writes_runs_figures_and_a_well_formed_section(smoke):
     runs, out, results = smoke

@@ -1,10 +1,21 @@
-"""The results-file helper: each study owns the text between its markers and nothing else."""
+"""The results-file helper: each study owns the text between its markers and nothing else; a smoke
+run's outputs go to ``<runs>/smoke/``."""
 
 from __future__ import annotations
 
 import pytest
 
-from experiments.results import figure_link, markdown_table, section_markers, write_section
+from experiments.results import (
+    DEFAULT_OUT,
+    DEFAULT_RESULTS,
+    DEFAULT_RUNS,
+    figure_link,
+    markdown_table,
+    parse_study,
+    section_markers,
+    study_parser,
+    write_section,
+)
 
 
 def test_sections_are_replaced_in_place_and_others_kept(tmp_path):
@@ -48,3 +59,17 @@ def test_markdown_table_and_figure_link(tmp_path):
     ]
     link = figure_link(tmp_path / "results" / "s" / "f.png", tmp_path / "RESULTS.md", "caption")
     assert link == "![caption](results/s/f.png)"
+
+
+def test_a_smoke_run_writes_under_the_runs_smoke_directory(tmp_path):
+    parser = study_parser(None)
+    real = parse_study(parser, [])
+    assert (real.runs, real.out, real.results) == (DEFAULT_RUNS, DEFAULT_OUT, DEFAULT_RESULTS)
+    smoke = parse_study(parser, ["--smoke"])
+    runs = DEFAULT_RUNS / "smoke"
+    assert (smoke.runs, smoke.out, smoke.results) == (runs, runs / "results", runs / "RESULTS.md")
+    moved = parse_study(parser, ["--smoke", "--runs", str(tmp_path)])
+    assert (moved.out, moved.results) == (tmp_path / "smoke" / "results", tmp_path / "smoke" / "RESULTS.md")
+    out, results = tmp_path / "figures", tmp_path / "RESULTS.md"
+    given = parse_study(parser, ["--smoke", "--out", str(out), "--results", str(results)])
+    assert (given.runs, given.out, given.results) == (DEFAULT_RUNS / "smoke", out, results)
