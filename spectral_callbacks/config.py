@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from .operator_analysis import OperatorOptions
 from .selection import LayerFilter
 
 __all__ = ["SpectralConfig"]
@@ -39,6 +41,16 @@ class SpectralConfig:
         esd_figures: also log an ESD log-log plot with the fitted power law (needs matplotlib).
         blas_threads: BLAS threads of the worker process, so training keeps its cores.
         close_timeout: seconds to wait at fit end for the worker to finish its queue.
+        operators: conv layers to also analyze as the linear maps they apply to whole feature
+            maps (seed 003): ``{layer name or regex: (H, W) of its input}``, or ``"auto"`` for
+            every ``Conv2d`` with the input size it receives in the first training batch.
+        operator_every_n_epochs: estimate operator spectra on snapshots whose epoch is a
+            multiple of this (epoch 0 included; with ``every_n_steps``, the snapshot's epoch).
+        operator_top_k: largest eigenvalues of each operator's ``A^T A`` (Lanczos).
+        operator_bins: bins of its KPM histogram on ``[0, 1.01 lambda_1]``.
+        operator_moments, operator_probes: Chebyshev moments and random probes of the KPM
+            estimate (256 and 8: about 1% of the eigenvalues misplaced; ~0.1-1 s per layer and
+            snapshot for the convs of a small CNN).
     """
 
     every_n_epochs: int = 1
@@ -60,6 +72,12 @@ class SpectralConfig:
     esd_figures: bool = False
     blas_threads: int = 1
     close_timeout: float = 600.0
+    operators: dict[str, tuple[int, int]] | str | None = None
+    operator_every_n_epochs: int = 1
+    operator_top_k: int = 8
+    operator_bins: int = 50
+    operator_moments: int = 256
+    operator_probes: int = 8
 
     def __post_init__(self) -> None:
         _at_least("every_n_epochs", self.every_n_epochs, 1)
@@ -84,6 +102,19 @@ class SpectralConfig:
             raise ValueError(f"Invalid value for xmax={self.xmax!r}. Must be None, 'max' or a number.")
         if self.close_timeout <= 0:
             raise ValueError(f"Invalid value for close_timeout={self.close_timeout}. Must be > 0.")
+        object.__setattr__(self, "operators", _operators(self.operators))
+        for name, low in (("every_n_epochs", 1), ("top_k", 1), ("bins", 1), ("moments", 2), ("probes", 1)):
+            _at_least(f"operator_{name}", getattr(self, f"operator_{name}"), low)
+
+    def operator_options(self) -> OperatorOptions:
+        """Schedule and estimator settings of the operator spectra, for the worker."""
+        return OperatorOptions(
+            every_n_epochs=self.operator_every_n_epochs,
+            top_k=self.operator_top_k,
+            bins=self.operator_bins,
+            num_moments=self.operator_moments,
+            num_probes=self.operator_probes,
+        )
 
     def analysis_options(self) -> dict[str, Any]:
         """Keyword arguments for ``spectra.analyze_view``."""
@@ -97,6 +128,33 @@ class SpectralConfig:
 def _at_least(name: str, value: int, low: int) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
         raise ValueError(f"Invalid value for {name}={value!r}. Must be an integer >= {low}.")
+
+
+def _operators(value: Any) -> dict[str, tuple[int, int]] | str | None:
+    """``operators`` checked, its input sizes as ``(int, int)`` tuples."""
+    if value is None or value == "auto":
+        return value
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(
+            f"Invalid value for operators={value!r}. Must be None, 'auto' or a non-empty dict "
+            "{layer name or regex: (H, W) of the layer's input}."
+        )
+    checked = {}
+    for key, size in value.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"Invalid key {key!r} in operators. Must be a layer name or regular expression.")
+        pair = tuple(size) if isinstance(size, (tuple, list)) else (size,)
+        if len(pair) != 2 or not all(_positive_int(v) for v in pair):
+            raise ValueError(
+                f"Invalid value for operators[{key!r}]={size!r}. Must be the (H, W) of the layer's input: "
+                "two integers >= 1."
+            )
+        checked[key] = (int(pair[0]), int(pair[1]))
+    return checked
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 def _describe(value: Any) -> str:

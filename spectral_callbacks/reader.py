@@ -93,6 +93,55 @@ class RunReader:
     def parameters(self) -> list[str]:
         return [group.attrs["name"] for group in self._groups("parameters")]
 
+    @property
+    def operators(self) -> list[str]:
+        """Names of the conv layers whose operator spectra the run records, in model order."""
+        return [group.attrs["name"] for group in self._groups("operators")]
+
+    def operator_info(self, layer: str) -> dict[str, Any]:
+        """An operator layer's ``input_hw``, ``stride``, ``padding``, ``padding_mode``, ``dilation``,
+        ``groups``, ``in_shape``, ``out_shape`` and ``dimension`` (of its Gram operator), as Python values."""
+        attrs = self._group("operators", layer).attrs
+        return {key: _python(attrs[key]) for key in attrs}
+
+    def operator_epochs(self, layer: str) -> np.ndarray:
+        """Epochs of the analyzed snapshots that have an operator row for ``layer``."""
+        group = self._group("operators", layer)
+        rows = self._analyzed_rows(group)  # refreshes the snapshot column first
+        return self.snapshots()["epoch"][group["snapshot"][...][rows]]
+
+    def operator_spectral_norm(self, layer: str) -> np.ndarray:
+        """The operator's spectral norm ``sigma_max(A) = sqrt(lambda_1)`` at every analyzed snapshot
+        with an operator row (:meth:`operator_epochs`); NaN where its analysis failed."""
+        group = self._group("operators", layer)
+        rows = self._analyzed_rows(group)
+        group["top"].refresh()
+        return np.sqrt(group["top"][:, 0][rows])
+
+    def operator_spectrum(
+        self, layer: str, epoch: int | None = None, *, step: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(top, edges, counts, count_errors)`` of an operator layer at an epoch (its last
+        snapshot) or step, by default the last one: the ``top_k`` largest eigenvalues of its Gram
+        operator (squared singular values, descending) and the KPM histogram of all of them.
+
+        Raises:
+            KeyError: no such operator layer, or no operator row at that epoch or step.
+        """
+        group = self._group("operators", layer)
+        try:
+            row = self._row_at(group, epoch, step, analyzed=True)
+        except KeyError:
+            what = f"step {step}" if step is not None else f"epoch {epoch}"
+            raise KeyError(
+                f"No operator spectrum of {layer!r} at {what} in {self.path}; it has epochs "
+                f"{self.operator_epochs(layer).tolist()} (operator_every_n_epochs="
+                f"{self.config.get('operator_every_n_epochs')})."
+            ) from None
+        for name in ("top", "edges", "counts", "count_errors"):
+            group[name].refresh()
+        return tuple(group[name][row] for name in ("top", "edges", "counts", "count_errors"))
+
     def layer_info(self, layer: str) -> dict[str, Any]:
         """Kind, N, M, Q and number of slices of a layer."""
         return dict(self._layer(layer).attrs)
@@ -203,8 +252,11 @@ class RunReader:
     def _group(self, root: str, name: str) -> h5py.Group:
         key = group_name(name)
         if root not in self._file or key not in self._file[root]:
-            available = self.layers if root == "layers" else self.parameters
-            raise KeyError(f"No {root[:-1]} {name!r} in {self.path}. Available: {', '.join(available)}.")
+            available = {"layers": self.layers, "operators": self.operators}.get(root, self.parameters)
+            what = "operator layer" if root == "operators" else root[:-1]
+            raise KeyError(
+                f"No {what} {name!r} in {self.path}. Available: {', '.join(available) or '(none)'}."
+            )
         return self._file[root][key]
 
     def _layer(self, layer: str) -> h5py.Group:
@@ -267,6 +319,13 @@ def _check_complete(path: Path) -> None:
     except OSError as error:
         if "already open for write" not in str(error):
             raise
+
+
+def _python(value: Any) -> Any:
+    """An HDF5 attribute as a Python value: arrays as tuples, numpy scalars as ints, floats, str."""
+    if isinstance(value, np.ndarray):
+        return tuple(value.tolist())
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _name_of(code: int) -> str:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-__all__ = ["LayerFilter", "select_layers"]
+__all__ = ["LayerFilter", "fullmatch_name", "select_layers"]
 
 LayerFilter = None | str | type | Sequence[str | type]
 
@@ -51,17 +51,22 @@ def _matches(layer: _Layer, entries: list[str | type]) -> bool:
         if isinstance(entry, type):
             if issubclass(layer.layer_class, entry):
                 return True
-        elif layer.name == entry or _fullmatch(entry, layer.name):
+        elif layer.name == entry or fullmatch_name(entry, layer.name):
             return True
     return False
 
 
-def _fullmatch(pattern: str, name: str) -> bool:
+def fullmatch_name(pattern: str, name: str, *, what: str = "Layer filter") -> bool:
+    """Whether ``pattern``, a regular expression, matches all of ``name``.
+
+    Raises:
+        ValueError: ``pattern`` is not a valid regular expression; the message starts with ``what``.
+    """
     try:
         return re.fullmatch(pattern, name) is not None
     except re.error as error:
         raise ValueError(
-            f"Layer filter {pattern!r} is neither a layer name nor a valid regular expression: {error}."
+            f"{what} {pattern!r} is neither a layer name nor a valid regular expression: {error}."
         ) from error
 
 

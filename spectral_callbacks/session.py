@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .config import SpectralConfig
+from .operator_analysis import OperatorSpec
 from .reader import RUN_FILE_NAME
 from .spectra import SkippedParameter, matrices_of
 from .store import ParameterSpec, new_run_id
@@ -96,10 +97,12 @@ class SpectralSession:
             )
         self.run_id = new_run_id()
 
-    def start(self, parameters: Sequence[ParameterSpec]) -> set[str]:
+    def start(self, parameters: Sequence[ParameterSpec], operators: Sequence[OperatorSpec] = ()) -> set[str]:
         """Spawn the worker for these parameters; returns at once, with the names to capture.
 
         Parameters over ``max_evals`` are left out (recorded in the run file, warned about once).
+        ``operators`` are the conv layers whose operator spectra are estimated too; their
+        kernels must be in every snapshot, captured or not.
         """
         config = self.config
         too_large = _too_large(parameters, config.max_evals)
@@ -121,6 +124,8 @@ class SpectralSession:
             histogram_bins=config.histogram_bins,
             esd_figures=config.esd_figures,
             resume_after_step=self.last_step if self.resuming else None,
+            operators=tuple(operators),
+            operator_options=config.operator_options(),
         )
         self._worker = AnalysisWorker(
             spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads
@@ -188,7 +193,7 @@ class SpectralSession:
 
     def _warn_all(self, messages: Sequence[tuple[str, str]]) -> None:
         for kind, text in messages:
-            once = kind.startswith("skipped:") or kind == "write-error"
+            once = kind.startswith(("skipped:", "operator:")) or kind == "write-error"
             self.warn(text, once_per=kind if once else text)
 
 

@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 
 from .model import analyze_weights
+from .operator_analysis import OperatorOptions, OperatorSpec, OperatorSpectrum, analyze_operators
 from .spectra import LayerSpectrum
 from .store import ParameterSpec, RunWriter
 
 __all__ = ["SnapshotAnalyzer"]
 
-# (kind, text) for the user. Kinds "skipped:<layer>" and "write-error" are warned about once
-# each (a layer that turns NaN is skipped at every later snapshot); other texts once per text.
+# (kind, text) for the user. Kinds "skipped:<layer>", "operator:<layer>" and "write-error" are
+# warned about once each (a layer that turns NaN is skipped at every later snapshot); other texts
+# once per text.
 Report = Callable[[str, str], None]
 _FAILED = object()  # what a write that raised an OSError returns
 _SNAPSHOT_MARGIN_BYTES = 256 * 1024  # metrics, singular values, HDF5 metadata of a snapshot
@@ -37,6 +39,9 @@ class SnapshotAnalyzer:
         sink: a TensorBoard sink, or ``None``.
         report: called with ``(kind, text)`` for anything the user should hear about.
         weights_dtype: dtype of saved weights, or ``None`` when weights are not saved.
+        operators: conv layers whose operator spectra are estimated after the matrix analysis,
+            on the snapshots ``operator_options`` says are due.
+        operator_options: their schedule and estimator settings.
     """
 
     def __init__(
@@ -48,6 +53,8 @@ class SnapshotAnalyzer:
         sink: Any = None,
         report: Report,
         weights_dtype: str | None,
+        operators: Sequence[OperatorSpec] = (),
+        operator_options: OperatorOptions | None = None,
     ):
         self.writer = writer
         self.parameters = tuple(parameters)
@@ -55,6 +62,8 @@ class SnapshotAnalyzer:
         self.sink = sink
         self.report = report
         self.weights_dtype = weights_dtype
+        self.operator_options = operator_options or OperatorOptions()
+        self._operators = tuple(spec for spec in operators if spec.name in set(writer.operator_names))
         self._layers = set(writer.layer_names)
         self._committed_steps = writer.committed_steps()
 
@@ -110,16 +119,22 @@ class SnapshotAnalyzer:
             self._written(self.writer.set_status, row, "failed", f"{type(error).__name__}: {error}")
             self.report("warning", f"analysis of epoch {epoch} step {step} failed: {error}")
             return
+        operators = analyze_operators(self._operators, arrays, self.operator_options, epoch)
 
         def record() -> None:
             for spectrum in spectra:
                 self.writer.append_layer(row, spectrum)
+            for operator in operators:
+                self.writer.append_operator(row, operator)
             self.writer.flush()
             self.writer.set_status(row, "analyzed")
 
         if self._written(record) is not _FAILED and self.sink is not None:
             self.sink.write_snapshot(step, spectra)
+            if operators:
+                self.sink.write_operators(step, operators)
         _report_skipped(spectra, epoch, step, self.report)
+        _report_operators(operators, epoch, step, self.report)
 
     def _room_for(self, arrays: dict[str, np.ndarray]) -> bool:
         """Whether the disk has room for a snapshot, with a margin; reported when it has not.
@@ -153,6 +168,14 @@ class SnapshotAnalyzer:
 
 def _raise_disk_full(free: int, needed: int) -> None:
     raise OSError(errno.ENOSPC, f"No space left for a snapshot: {free} bytes free, about {needed} needed")
+
+
+def _report_operators(operators: Sequence[OperatorSpectrum], epoch: int, step: int, report: Report) -> None:
+    for operator in operators:
+        if operator.reason:
+            outcome = "approximate" if operator.ok else "failed"
+            text = f"operator spectrum of {operator.name} {outcome} at epoch {epoch} step {step}"
+            report(f"operator:{operator.name}", f"{text}: {operator.reason}")
 
 
 def _report_skipped(spectra: Sequence[LayerSpectrum], epoch: int, step: int, report: Report) -> None:

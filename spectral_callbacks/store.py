@@ -1,6 +1,6 @@
 """The HDF5 run file: one per run, written by the worker alone, readable while it grows (SWMR).
 
-Layout (format version 1)::
+Layout (format version 4)::
 
     /                      attrs: format_version, library_version, framework, run_id, created, config (JSON)
     /index/                one row per snapshot: epoch, step, time, status, reason
@@ -8,6 +8,10 @@ Layout (format version 1)::
     /layers/<matrix>/      attrs: name, parameter, kind, N, M, Q, num_slices
                            datasets: snapshot, svals (float64), status, reason, phase,
                            metrics (float64, one column per name in its attribute ``names``)
+    /operators/<layer>/    attrs: name, input_hw, stride, padding, padding_mode, dilation, groups,
+                           in_shape, out_shape, dimension
+                           datasets: snapshot, top (top_k), edges (bins + 1), counts (bins),
+                           count_errors (bins), seconds, reason (only snapshots whose epoch is due)
 
 Every dataset grows along its first axis. A snapshot is committed by its index row: weights are
 appended and flushed first, then the index row ("captured"); analysis rows follow, then the index
@@ -29,7 +33,9 @@ import h5py
 import numpy as np
 
 from ._version import __version__
+from .operator_analysis import OperatorOptions, OperatorSpec, OperatorSpectrum
 from .spectra import METRIC_NAMES, PHASES, LayerSpectrum, SkippedParameter, matrices_of
+from .writer_lock import RunFileBusyError, WriterLock
 
 __all__ = [
     "FORMAT_VERSION",
@@ -41,7 +47,7 @@ __all__ = [
     "RunWriter",
 ]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SNAPSHOT_STATUS = {"captured": 0, "analyzed": 1, "dropped": 2, "failed": 3}
 LAYER_STATUS = {"ok": 0, "warning": 1, "no-fit": 2, "skipped": 3}
 REASON_DTYPE = "S240"
@@ -52,10 +58,6 @@ _CHUNK_BYTES = 1 << 14
 
 class RunFileConflictError(FileExistsError):
     """The run file exists and belongs to another run."""
-
-
-class RunFileBusyError(OSError):
-    """Another process is writing the run file."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def group_name(name: str) -> str:
 class RunWriter:
     """Appends snapshots and their analysis to a run file (single writer, SWMR)."""
 
-    def __init__(self, file: h5py.File, lock: _WriterLock | None = None):
+    def __init__(self, file: h5py.File, lock: WriterLock | None = None):
         self.file = file
         self._lock = lock
 
@@ -93,10 +95,14 @@ class RunWriter:
         skipped: Mapping[str, str] | None = None,
         resume_after_step: int | None = None,
         lock_timeout: float = WRITER_LOCK_TIMEOUT,
+        operators: Sequence[OperatorSpec] = (),
+        operator_options: OperatorOptions | None = None,
     ) -> RunWriter:
         """Create the run file, or reopen it to resume after ``resume_after_step``.
 
         ``skipped`` names parameters left out of the capture, with the reason, for the record.
+        ``operators`` are the conv layers whose operator spectra the run records, with the
+        ``operator_options`` that fix their rows' sizes (``top_k``, ``bins``).
         Only one writer at a time: a previous worker still finishing its queue (its training
         process was killed) is waited for, up to ``lock_timeout`` seconds.
 
@@ -105,7 +111,7 @@ class RunWriter:
             RunFileBusyError: another process kept writing the file for ``lock_timeout`` seconds.
         """
         path = Path(path)
-        lock = _WriterLock.acquire(path, timeout=lock_timeout)
+        lock = WriterLock.acquire(path, timeout=lock_timeout)
         try:
             if not path.exists():
                 layout = _Layout(
@@ -116,6 +122,8 @@ class RunWriter:
                     weights_dtype,
                     min_evals,
                     dict(skipped or {}),
+                    tuple(operators),
+                    operator_options or OperatorOptions(),
                 )
                 _create_file(path, layout)
             elif resume_after_step is None:
@@ -143,6 +151,10 @@ class RunWriter:
     @property
     def layer_names(self) -> list[str]:
         return [self.file["layers"][key].attrs["name"] for key in self.file["layers"]]
+
+    @property
+    def operator_names(self) -> list[str]:
+        return [group.attrs["name"] for group in self.file["operators"].values()]
 
     def append_weights(self, arrays: dict[str, np.ndarray]) -> int:
         """Append one snapshot's weights; return its snapshot id (not committed until indexed)."""
@@ -188,6 +200,14 @@ class RunWriter:
         _append(group["phase"], PHASE_CODES.index(spectrum.phase))
         values = spectrum.metrics()
         _append(group["metrics"], [values[metric] for metric in METRIC_NAMES])
+
+    def append_operator(self, snapshot: int, spectrum: OperatorSpectrum) -> None:
+        """Append one operator layer's spectrum for a snapshot (NaN values when it failed)."""
+        group = self.file["operators"][group_name(spectrum.name)]
+        _append(group["snapshot"], snapshot)
+        for name in ("top", "edges", "counts", "count_errors", "seconds"):
+            _append(group[name], getattr(spectrum, name))
+        _append(group["reason"], _reason(spectrum.reason))
 
     def flush(self) -> None:
         self.file.flush()
@@ -251,6 +271,19 @@ class RunWriter:
             for view in views:
                 self._create_layer(spec.name, view.name, view.kind, view.slices.shape, view.N, view.M)
         attrs["skipped_parameters"] = json.dumps(skipped)
+        self.file.create_group("operators", track_order=True)
+        for spec in layout.operators:
+            self._create_operator(spec, layout.operator_options)
+
+    def _create_operator(self, spec: OperatorSpec, options: OperatorOptions) -> None:
+        group = self.file["operators"].create_group(group_name(spec.name))
+        group.attrs.update(spec.attributes())
+        _growing(group, "snapshot", (), "i8")
+        sizes = {"top": options.top_k, "edges": options.bins + 1}
+        for name in ("top", "edges", "counts", "count_errors"):
+            _growing(group, name, (sizes.get(name, options.bins),), "f8")
+        _growing(group, "seconds", (), "f8")
+        _growing(group, "reason", (), REASON_DTYPE)
 
     def _create_layer(
         self, parameter: str, name: str, kind: str, slices: tuple[int, ...], n: int, m: int
@@ -274,7 +307,7 @@ class RunWriter:
         renumber[keep] = np.arange(keep.size)
         for name in index:
             _keep_rows(index[name], keep)
-        for root in ("parameters", "layers"):
+        for root in ("parameters", "layers", "operators"):
             for key in self.file[root]:
                 group = self.file[root][key]
                 old = group["snapshot"][...]
@@ -285,45 +318,6 @@ class RunWriter:
                     _keep_rows(dataset, rows)
                 group["snapshot"][...] = renumber[old[rows]]
         self.file.flush()
-
-
-class _WriterLock:
-    """An exclusive lock on ``.<run file>.lock`` held by the run file's writer while it lives.
-
-    HDF5 drops its own file lock in SWMR mode, so this is how a new writer tells a live writer
-    (wait for it) from a dead one (the kernel released its lock). Without ``fcntl`` (Windows)
-    there is no lock and one writer per file is up to the user.
-    """
-
-    def __init__(self, descriptor: int | None):
-        self._descriptor = descriptor
-
-    @classmethod
-    def acquire(cls, path: Path, *, timeout: float) -> _WriterLock:
-        try:
-            import fcntl
-        except ImportError:
-            return cls(None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return cls(descriptor)
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(descriptor)
-                    raise RunFileBusyError(
-                        f"Run file {path} is still being written by another process after {timeout:.0f} s "
-                        "(an earlier analysis worker finishing its queue?); try again when it has finished."
-                    ) from None
-                time.sleep(0.1)
-
-    def release(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing the descriptor releases the lock
-            self._descriptor = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +331,8 @@ class _Layout:
     weights_dtype: str | None
     min_evals: int
     skipped: dict[str, str]
+    operators: tuple[OperatorSpec, ...]
+    operator_options: OperatorOptions
 
 
 def _create_file(path: Path, layout: _Layout) -> None:

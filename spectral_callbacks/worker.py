@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .inbox import Inbox
+from .operator_analysis import OperatorOptions, OperatorSpec
 from .snapshot_analysis import SnapshotAnalyzer
 from .store import ParameterSpec, RunWriter
 
@@ -61,6 +62,8 @@ class RunSpec:
     esd_figures: bool = False
     resume_after_step: int | None = None
     skipped: tuple[tuple[str, str], ...] = ()  # parameters not captured, with the reason
+    operators: tuple[OperatorSpec, ...] = ()  # conv layers whose operator spectra are estimated
+    operator_options: OperatorOptions = field(default_factory=OperatorOptions)
 
 
 class AnalysisWorker:
@@ -260,6 +263,8 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             min_evals=spec.min_evals,
             skipped=dict(spec.skipped),
             resume_after_step=spec.resume_after_step,
+            operators=spec.operators,
+            operator_options=spec.operator_options,
         )
     except Exception as error:  # reported to the user through the outbox; training never sees it
         outbox.put(("error", f"cannot open run file {spec.path}: {error}"))
@@ -271,7 +276,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         sink = TensorBoardSink(
             spec.tensorboard_dir, histogram_bins=spec.histogram_bins, esd_figures=spec.esd_figures
         )
-        sink.write_layout(writer.layer_names)
+        sink.write_layout(writer.layer_names, writer.operator_names)
     analyzer = SnapshotAnalyzer(
         writer,
         spec.parameters,
@@ -279,6 +284,8 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         sink=sink,
         report=lambda kind, text: outbox.put((kind, text)),
         weights_dtype=spec.weights_dtype if spec.save_weights else None,
+        operators=spec.operators,
+        operator_options=spec.operator_options,
     )
     try:
         analyzer.catch_up()

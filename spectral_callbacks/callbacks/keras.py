@@ -61,6 +61,9 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             conv2d_norm, xmax, histogram_bins, esd_figures, blas_threads, close_timeout: as
             :class:`spectral_callbacks.config.SpectralConfig` and ``SpectralCallback``.
 
+    Conv layers' operator spectra (``SpectralCallback(operators=...)``, seed 003) are not
+    supported here yet: they need the torch layer's padding options and measured input size.
+
     Raises:
         ImportError: Keras 2 / ``tf.keras`` is installed instead of Keras 3.
         ValueError, TypeError: an invalid setting; the message ends with the value received.

@@ -14,8 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
-from ..capture.torch import LayerWeight, analyzable_layers, copy_weights
+from ..capture.torch import (
+    InputSizes,
+    LayerWeight,
+    OperatorLayer,
+    analyzable_layers,
+    copy_weights,
+    operator_layers,
+    operator_specs,
+)
 from ..config import SpectralConfig
+from ..operator_analysis import OperatorSpec
 from ..selection import LayerFilter
 from ..session import SpectralSession, SpectralWarning, check_writable
 from ..store import ParameterSpec
@@ -60,11 +69,18 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     TensorBoard, in the trainer's TensorBoard logger directory when it has one. Training never
     waits for the analysis, except by ``on_full="block"`` when the queue is full.
 
+    With ``operators``, conv layers are also analyzed as the linear maps they apply to whole
+    feature maps (seed 003): the largest eigenvalues of ``A^T A`` and a KPM histogram of all of
+    them, per snapshot whose epoch is a multiple of ``operator_every_n_epochs``. The input size of
+    each layer is measured on the first training batch (with forward pre-hooks, removed after it),
+    so the worker starts and the initialization is snapshotted just before the first optimizer step.
+
     Args: see :class:`spectral_callbacks.config.SpectralConfig`; ``log_dir`` wins over the
     logger's directory when given.
 
     Example:
         >>> trainer = pl.Trainer(max_epochs=20, callbacks=[SpectralCallback()])  # doctest: +SKIP
+        >>> SpectralCallback(operators="auto")  # also every Conv2d's operator spectrum  # doctest: +SKIP
     """
 
     def __init__(
@@ -88,6 +104,12 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         esd_figures: bool = False,
         blas_threads: int = 1,
         close_timeout: float = 600.0,
+        operators: dict[str, tuple[int, int]] | str | None = None,
+        operator_every_n_epochs: int = 1,
+        operator_top_k: int = 8,
+        operator_bins: int = 50,
+        operator_moments: int = 256,
+        operator_probes: int = 8,
     ):
         super().__init__()
         try:
@@ -98,6 +120,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 queue_size=queue_size, on_full=on_full, min_evals=min_evals, max_evals=max_evals,
                 normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins,
                 esd_figures=esd_figures, blas_threads=blas_threads, close_timeout=close_timeout,
+                operators=operators, operator_every_n_epochs=operator_every_n_epochs,
+                operator_top_k=operator_top_k, operator_bins=operator_bins,
+                operator_moments=operator_moments, operator_probes=operator_probes,
             )  # fmt: skip
         except ValueError as error:
             raise _MisconfigurationException(str(error)) from error
@@ -109,6 +134,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         )
         self._resume: dict[str, Any] = {}
         self._layers: list[LayerWeight] = []
+        self._operators: list[OperatorLayer] = []
+        self._operator_weights: list[LayerWeight] = []  # operator kernels not captured otherwise
+        self._input_sizes: InputSizes | None = None
 
     @property
     def run_dir(self) -> Path | None:
@@ -127,6 +155,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             return
         if not _has_lazy_parameters(pl_module):
             self._layers = self._find_layers(pl_module)
+        if self.config.operators is not None:
+            with _as_misconfiguration():
+                self._operators = operator_layers(pl_module, self.config.operators)
         self._session.run_dir = self._choose_run_dir(trainer)
         with _as_misconfiguration():
             check_writable(self._session.run_dir, "SpectralCallback")
@@ -145,7 +176,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             return
         with _as_misconfiguration():
             self._session.open(self._session.run_dir, self._resume)
-        if not _has_lazy_parameters(pl_module):
+        if self._operators:  # the worker starts once the first batch has shown the input sizes
+            self._input_sizes = InputSizes(self._operators)
+        elif not _has_lazy_parameters(pl_module):
             self._start(pl_module, trainer.global_step)
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -154,7 +187,8 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
     ) -> None:
         if trainer.is_global_zero and not self._session.started:
-            # lazy layers are materialized now, before the first update: the initialization
+            # lazy layers are materialized and operator inputs measured now, before the first
+            # update: the weights are the initialization
             self._start(pl_module, trainer.global_step)
 
     @override
@@ -180,17 +214,17 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     # -- shutdown -------------------------------------------------------------------------------
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._session.close()
+        self._close()
 
     @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._session.close()
+        self._close()
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._session.close()
+        self._close()
 
     # -- internals ------------------------------------------------------------------------------
     def _find_layers(self, pl_module: pl.LightningModule) -> list[LayerWeight]:
@@ -217,14 +251,38 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         if not self._layers:
             self._layers = self._find_layers(pl_module)
         specs = [ParameterSpec(w.name, w.kind, tuple(w.parameter.shape)) for w in self._layers]
-        captured = self._session.start(specs)
+        operators = self._operator_specs()
+        captured = self._session.start(specs, operators)
         self._layers = [layer for layer in self._layers if layer.name in captured]
+        self._operator_weights = [
+            LayerWeight(layer.name, "conv2d", type(layer.module), layer.module.weight)
+            for layer in self._operators
+            if layer.name not in captured and layer.name in {spec.name for spec in operators}
+        ]
         epoch = self._session.first_snapshot_epoch(step)
         if epoch is not None:
             self._capture(epoch=epoch, step=step)
 
+    def _operator_specs(self) -> list[OperatorSpec]:
+        """The operator layers' specs from the input sizes of the first batch; hooks removed."""
+        if self._input_sizes is None:
+            return []
+        sizes, self._input_sizes = self._input_sizes, None
+        sizes.remove()
+        with _as_misconfiguration():
+            specs, left_out = operator_specs(self._operators, sizes.sizes)
+        for name, reason in left_out.items():
+            self._session.warn(f"layer {name} is not analyzed as an operator: {reason}")
+        return specs
+
     def _capture(self, epoch: int, step: int) -> None:
-        self._session.capture(epoch, step, copy_weights(self._layers))
+        self._session.capture(epoch, step, copy_weights(self._layers + self._operator_weights))
+
+    def _close(self) -> None:
+        if self._input_sizes is not None:
+            self._input_sizes.remove()
+            self._input_sizes = None
+        self._session.close()
 
 
 @contextlib.contextmanager

@@ -5,7 +5,10 @@ files) and needs neither TensorFlow nor torch, so Keras runs on jax or TensorFlo
 TensorBoard output as Lightning runs.
 
 Tags group by metric so one chart compares layers: ``alpha/<layer>``, ``log_norm/<layer>``, ...;
-``esd/<layer>`` holds the histogram of ``log10(lambda)``; ``model/<metric>`` the averages.
+``esd/<layer>`` holds the histogram of ``log10(lambda)``; ``model/<metric>`` the averages. Conv
+layers analyzed as operators add ``operator_esd/<layer>``, the KPM histogram of the eigenvalues of
+``A^T A`` (linear bins on ``[0, 1.01 lambda_1]``), and ``operator_spectral_norm/<layer>``,
+``sigma_max(A) = sqrt(lambda_1)``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..operator_analysis import OperatorSpectrum
 from ..spectra import LayerSpectrum
 
 __all__ = ["AVERAGED_METRICS", "SCALAR_METRICS", "TensorBoardSink", "averaged_layers", "model_averages"]
@@ -77,11 +81,17 @@ class TensorBoardSink:
             self._writer = SummaryWriter(log_dir=str(self.log_dir), filename_suffix=".spectral")
         return self._writer
 
-    def write_layout(self, layers: Sequence[str]) -> None:
-        """A custom-scalars layout: one chart per metric with every layer, and the model averages."""
+    def write_layout(self, layers: Sequence[str], operators: Sequence[str] = ()) -> None:
+        """A custom-scalars layout: one chart per metric with every layer, the model averages, and
+        the operator layers' spectral norms when there are any."""
         per_metric = {metric: ["Multiline", [rf"^{metric}/"]] for metric in SCALAR_METRICS}
         averages = {metric: ["Multiline", [rf"^model/{metric}$"]] for metric in AVERAGED_METRICS}
-        self.writer.add_custom_scalars({"spectral: layers": per_metric, "spectral: model": averages})
+        layout = {"spectral: layers": per_metric, "spectral: model": averages}
+        if operators:
+            layout["spectral: operators"] = {
+                "operator_spectral_norm": ["Multiline", [r"^operator_spectral_norm/"]]
+            }
+        self.writer.add_custom_scalars(layout)
 
     def write_snapshot(self, step: int, spectra: Sequence[LayerSpectrum]) -> None:
         """Everything for one snapshot; skipped layers and NaN metrics are left out, never logged."""
@@ -99,6 +109,30 @@ class TensorBoardSink:
                 self.writer.add_figure(f"esd_plot/{spectrum.name}", esd_figure(spectrum), step, close=True)
         for metric, value in model_averages(spectra).items():
             self.writer.add_scalar(f"model/{metric}", value, step)
+        self.writer.flush()
+
+    def write_operators(self, step: int, operators: Sequence[OperatorSpectrum]) -> None:
+        """The KPM histogram and the spectral norm of each operator layer; failed ones are left out."""
+        for operator in operators:
+            if not operator.ok:
+                continue
+            # KPM counts are estimates: a bin can come out slightly negative, which TensorBoard cannot show
+            counts = np.maximum(operator.counts, 0.0)
+            centers = (operator.edges[:-1] + operator.edges[1:]) / 2
+            self.writer.add_histogram_raw(
+                f"operator_esd/{operator.name}",
+                min=float(operator.edges[0]),
+                max=float(operator.edges[-1]),
+                num=float(counts.sum()),
+                sum=float(counts @ centers),
+                sum_squares=float(counts @ centers**2),
+                bucket_limits=operator.edges[1:].tolist(),
+                bucket_counts=counts.tolist(),
+                global_step=step,
+            )
+            norm = operator.spectral_norm
+            if math.isfinite(norm):
+                self.writer.add_scalar(f"operator_spectral_norm/{operator.name}", norm, step)
         self.writer.flush()
 
     def close(self) -> None:

@@ -1,0 +1,223 @@
+"""Spectra of conv layers as the linear maps they apply to whole feature maps (seed 003), per snapshot.
+
+The training side describes each operator layer as plain data (:class:`OperatorSpec`: input size,
+stride, padding, ...); the analysis process rebuilds the operator from a snapshot's kernel
+(:class:`~spectral_callbacks.spectra.ConvOperator`) and estimates the spectrum of its Gram
+operator: the ``top_k`` largest eigenvalues by Lanczos (the spikes) and a histogram of all of them
+by the Kernel Polynomial Method on ``[0, (1 + margin) lambda_1]`` (the bulk), as SCIENCE.md's
+"Large operators" describes. Eigenvalues are squared singular values of the conv map ``A``, so
+``sqrt(top[0])`` is its spectral norm ``sigma_max(A)``.
+
+Pure numpy/scipy, like the spectral core; nothing here raises on a bad kernel: a failed layer is an
+:class:`OperatorSpectrum` with NaN values and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .spectra import ConvOperator, MatvecBudgetWarning, kpm_density, top_eigenvalues
+
+__all__ = [
+    "LAMBDA_MAX_MARGIN",
+    "OperatorOptions",
+    "OperatorSpec",
+    "OperatorSpectrum",
+    "analyze_operator",
+    "analyze_operators",
+]
+
+# The histogram runs up to lambda_1 enlarged by this much, as kpm_density's own default does: the
+# top eigenvalue then sits inside the last bin, off the end of [-1, 1] where KPM resolves worst.
+LAMBDA_MAX_MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """A 2-D conv layer as an operator on a fixed input size: everything but the kernel.
+
+    Attributes:
+        name: the layer's name, also the name of its kernel in a snapshot (torch layout).
+        input_hw: the ``(H, W)`` of the feature maps the layer receives.
+        stride, padding, padding_mode, dilation, groups: as ``torch.nn.Conv2d``'s (padding an
+            ``(h, w)`` pair, ``"same"`` or ``"valid"``).
+        in_shape, out_shape: ``(C, H, W)`` of the operator's input and output feature maps.
+    """
+
+    name: str
+    input_hw: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] | str
+    padding_mode: str
+    dilation: tuple[int, int]
+    groups: int
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, name: str, operator: ConvOperator, padding: tuple[int, int] | str) -> OperatorSpec:
+        """The spec of a built operator (``padding`` as the layer gave it)."""
+        return cls(
+            name=name,
+            input_hw=(int(operator.in_shape[1]), int(operator.in_shape[2])),
+            stride=operator.stride,
+            padding=padding if isinstance(padding, str) else (int(padding[0]), int(padding[1])),
+            padding_mode=operator.padding_mode,
+            dilation=operator.dilation,
+            groups=operator.groups,
+            in_shape=tuple(int(v) for v in operator.in_shape),
+            out_shape=tuple(int(v) for v in operator.out_shape),
+        )
+
+    @property
+    def dimension(self) -> int:
+        """Size of the Gram operator analyzed: the smaller of ``C_in*H*W`` and ``C_out*H'*W'``."""
+        return min(math.prod(self.in_shape), math.prod(self.out_shape))
+
+    def build(self, weight: np.ndarray) -> ConvOperator:
+        """The operator of a kernel ``(C_out, C_in / groups, kh, kw)`` (float64 arithmetic)."""
+        return ConvOperator(
+            np.asarray(weight, dtype=np.float64),
+            input_hw=self.input_hw,
+            stride=self.stride,
+            padding=self.padding,
+            padding_mode=self.padding_mode,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+
+    def attributes(self) -> dict[str, Any]:
+        """The spec as HDF5-storable attributes (tuples as int arrays), with ``dimension``."""
+        return {**asdict(self), "dimension": self.dimension}
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    """When and how finely operator spectra are estimated.
+
+    Attributes:
+        every_n_epochs: analyze snapshots whose epoch is a multiple of this (epoch 0 included).
+        top_k: largest eigenvalues (spikes) by Lanczos.
+        bins: equal bins of the KPM histogram on ``[0, (1 + LAMBDA_MAX_MARGIN) lambda_1]``.
+        num_moments, num_probes: Chebyshev moments and Rademacher probes of the KPM estimate.
+    """
+
+    every_n_epochs: int = 1
+    top_k: int = 8
+    bins: int = 50
+    num_moments: int = 256
+    num_probes: int = 8
+
+    def due(self, epoch: int) -> bool:
+        """Whether a snapshot of this epoch gets operator spectra."""
+        return epoch % self.every_n_epochs == 0
+
+
+@dataclass(frozen=True)
+class OperatorSpectrum:
+    """One operator layer's spectrum at one snapshot.
+
+    Attributes:
+        name: the layer.
+        top: the ``top_k`` largest eigenvalues of the Gram operator, descending (NaN where
+            Lanczos did not converge, or all NaN when the analysis failed).
+        edges, counts, count_errors: the KPM histogram (``bins + 1`` edges; counts sum to
+            ``dimension``) and the standard error of each count over probes.
+        dimension: size of the Gram operator.
+        seconds: time the estimate took.
+        reason: empty when all went through; otherwise what failed or was approximate.
+    """
+
+    name: str
+    top: np.ndarray = field(repr=False)
+    edges: np.ndarray = field(repr=False)
+    counts: np.ndarray = field(repr=False)
+    count_errors: np.ndarray = field(repr=False)
+    dimension: int
+    seconds: float
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether there is a histogram (the analysis did not fail)."""
+        return bool(np.all(np.isfinite(self.counts)))
+
+    @property
+    def spectral_norm(self) -> float:
+        """``sigma_max(A) = sqrt(lambda_1)`` (NaN when unknown)."""
+        return float(np.sqrt(self.top[0]))
+
+
+def analyze_operators(
+    specs: Sequence[OperatorSpec], arrays: Mapping[str, np.ndarray], options: OperatorOptions, epoch: int
+) -> list[OperatorSpectrum]:
+    """Every operator layer's spectrum for one snapshot, or none when ``epoch`` is not due.
+
+    Never raises: a layer whose kernel is missing or whose analysis fails gets a NaN spectrum with
+    the reason.
+    """
+    if not options.due(epoch):
+        return []
+    found = []
+    for spec in specs:
+        if spec.name in arrays:
+            found.append(analyze_operator(spec, arrays[spec.name], options))
+        else:
+            found.append(_failed(spec, options, 0.0, "its kernel is not in the snapshot"))
+    return found
+
+
+def analyze_operator(spec: OperatorSpec, weight: np.ndarray, options: OperatorOptions) -> OperatorSpectrum:
+    """Lanczos spikes and the KPM histogram of one layer's Gram operator; never raises.
+
+    The probes and the Lanczos start vector are seeded, so the same kernel gives the same numbers.
+    """
+    started = time.perf_counter()
+    try:
+        operator = spec.build(weight)
+        k = min(options.top_k, spec.dimension)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MatvecBudgetWarning)
+            top = top_eigenvalues(operator, k)
+            lambda_max = float(top[0]) * (1.0 + LAMBDA_MAX_MARGIN) if top.size else None
+            density = kpm_density(
+                operator,
+                options.bins,
+                num_moments=options.num_moments,
+                num_probes=options.num_probes,
+                lambda_max=lambda_max,
+            )
+    except Exception as error:  # noqa: BLE001 - recorded in the run file, never raised
+        return _failed(spec, options, time.perf_counter() - started, f"{type(error).__name__}: {error}")
+    padded = np.full(options.top_k, np.nan)
+    padded[: top.size] = top
+    return OperatorSpectrum(
+        name=spec.name,
+        top=padded,
+        edges=density.edges,
+        counts=density.counts,
+        count_errors=density.count_errors,
+        dimension=density.dimension,
+        seconds=time.perf_counter() - started,
+        reason=" ".join(str(w.message) for w in caught if issubclass(w.category, MatvecBudgetWarning)),
+    )
+
+
+def _failed(spec: OperatorSpec, options: OperatorOptions, seconds: float, reason: str) -> OperatorSpectrum:
+    return OperatorSpectrum(
+        name=spec.name,
+        top=np.full(options.top_k, np.nan),
+        edges=np.full(options.bins + 1, np.nan),
+        counts=np.full(options.bins, np.nan),
+        count_errors=np.full(options.bins, np.nan),
+        dimension=spec.dimension,
+        seconds=seconds,
+        reason=reason,
+    )
