@@ -17,9 +17,11 @@ import numpy as np
 from .spectra import METRIC_NAMES, eigenvalues
 from .store import FORMAT_VERSION, LAYER_STATUS, PHASE_CODES, SNAPSHOT_STATUS, group_name
 
-__all__ = ["RUN_FILE_NAME", "RunReader", "open_run"]
+__all__ = ["READABLE_FORMATS", "RUN_FILE_NAME", "RunReader", "open_run"]
 
 RUN_FILE_NAME = "spectra.h5"
+# Format 4 only added /operators: a format-3 file reads as a run without operator spectra.
+READABLE_FORMATS = (3, FORMAT_VERSION)
 _LOCK_RETRY_SECONDS = 10.0
 _LAYER_STATUS_NAMES = {code: name for name, code in LAYER_STATUS.items()}
 
@@ -55,13 +57,13 @@ class RunReader:
             self._file.close()
             raise ValueError(f"{path} is an HDF5 file but not a spectral-callbacks run file.")
         version = int(self._file.attrs["format_version"])
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMATS:
             library = self._file.attrs.get("library_version", "?")
             self._file.close()
             raise ValueError(
                 f"{path} is a run file of format {version} (written by spectral-callbacks {library}); "
-                f"this version reads format {FORMAT_VERSION}. Analyze its saved weights again with "
-                "the current version, or read it with the version that wrote it."
+                f"this version reads formats {', '.join(map(str, READABLE_FORMATS))}. Analyze its saved "
+                "weights again with the current version, or read it with the version that wrote it."
             )
         self.path = path
 

@@ -154,7 +154,8 @@ class RunWriter:
 
     @property
     def operator_names(self) -> list[str]:
-        return [group.attrs["name"] for group in self.file["operators"].values()]
+        groups = self.file["operators"].values() if "operators" in self.file else []  # none in format 3
+        return [group.attrs["name"] for group in groups]
 
     def append_weights(self, arrays: dict[str, np.ndarray]) -> int:
         """Append one snapshot's weights; return its snapshot id (not committed until indexed)."""
@@ -308,7 +309,7 @@ class RunWriter:
         for name in index:
             _keep_rows(index[name], keep)
         for root in ("parameters", "layers", "operators"):
-            for key in self.file[root]:
+            for key in self.file.get(root, ()):
                 group = self.file[root][key]
                 old = group["snapshot"][...]
                 valid = (old < renumber.size) & (old >= 0)

@@ -14,7 +14,7 @@ import pytest
 
 from spectral_callbacks import RunReader, open_run
 from spectral_callbacks.model import analyze_weights
-from spectral_callbacks.reader import RUN_FILE_NAME
+from spectral_callbacks.reader import READABLE_FORMATS, RUN_FILE_NAME
 from spectral_callbacks.spectra import METRIC_NAMES
 from spectral_callbacks.store import (
     FORMAT_VERSION,
@@ -231,9 +231,19 @@ def test_truncated_run_file_is_a_value_error_naming_the_file(run_path: Path, wri
 
 def test_run_file_of_another_format_version_says_so(run_path: Path, written_run: dict) -> None:
     with h5py.File(run_path, "a") as file:
-        file.attrs["format_version"] = FORMAT_VERSION - 1
-    with pytest.raises(ValueError, match=rf"format {FORMAT_VERSION - 1} .*reads format {FORMAT_VERSION}"):
+        file.attrs["format_version"] = min(READABLE_FORMATS) - 1
+    with pytest.raises(ValueError, match=rf"format {min(READABLE_FORMATS) - 1} .*reads formats 3, 4"):
         open_run(run_path)
+
+
+def test_format_3_run_file_reads_as_a_run_without_operators(run_path: Path, written_run: dict) -> None:
+    with h5py.File(run_path, "a") as file:  # what format 4 added, taken away
+        file.attrs["format_version"] = 3
+        del file["operators"]
+    with open_run(run_path) as reader:
+        assert reader.operators == [] and reader.layers == ANALYZED_LAYERS
+        with pytest.raises(KeyError, match=r"No operator layer 'conv' .* Available: \(none\)"):
+            reader.operator_spectral_norm("conv")
 
 
 def test_hdf5_file_that_is_not_a_run_file(tmp_path: Path) -> None:
