@@ -80,7 +80,7 @@ def top_eigenvalues(
     k: int = 1,
     *,
     max_matvecs: int = 3000,
-    tol: float = 1e-10,
+    tol: float = 1e-8,
     ncv: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
@@ -92,8 +92,12 @@ def top_eigenvalues(
         k: how many.
         max_matvecs: budget of products with one vector. The Lanczos basis and ARPACK's restarts
             are capped so that ``ncv + maxiter * (ncv - k + 1) <= max_matvecs``.
-        tol: relative residual at convergence; an eigenvalue's error is at most ``tol * lambda``.
-        ncv: Lanczos basis size (default ``max(2k + 1, k + 20)``, capped by the budget and ``n``).
+        tol: relative residual at convergence; an eigenvalue's error is at most ``tol * lambda``
+            (and in practice far less: ~1e-15 relative on the benchmark's convs).
+        ncv: Lanczos basis size (default ``k + 40``, capped by the budget and ``n``): conv
+            spectra have tiny gaps at the top (pairs of neighbouring frequencies; relative gap
+            3e-5 on a 56x56 input), where a larger basis restarts less often (measured: 40
+            instead of scipy's 20 halves the products).
         seed: seeds the start vector, so the result is reproducible.
 
     Returns:
@@ -107,7 +111,7 @@ def top_eigenvalues(
         dense = operator.matmat(np.eye(n, dtype=operator.dtype))
         return scipy.linalg.eigvalsh(dense)[::-1][:k].astype(np.float64)
     # The first factorization takes ncv products and each restart at most ncv - k + 1 more.
-    ncv = min(n, max(2 * k + 1, k + 20) if ncv is None else ncv, (max_matvecs + k - 1) // 2)
+    ncv = min(n, k + 40 if ncv is None else ncv, (max_matvecs + k - 1) // 2)
     if ncv <= k:
         raise ValueError(
             f"Invalid max_matvecs={max_matvecs} (or ncv) for k={k}: the budget must allow a Lanczos "
