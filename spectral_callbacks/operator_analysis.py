@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .spectra import ConvOperator, MatvecBudgetWarning, kpm_density, top_eigenvalues
+from .spectra.kpm import LAMBDA_MAX_MARGIN
 
 __all__ = [
     "LAMBDA_MAX_MARGIN",
@@ -33,10 +34,6 @@ __all__ = [
     "analyze_operator",
     "analyze_operators",
 ]
-
-# The histogram runs up to lambda_1 enlarged by this much, as kpm_density's own default does: the
-# top eigenvalue then sits inside the last bin, off the end of [-1, 1] where KPM resolves worst.
-LAMBDA_MAX_MARGIN = 0.01
 
 
 @dataclass(frozen=True)

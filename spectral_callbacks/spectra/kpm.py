@@ -24,11 +24,11 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 
 from .operators import ConvOperator
 
-__all__ = ["KPMDensity", "MatvecBudgetWarning", "kpm_density", "top_eigenvalues"]
+__all__ = ["LAMBDA_MAX_MARGIN", "KPMDensity", "MatvecBudgetWarning", "kpm_density", "top_eigenvalues"]
 
 # Spectrum mapped from [lambda_min, lambda_max * (1 + margin)]: keeps the top eigenvalue off x = 1
 # (Weisse et al. 2006 rescale with a margin epsilon of this size).
-_MARGIN = 0.01
+LAMBDA_MAX_MARGIN = 0.01
 
 
 class MatvecBudgetWarning(RuntimeWarning):
@@ -250,7 +250,7 @@ def _upper_bound(op: Any, operator: LinearOperator, seed: int) -> tuple[float, i
         if not issubclass(warning.category, MatvecBudgetWarning):
             warnings.warn(warning.message, warning.category, stacklevel=3)
     if top.size:
-        return float(top[0]) * (1.0 + _MARGIN), counted.count
+        return float(top[0]) * (1.0 + LAMBDA_MAX_MARGIN), counted.count
     message = next(w.message for w in caught if issubclass(w.category, MatvecBudgetWarning))
     if isinstance(op, ConvOperator):
         warnings.warn(
