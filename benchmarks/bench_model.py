@@ -20,19 +20,15 @@ Run: ``.venv/bin/python benchmarks/bench_model.py [--threads N] [--repeats K]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
 import math
-import os
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 import torch
+from common import load_average, svd_floor, weightwatcher_details
 from threadpoolctl import threadpool_info, threadpool_limits
 from torch import nn
 
@@ -93,22 +89,11 @@ def analyzed_matrices(model: nn.Module) -> list[np.ndarray]:
     return matrices
 
 
-def floor(matrices: list[np.ndarray]) -> list[np.ndarray]:
-    """Singular values of each matrix in float64 (the SVD cost every analysis pays)."""
-    return [scipy.linalg.svdvals(np.asarray(m, dtype=np.float64), check_finite=False) for m in matrices]
-
-
 def weightwatcher_alphas(model: nn.Module) -> list[tuple[str, float]] | None:
     """``(name, alpha)`` per layer from WeightWatcher's default analyze, by layer_id; None if absent."""
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import weightwatcher
-        except ImportError:
-            return None
-        logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-        details = weightwatcher.WeightWatcher(model=model).analyze()
+    details = weightwatcher_details(model)
+    if details is None:
+        return None
     details = details.sort_values("layer_id")
     return [(str(name), float(alpha)) for name, alpha in zip(details["name"], details["alpha"], strict=True)]
 
@@ -147,7 +132,7 @@ def main() -> None:
         weightwatcher_alphas(model)  # import WeightWatcher (and warm up) outside the timings
         times, results = interleaved_best_times(
             {
-                "floor": lambda: floor(matrices),
+                "floor": lambda: svd_floor(matrices),
                 "ours": lambda: analyze_model(model),
                 "ww": lambda: weightwatcher_alphas(model),
             },
@@ -155,7 +140,7 @@ def main() -> None:
         )
     floor_time, ours_time, ww_time = times["floor"], times["ours"], times["ww"]
     ours, ww = results["ours"], results["ww"]
-    print(f"load average (1 min) after the runs: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(load_average())
 
     rows = ours.analyzed()
     print(f"\n{'':<28}{'seconds':>9}")

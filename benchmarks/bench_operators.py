@@ -27,12 +27,12 @@ Run: ``.venv/bin/python benchmarks/bench_operators.py [--threads N] [--repeats K
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from common import load_average
 from scipy.sparse.linalg import LinearOperator
 from threadpoolctl import threadpool_limits
 
@@ -160,7 +160,7 @@ def main() -> None:
     print("KPM: 256 moments, 8 probes, lambda_max = 1.01 x Lanczos' top eigenvalue")
     print("L1 = sum over the 50 bins of |c_kpm - c_exact| / n  (= L1 distance of the normalized densities)")
     print_table(rows)
-    print(f"load average (1 min) after the runs: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n")
+    print(f"{load_average()}\n")
     for r in rows:
         name = f"{r.channels}->{r.channels} @ {r.size}x{r.size} {r.kernel:<7}"
         for passed, text in (

@@ -30,19 +30,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import io
 import logging
 import math
 import os
 import tempfile
-import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.linalg
+from common import best_time, load_average, svd_floor, weightwatcher_details
 from threadpoolctl import threadpool_limits
 
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
@@ -100,11 +96,6 @@ def write_model(directory: Path, shapes: dict[str, tuple[int, int]]) -> dict[str
     return arrays
 
 
-def floor(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The singular values every analysis needs: float64 SVD of each matrix, nothing else."""
-    return [scipy.linalg.svdvals(a.astype(np.float64), check_finite=False) for a in arrays.values()]
-
-
 def ours(directory: Path, executor: str) -> list[Any]:
     (result,) = analyze_paths([directory], executor=executor, workers=WORKERS, options=AnalysisOptions())
     if result.failed:
@@ -114,15 +105,9 @@ def ours(directory: Path, executor: str) -> list[Any]:
 
 def weightwatcher(directory: Path) -> dict[str, float] | None:
     """WeightWatcher's alpha per layer (its ``longname``), or None when it is not installed."""
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import weightwatcher as ww
-        except ImportError:
-            return None
-        logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-        details = ww.WeightWatcher(model=str(directory)).analyze()
+    details = weightwatcher_details(str(directory))
+    if details is None:
+        return None
     return {
         str(name): float(alpha) for name, alpha in zip(details["longname"], details["alpha"], strict=True)
     }
@@ -133,7 +118,7 @@ def write_and_time_floor(size: str, directory: Path, repeats: int) -> float:
     arrays = write_model(directory, small_model() if size == "small" else large_model())
     megabytes = sum(a.nbytes for a in arrays.values()) / 2**20
     print(f"\n== {size}: {len(arrays)} matrices, {megabytes:.0f} MiB of float32")
-    seconds, _ = timed(lambda: floor(arrays), repeats)
+    seconds, _ = best_time(lambda: svd_floor(arrays.values()), repeats)
     return seconds
 
 
@@ -150,20 +135,11 @@ def warm_pool(directory: Path, repeats: int) -> tuple[float, list[Any]]:
             outcomes = {index: value for index, value, _ in run(function, refs)}
             return [row for index in range(len(refs)) for row in outcomes[index]]
 
-        return timed(analyze, repeats)
+        return best_time(analyze, repeats)
 
 
 def metric_array(rows: list[Any]) -> np.ndarray:
     return np.array([[row.metrics()[name] for name in METRIC_NAMES] for row in rows])
-
-
-def timed(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, result = math.inf, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def bench(size: str, repeats: int, dask_address: str | None) -> list[tuple[bool, str]]:
@@ -171,14 +147,14 @@ def bench(size: str, repeats: int, dask_address: str | None) -> list[tuple[bool,
     with tempfile.TemporaryDirectory(prefix=f"bench_posthoc_{size}_") as temporary:
         directory = Path(temporary)
         floor_time = write_and_time_floor(size, directory, repeats)
-        one_time, one = timed(lambda: ours(directory, "local"), repeats)
-        pool_time, pool = timed(lambda: ours(directory, "processes"), repeats)
+        one_time, one = best_time(lambda: ours(directory, "local"), repeats)
+        pool_time, pool = best_time(lambda: ours(directory, "processes"), repeats)
         warm_time, warm = warm_pool(directory, repeats) if size == "small" else (math.nan, None)
         dask_time, dask_rows = math.nan, None
         if dask_address is not None:
-            dask_time, dask_rows = timed(lambda: ours(directory, f"dask://{dask_address}"), repeats)
+            dask_time, dask_rows = best_time(lambda: ours(directory, f"dask://{dask_address}"), repeats)
         again = ours(directory, "local") if size == "small" else None  # large: the executors differ
-        ww_time, ww = timed(lambda: weightwatcher(directory), 1)
+        ww_time, ww = best_time(lambda: weightwatcher(directory), 1)
     print(f"{'':<38}{'seconds':>9}{'ratio':>9}")
     print(f"{'floor (scipy svdvals f64)':<38}{floor_time:>9.2f}")
     print(f"{'ours, one process':<38}{one_time:>9.2f}{one_time / floor_time:>9.3f}  (/ floor)")
@@ -248,7 +224,7 @@ def main() -> None:
         with threadpool_limits(limits=1):
             for size in sizes:
                 verdicts += bench(size, 1 if size == "large" else args.repeats, address)
-    print(f"\nload average (1 min) after the runs: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n")
+    print(f"\n{load_average()}\n")
     for passed, text in verdicts:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")
 

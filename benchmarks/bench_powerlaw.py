@@ -22,16 +22,14 @@ import argparse
 import contextlib
 import io
 import math
-import os
-import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import powerlaw
 import scipy.linalg
+from common import best_time, load_average
 
 from spectral_callbacks.spectra import fit_power_law
 
@@ -62,16 +60,6 @@ class Row:
     d_D_pl: float = math.nan  # noqa: N815 - D is the KS distance's name
     d_alpha_ww: float = math.nan
     d_D_ww: float = math.nan  # noqa: N815 - D is the KS distance's name
-
-
-def best_time(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Smallest wall time of ``repeats`` calls, and the last result."""
-    best, result = math.inf, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def student_t_esd(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -156,7 +144,7 @@ def main() -> None:
         rows.append(measure("student-t", student_t_esd(n, rng), skip))
         rows.append(measure("pareto", pareto_sample(n, rng), skip))
     print_table(rows)
-    print(f"load average (1 min) after the runs: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n")
+    print(f"{load_average()}\n")
     for verdict, text in verdicts(rows):
         print(f"{verdict}  {text}")
 
