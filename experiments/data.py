@@ -15,6 +15,7 @@ a test split when it has one (an official test set, or ``test_fraction`` of the 
 
 from __future__ import annotations
 
+import abc
 import math
 import pickle
 import random
@@ -40,7 +41,7 @@ CIFAR10_TEST_BATCH = "test_batch"
 Arrays = tuple[torch.Tensor, torch.Tensor]
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     """Examples held in memory, split into train / validation (/ test) with a fixed seed.
 
     Subclasses implement :meth:`load`. The examples are shuffled by ``seed``; the first
@@ -88,9 +89,9 @@ class ArrayDataModule(pl.LightningDataModule):
         self.input_shape: tuple[int, ...] = ()
         self.test_set: TensorDataset | None = None
 
+    @abc.abstractmethod
     def load(self) -> tuple[Arrays, Arrays | None]:
         """``((inputs, targets), official test set or None)`` as float32 inputs and int64 targets."""
-        raise NotImplementedError
 
     @property
     def has_test(self) -> bool:
