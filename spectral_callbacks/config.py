@@ -40,6 +40,9 @@ class SpectralConfig:
         histogram_bins: bins of the ``log10(lambda)`` TensorBoard histograms.
         esd_figures: also log an ESD log-log plot with the fitted power law (needs matplotlib).
         blas_threads: BLAS threads of the worker process, so training keeps its cores.
+        lend_threads: while the worker has snapshots to analyze, training's intra-op thread pool
+            (torch's) runs ``blas_threads`` threads short, so the analysis gets cores of its own
+            even when training keeps every core busy (see ``spectral_callbacks.thread_lending``).
         close_timeout: seconds to wait at fit end for the worker to finish its queue.
         operators: conv layers to also analyze as the linear maps they apply to whole feature
             maps (seed 003): ``{layer name or regex: (H, W) of its input}``, or ``"auto"`` for
@@ -71,6 +74,7 @@ class SpectralConfig:
     histogram_bins: int = 64
     esd_figures: bool = False
     blas_threads: int = 1
+    lend_threads: bool = True
     close_timeout: float = 600.0
     operators: dict[str, tuple[int, int]] | str | None = None
     operator_every_n_epochs: int = 1
@@ -89,6 +93,8 @@ class SpectralConfig:
             _at_least("max_evals", self.max_evals, self.min_evals)
         _at_least("histogram_bins", self.histogram_bins, 2)
         _at_least("blas_threads", self.blas_threads, 1)
+        if not isinstance(self.lend_threads, bool):
+            raise ValueError(f"Invalid value for lend_threads={self.lend_threads!r}. Must be True or False.")
         if self.on_full not in _ON_FULL:
             raise ValueError(f"Invalid value for on_full={self.on_full!r}. Must be one of {_ON_FULL}.")
         if self.weights_dtype not in ("float16", "float32", "float64"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,16 @@ from .operator_analysis import OperatorSpec
 from .reader import RUN_FILE_NAME
 from .spectra import SkippedParameter, matrices_of
 from .store import ParameterSpec, new_run_id
+from .thread_lending import ThreadLender
 from .worker import AnalysisWorker, RunSpec, Snapshot
 
 __all__ = ["SpectralSession", "SpectralWarning", "check_writable"]
 
 # Worker messages are polled at most this often from per-batch hooks: a queue poll and a
-# liveness check per batch would cost training time for nothing.
+# liveness check per batch would cost training time for nothing. While training lends a thread
+# to the analysis, more often: the thread goes back as soon as the worker has caught up.
 _RELAY_INTERVAL_SECONDS = 1.0
+_LENT_RELAY_INTERVAL_SECONDS = 0.01
 
 
 class SpectralWarning(UserWarning):
@@ -41,9 +44,20 @@ class SpectralSession:
         framework: recorded in the run file (``"lightning"``, ``"keras"``).
         caller: the name warnings start with (the callback's class name).
         resume_hint: how a user of this framework resumes a run, for error messages.
+        thread_pool: training's intra-op pool size accessors ``(get, set)``, lent from while
+            the worker has snapshots to analyze when ``config.lend_threads`` (see
+            :mod:`spectral_callbacks.thread_lending`); ``None`` if the framework has none to lend.
     """
 
-    def __init__(self, config: SpectralConfig, *, framework: str, caller: str, resume_hint: str):
+    def __init__(
+        self,
+        config: SpectralConfig,
+        *,
+        framework: str,
+        caller: str,
+        resume_hint: str,
+        thread_pool: tuple[Callable[[], int], Callable[[int], None]] | None = None,
+    ):
         self.config = config
         self.framework = framework
         self.caller = caller
@@ -57,6 +71,16 @@ class SpectralSession:
         self._worker: AnalysisWorker | None = None
         self._warned: set[str] = set()
         self._last_relay = 0.0
+        self._lender = (
+            ThreadLender(*thread_pool, count=config.blas_threads)
+            if thread_pool is not None and config.lend_threads
+            else None
+        )
+
+    @property
+    def lends_threads(self) -> bool:
+        """Whether training's thread pool is lent to the worker while it has snapshots to analyze."""
+        return self._lender is not None
 
     @property
     def started(self) -> bool:
@@ -161,15 +185,25 @@ class SpectralSession:
         self.relay(force=True)
 
     def relay(self, *, force: bool = False) -> None:
-        """Turn the worker's messages into warnings (throttled unless ``force``)."""
+        """Turn the worker's messages into warnings (throttled unless ``force``); lend a thread
+        to the worker while it has snapshots to analyze, give it back once it has none."""
         now = time.monotonic()
-        if self._worker is None or (not force and now - self._last_relay < _RELAY_INTERVAL_SECONDS):
+        lent = self._lender is not None and self._lender.lent
+        interval = _LENT_RELAY_INTERVAL_SECONDS if lent else _RELAY_INTERVAL_SECONDS
+        if self._worker is None or (not force and now - self._last_relay < interval):
             return
         self._last_relay = now
         self._warn_all(self._worker.messages())
+        if self._lender is not None:
+            if self._worker.pending:
+                self._lender.lend()
+            else:
+                self._lender.give_back()
 
     def close(self) -> None:
         """Let the worker finish its queue (up to ``close_timeout``), then stop it. Idempotent."""
+        if self._lender is not None:
+            self._lender.give_back()
         if self._worker is None:
             return
         worker, self._worker = self._worker, None

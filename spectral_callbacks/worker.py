@@ -125,6 +125,11 @@ class AnalysisWorker:
         self._unacked[snapshot.step] = snapshot
         return True
 
+    @property
+    def pending(self) -> bool:
+        """Whether snapshots were handed over that the worker has not acknowledged yet."""
+        return not self.failed and bool(self._unacked)
+
     def messages(self) -> list[tuple[str, str]]:
         """``(kind, text)`` messages from the worker since the last call (never blocks)."""
         found, self._notes = self._notes, []

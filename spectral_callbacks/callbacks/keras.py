@@ -9,6 +9,7 @@ so neither TensorFlow nor torch is needed. The run file and TensorBoard tags are
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         save_weights: keep the raw weights of every snapshot in the run file.
         resume: continue an existing run file in ``log_dir`` instead of refusing it.
         weights_dtype, tensorboard, queue_size, on_full, min_evals, max_evals, normalize,
-            conv2d_norm, xmax, histogram_bins, esd_figures, blas_threads, close_timeout: as
-            :class:`spectral_callbacks.config.SpectralConfig` and ``SpectralCallback``.
+            conv2d_norm, xmax, histogram_bins, esd_figures, blas_threads, lend_threads,
+            close_timeout: as :class:`spectral_callbacks.config.SpectralConfig` and
+            ``SpectralCallback``. Threads are lent on the torch backend only (jax and
+            TensorFlow size their pools once).
 
     Conv layers' operator spectra (``SpectralCallback(operators=...)``, seed 003) are not
     supported here yet: they need the torch layer's padding options and measured input size.
@@ -93,6 +96,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         histogram_bins: int = 64,
         esd_figures: bool = False,
         blas_threads: int = 1,
+        lend_threads: bool = True,
         close_timeout: float = 600.0,
     ):
         _check_keras_3()
@@ -112,7 +116,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             log_dir=os.fspath(log_dir), tensorboard=tensorboard, queue_size=queue_size,
             on_full=on_full, min_evals=min_evals, max_evals=max_evals, normalize=normalize,
             conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins, esd_figures=esd_figures,
-            blas_threads=blas_threads, close_timeout=close_timeout,
+            blas_threads=blas_threads, lend_threads=lend_threads, close_timeout=close_timeout,
         )  # fmt: skip
         self.resume = bool(resume)
         self._session = self._new_session()
@@ -122,9 +126,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         self._step_offset = 0
         self._first_epoch_of_fit = True
         self._accumulation = 1
-        if every_n_batches is None:
+        if every_n_batches is None and not self._session.lends_threads:
             # Keras dispatches batch hooks asynchronously (jax) only while no callback overrides
-            # them: the default, marked as such, stands in for ours when batches don't matter.
+            # them: the default, marked as such, stands in for ours when batches don't matter
+            # (they do while threads are lent: the batch hook gives them back).
             self.on_train_batch_end = super().on_train_batch_end
 
     @property
@@ -219,6 +224,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             framework="keras",
             caller=_CALLER,
             resume_hint="pass resume=True and model.fit(..., initial_epoch=<its last epoch>)",
+            thread_pool=_torch_thread_pool(),
         )
 
     def _saved_state(self) -> dict[str, Any] | None:
@@ -248,6 +254,15 @@ def _check_keras_3() -> None:
             "KerasSpectralCallback requires Keras 3 (pip install 'keras>=3'); Keras 2 and tf.keras "
             f"are not supported. Received: keras.__version__={version!r}"
         )
+
+
+def _torch_thread_pool() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """torch's intra-op pool size accessors on the torch backend (the pool training can lend)."""
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    return torch.get_num_threads, torch.set_num_threads
 
 
 def _optimizer_steps(model: keras.Model) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from typing_extensions import override
 
 from ..capture.torch import (
@@ -103,6 +104,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         histogram_bins: int = 64,
         esd_figures: bool = False,
         blas_threads: int = 1,
+        lend_threads: bool = True,
         close_timeout: float = 600.0,
         operators: dict[str, tuple[int, int]] | str | None = None,
         operator_every_n_epochs: int = 1,
@@ -119,9 +121,10 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 log_dir=None if log_dir is None else str(log_dir), tensorboard=tensorboard,
                 queue_size=queue_size, on_full=on_full, min_evals=min_evals, max_evals=max_evals,
                 normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins,
-                esd_figures=esd_figures, blas_threads=blas_threads, close_timeout=close_timeout,
-                operators=operators, operator_every_n_epochs=operator_every_n_epochs,
-                operator_top_k=operator_top_k, operator_bins=operator_bins,
+                esd_figures=esd_figures, blas_threads=blas_threads, lend_threads=lend_threads,
+                close_timeout=close_timeout, operators=operators,
+                operator_every_n_epochs=operator_every_n_epochs, operator_top_k=operator_top_k,
+                operator_bins=operator_bins,
                 operator_moments=operator_moments, operator_probes=operator_probes,
             )  # fmt: skip
         except ValueError as error:
@@ -131,6 +134,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             framework="lightning",
             caller="SpectralCallback",
             resume_hint="resume from its checkpoint (trainer.fit(..., ckpt_path=...))",
+            thread_pool=(torch.get_num_threads, torch.set_num_threads),
         )
         self._resume: dict[str, Any] = {}
         self._layers: list[LayerWeight] = []

@@ -163,6 +163,8 @@ def run_plans(
     options = options or AnalysisOptions()
     spec = parse_executor(executor) if isinstance(executor, str) else executor
     tasks = [ref for result in results for ref in result.tasks]
+    # largest first, so that workers finish together: the last task to start is a small one
+    order = sorted(range(len(tasks)), key=lambda i: _svd_cost(tasks[i].shape), reverse=True)
     outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(tasks)
     function = functools.partial(analyze_parameter, options=options)
     description = f"analyzing {len(tasks)} parameters of {len(results)} path(s)"
@@ -171,8 +173,8 @@ def run_plans(
             open_executor(spec, workers=workers, timeout=timeout) as run,
             progress_bar(len(tasks), description, enabled=progress) as advance,
         ):
-            for index, value, error in run(function, tasks):
-                outcomes[index] = (value, error)
+            for index, value, error in run(function, [tasks[i] for i in order]):
+                outcomes[order[index]] = (value, error)
                 advance()
     done = iter(outcomes)
     for result in results:
@@ -226,6 +228,12 @@ def _plan(ref: ParameterRef, min_evals: int) -> LayerSpectrum | ParameterRef:
     if isinstance(views, SkippedParameter):
         return LayerSpectrum.skipped(views, ref.kind or "")
     return dataclasses.replace(ref, kind=views[0].kind)
+
+
+def _svd_cost(shape: tuple[int, ...]) -> int:
+    """Proportional to the flops of the SVDs of a parameter's matrices: ``m n min(m, n)`` each
+    (a conv kernel's ``out x in`` slices, one per kernel position, are the same formula)."""
+    return int(np.prod(shape, dtype=np.int64)) * min(shape[:2])
 
 
 def _skipped(ref: ParameterRef, reason: str) -> LayerSpectrum:

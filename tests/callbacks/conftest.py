@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -196,3 +197,20 @@ def _quiet_lightning_data_warnings() -> None:
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging.*")
+
+
+@pytest.fixture
+def torch_thread_resizes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """torch's intra-op pool set to 2 threads for the test, and every resize made meanwhile."""
+    resizes: list[int] = []
+    original = torch.set_num_threads
+
+    def recording_set_num_threads(count: int) -> None:
+        resizes.append(count)
+        original(count)
+
+    monkeypatch.setattr(torch, "set_num_threads", recording_set_num_threads)
+    threads_before = torch.get_num_threads()
+    original(2)
+    yield resizes
+    original(threads_before)

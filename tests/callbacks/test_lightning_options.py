@@ -225,3 +225,18 @@ def test_drop_policy_loses_no_snapshot(tmp_path: Path, tiny) -> None:
         assert f"{len(dropped)} snapshot(s) dropped" in str(caught[0].message)
     else:
         assert caught == []
+
+
+@pytest.mark.parametrize("lend_threads", [True, False])
+def test_torch_threads_are_lent_while_the_worker_is_busy(
+    tmp_path: Path, tiny, torch_thread_resizes: list[int], lend_threads: bool
+) -> None:
+    """The worker takes seconds to start, so the first snapshot is pending during this short fit:
+    torch's pool runs one thread short, then has its two threads again once the fit is over."""
+    callback = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False, lend_threads=lend_threads)
+    _, _, caught = fit(tiny, tmp_path, [callback], max_epochs=2)
+    assert caught == []
+    assert torch.get_num_threads() == 2
+    assert torch_thread_resizes == ([1, 2] if lend_threads else [])
+    with open_run(callback.run_path) as run:
+        assert run.epochs.tolist() == [0, 1, 2]

@@ -13,7 +13,7 @@ import pytest
 from posthoc_models import analyzable
 
 from spectral_callbacks import analyze_model
-from spectral_callbacks.posthoc import ExecutorError, analyze_paths, parse_executor
+from spectral_callbacks.posthoc import ExecutorError, analysis, analyze_paths, parse_executor
 from spectral_callbacks.posthoc.executors import ExecutorSpec
 from spectral_callbacks.spectra import METRIC_NAMES
 
@@ -67,6 +67,23 @@ def test_local_rows_equal_analyze_model_on_the_same_arrays(model_files, state) -
     skipped = [row for row in result.rows if row.status == "skipped"]
     assert {row.reason for row in skipped} == {"1-D parameter has no matrix view"}
     assert len(skipped) == sum(array.ndim == 1 for array in state.values())
+
+
+def test_largest_parameters_run_first_and_rows_stay_in_model_order(model_files, state, monkeypatch) -> None:
+    """Largest first lets parallel workers finish together; the output order must not change."""
+    started: list[tuple[int, ...]] = []
+    original = analysis.analyze_parameter
+
+    def recording(ref, options):
+        started.append(ref.shape)
+        return original(ref, options)
+
+    monkeypatch.setattr(analysis, "analyze_parameter", recording)
+    (result,) = analyze_paths([model_files["npz"]])
+    costs = [np.prod(shape) * min(shape[:2]) for shape in started]
+    assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+    analyzed = [row for row in result.rows if row.status != "skipped"]
+    assert_identical(analyzed, list(analyze_model(analyzable(state))))
 
 
 def test_process_pool_and_dask_give_identical_results(model_files, dask_address: str) -> None:

@@ -1,0 +1,53 @@
+"""Training lends a core to the analysis while the worker has snapshots to analyze.
+
+When training keeps every core busy (a CPU run whose intra-op pool has a thread per core), the
+worker, at the lowest CPU priority, would not run until training ends; at normal priority it
+would preempt one of the pool's threads and stall the others at their next barrier, costing about
+twice its CPU time. Running the pool one thread short for the ~0.2 s an analysis takes costs
+training less than either: the pool rarely scales perfectly with its last thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["ThreadLender"]
+
+
+class ThreadLender:
+    """Shrinks a thread pool by ``count`` threads on :meth:`lend`, restores it on :meth:`give_back`.
+
+    Args:
+        get_threads, set_threads: the pool's size accessors (``torch.get_num_threads`` and
+            ``torch.set_num_threads``).
+        count: threads to lend; a pool that would be left with none is not touched.
+    """
+
+    def __init__(self, get_threads: Callable[[], int], set_threads: Callable[[int], None], count: int):
+        self._get_threads = get_threads
+        self._set_threads = set_threads
+        self._count = count
+        self._full: int | None = None  # the pool's size before lending, while lent
+
+    @property
+    def lent(self) -> bool:
+        """Whether the pool runs short now."""
+        return self._full is not None
+
+    def lend(self) -> None:
+        """Shrink the pool (no-op if lent already or if the pool is too small to lend from)."""
+        if self._full is not None:
+            return
+        full = self._get_threads()
+        if full <= self._count:
+            return
+        self._set_threads(full - self._count)
+        self._full = full
+
+    def give_back(self) -> None:
+        """Restore the pool's size, unless the user resized it meanwhile (then theirs stays)."""
+        if self._full is None:
+            return
+        full, self._full = self._full, None
+        if self._get_threads() == full - self._count:
+            self._set_threads(full)
