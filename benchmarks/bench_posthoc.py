@@ -42,7 +42,7 @@ from common import best_time, load_average, svd_floor, weightwatcher_details
 from threadpoolctl import threadpool_limits
 
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
-from spectral_callbacks.posthoc.analysis import analyze_parameter, plan_paths
+from spectral_callbacks.posthoc.analysis import analyze_parameter, largest_first, plan_paths
 from spectral_callbacks.posthoc.executors import ExecutorSpec, open_executor
 from spectral_callbacks.spectra import METRIC_NAMES
 
@@ -127,12 +127,13 @@ def warm_pool(directory: Path, repeats: int) -> tuple[float, list[Any]]:
     (planned,) = plan_paths([directory])
     refs = planned.tasks
     assert len(refs) == len(planned.parameters), "every parameter of these models is analyzed"
+    order = largest_first(refs)  # as analyze_paths orders them
     function = functools.partial(analyze_parameter, options=AnalysisOptions())
     with open_executor(ExecutorSpec("processes"), workers=WORKERS) as run:
         list(run(function, refs[:WORKERS]))  # start the workers: imports and first tasks
 
         def analyze() -> list[Any]:
-            outcomes = {index: value for index, value, _ in run(function, refs)}
+            outcomes = {order[index]: value for index, value, _ in run(function, [refs[i] for i in order])}
             return [row for index in range(len(refs)) for row in outcomes[index]]
 
         return best_time(analyze, repeats)

@@ -163,8 +163,7 @@ def run_plans(
     options = options or AnalysisOptions()
     spec = parse_executor(executor) if isinstance(executor, str) else executor
     tasks = [ref for result in results for ref in result.tasks]
-    # largest first, so that workers finish together: the last task to start is a small one
-    order = sorted(range(len(tasks)), key=lambda i: _svd_cost(tasks[i].shape), reverse=True)
+    order = largest_first(tasks)
     outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(tasks)
     function = functools.partial(analyze_parameter, options=options)
     description = f"analyzing {len(tasks)} parameters of {len(results)} path(s)"
@@ -228,6 +227,12 @@ def _plan(ref: ParameterRef, min_evals: int) -> LayerSpectrum | ParameterRef:
     if isinstance(views, SkippedParameter):
         return LayerSpectrum.skipped(views, ref.kind or "")
     return dataclasses.replace(ref, kind=views[0].kind)
+
+
+def largest_first(refs: Sequence[ParameterRef]) -> list[int]:
+    """Indices of ``refs``, the largest SVD first: parallel workers then finish together, as
+    the last task to start is a small one."""
+    return sorted(range(len(refs)), key=lambda i: _svd_cost(refs[i].shape), reverse=True)
 
 
 def _svd_cost(shape: tuple[int, ...]) -> int:

@@ -27,12 +27,23 @@ def singular_values(view: MatrixView) -> np.ndarray:
     slices = view.slices
     if not np.issubdtype(slices.dtype, np.floating):
         raise ValueError(f"{view.name!r} has dtype {slices.dtype}; expected real floating-point weights.")
-    slices = np.asarray(slices, dtype=np.float64)
     if not np.all(np.isfinite(slices)):
         raise ValueError(f"{view.name!r} contains NaN or Inf values.")
+    if slices.shape[1] < slices.shape[2]:
+        # W^T has the same singular values, and LAPACK's path for tall matrices is faster
+        # (1.1-1.45x for wide float32 layers of 256x1024 to 2048x4096 on one thread)
+        slices = slices.transpose(0, 2, 1)
     # scipy's LAPACK for every slice: numpy ships its own OpenBLAS, and alternating between the two
     # thread pools lets one's spinning workers starve the other's (2.5x slower with 2 threads).
-    return np.stack([scipy.linalg.svdvals(matrix, check_finite=False) for matrix in slices])
+    # Each slice is copied once, to the float64 column-major array LAPACK then overwrites.
+    return np.stack(
+        [
+            scipy.linalg.svdvals(
+                np.array(matrix, dtype=np.float64, order="F"), overwrite_a=True, check_finite=False
+            )
+            for matrix in slices
+        ]
+    )
 
 
 def eigenvalues(

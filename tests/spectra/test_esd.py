@@ -38,6 +38,19 @@ def test_linear_eigenvalues_are_squared_singular_values(shape: tuple[int, int], 
     np.testing.assert_allclose(evals, np.linalg.eigvalsh(gram), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("kind_shape", [("linear", (30, 80)), ("conv2d", (12, 32, 3, 3))])
+def test_a_wide_matrix_and_its_transpose_give_the_same_singular_values_bit_for_bit(kind_shape) -> None:
+    """Wide slices are analyzed as their (tall) transposes: W and W^T are one computation."""
+    kind, shape = kind_shape
+    weight = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    transposed = np.ascontiguousarray(np.swapaxes(weight, 0, 1))
+    wide, tall = singular_values(view_of(weight, kind)), singular_values(view_of(transposed, kind))
+    np.testing.assert_array_equal(wide, tall)
+    first_slice = weight if kind == "linear" else weight[:, :, 0, 0]
+    reference = np.linalg.svd(first_slice.astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(wide[0], reference, rtol=1e-12)
+
+
 def _pooled_reference(weight: np.ndarray) -> np.ndarray:
     pooled = []
     for index in np.ndindex(*weight.shape[2:]):
