@@ -56,7 +56,8 @@ def main() -> None:
     os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     with threadpool_limits(limits=1):
         verdicts = [compare(path) for path in args.paths]
-    print(f"\n{'PASS' if all(verdicts) else 'FAIL'}: every WeightWatcher layer matched, all |delta| < {TARGET}")
+    verdict = "PASS" if all(verdicts) else "FAIL"
+    print(f"\n{verdict}: every WeightWatcher layer matched, all |delta| < {TARGET}")
 
 
 if __name__ == "__main__":

@@ -240,3 +240,22 @@ def test_torch_threads_are_lent_while_the_worker_is_busy(
     assert torch_thread_resizes == ([1, 2] if lend_threads else [])
     with open_run(callback.run_path) as run:
         assert run.epochs.tolist() == [0, 1, 2]
+
+
+class FailAfterFirstEpoch(Callback):
+    """Training that raises once an epoch is done, with the first snapshot still pending."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        raise RuntimeError("training failed")
+
+
+def test_lent_threads_come_back_when_training_raises(
+    tmp_path: Path, tiny, torch_thread_resizes: list[int]
+) -> None:
+    callback = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False)
+    with pytest.raises(RuntimeError, match="training failed"):
+        fit(tiny, tmp_path, [callback, FailAfterFirstEpoch()], max_epochs=3)
+    assert torch.get_num_threads() == 2
+    assert torch_thread_resizes == [1, 2]
+    with open_run(callback.run_path) as run:  # the snapshots taken before the failure are analyzed
+        assert run.epochs.tolist() == [0, 1]
