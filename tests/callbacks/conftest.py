@@ -199,10 +199,19 @@ def _quiet_lightning_data_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging.*")
 
 
+class PoolResizes(list):
+    """The sizes a test's 2-thread pool was set to, in order."""
+
+    def lent_and_given_back(self) -> bool:
+        """One thread lent at least once, and back at the end: 1, 2 (1, 2 ...: a worker quick
+        enough to catch up during the fit gets the thread again at the next snapshot)."""
+        return len(self) >= 2 and self == [1, 2] * (len(self) // 2)
+
+
 @pytest.fixture
-def torch_thread_resizes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def torch_thread_resizes(monkeypatch: pytest.MonkeyPatch) -> Iterator[PoolResizes]:
     """torch's intra-op pool set to 2 threads for the test, and every resize made meanwhile."""
-    resizes: list[int] = []
+    resizes = PoolResizes()
     original = torch.set_num_threads
 
     def recording_set_num_threads(count: int) -> None:

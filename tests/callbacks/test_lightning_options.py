@@ -229,7 +229,7 @@ def test_drop_policy_loses_no_snapshot(tmp_path: Path, tiny) -> None:
 
 @pytest.mark.parametrize("lend_threads", [True, False])
 def test_torch_threads_are_lent_while_the_worker_is_busy(
-    tmp_path: Path, tiny, torch_thread_resizes: list[int], lend_threads: bool
+    tmp_path: Path, tiny, torch_thread_resizes, lend_threads: bool
 ) -> None:
     """The worker takes seconds to start, so the first snapshot is pending during this short fit:
     torch's pool runs one thread short, then has its two threads again once the fit is over."""
@@ -237,7 +237,7 @@ def test_torch_threads_are_lent_while_the_worker_is_busy(
     _, _, caught = fit(tiny, tmp_path, [callback], max_epochs=2)
     assert caught == []
     assert torch.get_num_threads() == 2
-    assert torch_thread_resizes == ([1, 2] if lend_threads else [])
+    assert torch_thread_resizes.lent_and_given_back() if lend_threads else torch_thread_resizes == []
     with open_run(callback.run_path) as run:
         assert run.epochs.tolist() == [0, 1, 2]
 
@@ -249,13 +249,11 @@ class FailAfterFirstEpoch(Callback):
         raise RuntimeError("training failed")
 
 
-def test_lent_threads_come_back_when_training_raises(
-    tmp_path: Path, tiny, torch_thread_resizes: list[int]
-) -> None:
+def test_lent_threads_come_back_when_training_raises(tmp_path: Path, tiny, torch_thread_resizes) -> None:
     callback = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False)
     with pytest.raises(RuntimeError, match="training failed"):
         fit(tiny, tmp_path, [callback, FailAfterFirstEpoch()], max_epochs=3)
     assert torch.get_num_threads() == 2
-    assert torch_thread_resizes == [1, 2]
+    assert torch_thread_resizes.lent_and_given_back()
     with open_run(callback.run_path) as run:  # the snapshots taken before the failure are analyzed
         assert run.epochs.tolist() == [0, 1]
