@@ -207,6 +207,19 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             self._session.relay()
 
     @override
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.is_global_zero and self._session.started:
+            self._session.relay()  # a thread lent at a capture goes back once the worker is done
+
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (
             trainer.is_global_zero

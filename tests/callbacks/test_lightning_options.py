@@ -7,6 +7,7 @@ the TensorBoard sink (which imports torch in the worker) is off where it is not 
 
 from __future__ import annotations
 
+import time
 import types
 import warnings
 from pathlib import Path
@@ -257,3 +258,28 @@ def test_lent_threads_come_back_when_training_raises(tmp_path: Path, tiny, torch
     assert torch_thread_resizes.lent_and_given_back()
     with open_run(callback.run_path) as run:  # the snapshots taken before the failure are analyzed
         assert run.epochs.tolist() == [0, 1]
+
+
+class SlowValidation(Callback):
+    """Validation batches that take 50 ms each; records torch's pool size at each of them."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        time.sleep(0.05)
+        self.threads.append(torch.get_num_threads())
+
+
+def test_lent_threads_come_back_during_validation(tmp_path: Path, tiny, torch_thread_resizes) -> None:
+    """The first snapshot, pending as training starts, is analyzed while 100 validation batches
+    run (5 s; the worker needs well under 1 s): the thread comes back before validation ends."""
+    model = tiny.make_model()
+    model.validation_step = lambda batch, batch_idx: None
+    callback, probe = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False), SlowValidation()
+    trainer = tiny.make_trainer(tmp_path, [callback, probe], max_epochs=1)
+    trainer.fit(model, tiny.make_loader(), tiny.make_loader(num_batches=100))
+    assert probe.threads[0] == 1 and probe.threads[-1] == 2
+    assert torch_thread_resizes.lent_and_given_back()
