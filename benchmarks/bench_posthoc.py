@@ -10,11 +10,16 @@ Student-t, df=3, plus a few strong rank-one spikes; fixed seeds, so every run se
 Measured in one run, every BLAS on one thread per process:
 
 * floor: ``scipy.linalg.svdvals`` in float64 of the same matrices, already in memory;
+* floor on 2 processes: the same SVDs shared by two forked processes, largest first (the pool
+  started beforehand): the speed-up this machine gives two workers on these SVDs, whatever runs
+  them (on the large model, memory bandwidth bounds it);
 * ours, one process: ``analyze_paths([dir])`` (reads the file, one task per layer, every metric);
 * ours, 2 workers: the same with ``executor="processes"`` (a fresh process pool: its start is
-  timed, as the command line pays it), the same tasks on a process pool already started (warm:
-  small size only; on the large one the start is negligible), and on a dask ``LocalCluster`` of 2
-  workers started beforehand (as a running cluster);
+  timed, as the command line pays it; on Linux the workers are forked), the same tasks on a
+  process pool already started (warm: small size only; on the large one the start is
+  negligible), and on a dask ``LocalCluster`` of 2 workers started beforehand (as a running
+  cluster; it lives only while dask is timed, as its threads in this process would make the
+  process pool spawn instead of fork);
 * WeightWatcher 0.7.x, if importable: ``WeightWatcher(model=dir).analyze()`` with its defaults.
 
 Targets: one process <= 1.25x the floor; 2 workers >= 1.8x faster than one process; no layer
@@ -28,12 +33,17 @@ over SVDs that take about a minute each on one core).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import functools
 import logging
 import math
+import multiprocessing
 import os
 import tempfile
+import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +53,7 @@ from threadpoolctl import threadpool_limits
 
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
 from spectral_callbacks.posthoc.analysis import analyze_parameter, largest_first, plan_paths
-from spectral_callbacks.posthoc.executors import ExecutorSpec, open_executor
+from spectral_callbacks.posthoc.executors import ExecutorSpec, open_executor, process_context
 from spectral_callbacks.spectra import METRIC_NAMES
 
 TARGET_FLOOR_RATIO = 1.25
@@ -113,13 +123,51 @@ def weightwatcher(directory: Path) -> dict[str, float] | None:
     }
 
 
-def write_and_time_floor(size: str, directory: Path, repeats: int) -> float:
-    """Write the model file; the floor's time on its matrices (freed before ours run)."""
+def write_and_time_floor(size: str, directory: Path, repeats: int) -> tuple[float, float]:
+    """Write the model file; the floor's time on its matrices in one process and shared by two
+    (the matrices are freed before ours run)."""
     arrays = write_model(directory, small_model() if size == "small" else large_model())
     megabytes = sum(a.nbytes for a in arrays.values()) / 2**20
     print(f"\n== {size}: {len(arrays)} matrices, {megabytes:.0f} MiB of float32")
     seconds, _ = best_time(lambda: svd_floor(arrays.values()), repeats)
+    return seconds, floor_on_processes(list(arrays.values()), repeats)
+
+
+_FLOOR_MATRICES: list[np.ndarray] = []  # what forked floor workers inherit
+
+
+def _floor_task(index: int) -> None:
+    svd_floor([_FLOOR_MATRICES[index]])
+
+
+def floor_on_processes(matrices: list[np.ndarray], repeats: int) -> float:
+    """The bare SVDs shared by ``WORKERS`` forked processes, largest first, on a started pool."""
+    _FLOOR_MATRICES[:] = matrices
+    order = largest_first([types.SimpleNamespace(shape=m.shape) for m in matrices])
+    context = multiprocessing.get_context("fork")
+    try:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
+            list(pool.map(time.sleep, [0.2] * WORKERS))  # every worker started
+            seconds, _ = best_time(lambda: list(pool.map(_floor_task, order)), repeats)
+    finally:
+        _FLOOR_MATRICES.clear()
     return seconds
+
+
+@contextlib.contextmanager
+def dask_cluster() -> Iterator[str]:
+    """A local dask cluster of ``WORKERS`` single-threaded processes; yields its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=WORKERS,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield cluster.scheduler_address.removeprefix("tcp://")
 
 
 def warm_pool(directory: Path, repeats: int) -> tuple[float, list[Any]]:
@@ -143,24 +191,28 @@ def metric_array(rows: list[Any]) -> np.ndarray:
     return np.array([[row.metrics()[name] for name in METRIC_NAMES] for row in rows])
 
 
-def bench(size: str, repeats: int, dask_address: str | None) -> list[tuple[bool, str]]:
+def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
     shapes = small_model() if size == "small" else large_model()
     with tempfile.TemporaryDirectory(prefix=f"bench_posthoc_{size}_") as temporary:
         directory = Path(temporary)
-        floor_time = write_and_time_floor(size, directory, repeats)
+        floor_time, floor_pair_time = write_and_time_floor(size, directory, repeats)
         one_time, one = best_time(lambda: ours(directory, "local"), repeats)
+        start_method = process_context().get_start_method()  # what the pool below uses
         pool_time, pool = best_time(lambda: ours(directory, "processes"), repeats)
         warm_time, warm = warm_pool(directory, repeats) if size == "small" else (math.nan, None)
         dask_time, dask_rows = math.nan, None
-        if dask_address is not None:
-            dask_time, dask_rows = best_time(lambda: ours(directory, f"dask://{dask_address}"), repeats)
+        if with_dask:
+            with dask_cluster() as address:
+                dask_time, dask_rows = best_time(lambda: ours(directory, f"dask://{address}"), repeats)
         again = ours(directory, "local") if size == "small" else None  # large: the executors differ
         ww_time, ww = best_time(lambda: weightwatcher(directory), 1)
     print(f"{'':<38}{'seconds':>9}{'ratio':>9}")
     print(f"{'floor (scipy svdvals f64)':<38}{floor_time:>9.2f}")
+    label = f"floor on {WORKERS} processes (machine's cap)"
+    print(f"{label:<38}{floor_pair_time:>9.2f}{floor_time / floor_pair_time:>9.2f}x  (speed-up)")
     print(f"{'ours, one process':<38}{one_time:>9.2f}{one_time / floor_time:>9.3f}  (/ floor)")
     for label, seconds in (
-        (f"ours, {WORKERS} processes (pool start timed)", pool_time),
+        (f"ours, {WORKERS} processes ({start_method}, start timed)", pool_time),
         (f"ours, {WORKERS} processes (warm pool)", warm_time),
         (f"ours, dask {WORKERS} workers (running)", dask_time),
     ):
@@ -174,7 +226,7 @@ def bench(size: str, repeats: int, dask_address: str | None) -> list[tuple[bool,
     floor_ratio = one_time / floor_time
     verdicts = [(floor_ratio <= TARGET_FLOOR_RATIO, f"{size}: one process / floor = {floor_ratio:.3f}")]
     for label, rows, seconds in (
-        ("processes (pool start timed)", pool, pool_time),
+        (f"processes ({start_method}, start timed)", pool, pool_time),
         ("processes (warm pool)", warm, warm_time),
         ("dask workers (running)", dask_rows, dask_time),
     ):
@@ -206,25 +258,9 @@ def main() -> None:
         torch.set_num_threads(1)
     sizes = ("small", "large") if args.size == "all" else (args.size,)
     verdicts = []
-    with contextlib.ExitStack() as stack:
-        address = None
-        if not args.no_dask:
-            from distributed import LocalCluster
-
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=WORKERS,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR,
-                )
-            )
-            address = cluster.scheduler_address.removeprefix("tcp://")
-        with threadpool_limits(limits=1):
-            for size in sizes:
-                verdicts += bench(size, 1 if size == "large" else args.repeats, address)
+    with threadpool_limits(limits=1):
+        for size in sizes:
+            verdicts += bench(size, 1 if size == "large" else args.repeats, not args.no_dask)
     print(f"\n{load_average()}\n")
     for passed, text in verdicts:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")

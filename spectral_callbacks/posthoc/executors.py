@@ -14,11 +14,21 @@ import logging
 import multiprocessing
 import os
 import re
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_TIMEOUT", "ExecutorError", "ExecutorSpec", "Outcome", "open_executor", "parse_executor"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ExecutorError",
+    "ExecutorSpec",
+    "Outcome",
+    "open_executor",
+    "parse_executor",
+    "process_context",
+]
 
 DEFAULT_TIMEOUT = 10.0
 EXECUTORS = ("local", "processes", "dask", "dask://HOST:PORT")
@@ -79,16 +89,29 @@ def open_executor(
     if spec.kind == "local":
         yield _map_local
     elif spec.kind == "processes":
+        context = process_context()
         with (
             _main_module_hidden(),
-            concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-            ) as pool,
+            concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
         ):
+            pool.submit(int)  # start the workers now, before any progress bar's thread
             yield lambda function, items: _map_futures(pool, function, items)
     else:
         with _dask_client(spec.address, workers, timeout) as client:
             yield lambda function, items: _map_dask(client, function, items)
+
+
+def process_context() -> multiprocessing.context.BaseContext:
+    """``fork`` on Linux while no other Python thread runs, else ``spawn``.
+
+    A forked worker starts in milliseconds with numpy and scipy already loaded, where a spawned
+    one spends ~0.3 s importing them: on a job of a second or two that decides the speed-up.
+    Forking while another thread may hold a lock is unsafe, and macOS' system libraries do not
+    survive a fork, so everything else gets fresh interpreters.
+    """
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _map_local(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:

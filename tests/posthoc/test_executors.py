@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +16,8 @@ import pytest
 from posthoc_models import analyzable
 
 from spectral_callbacks import analyze_model
-from spectral_callbacks.posthoc import ExecutorError, analysis, analyze_paths, parse_executor
-from spectral_callbacks.posthoc.executors import ExecutorSpec
+from spectral_callbacks.posthoc import ExecutorError, analysis, analyze_paths, executors, parse_executor
+from spectral_callbacks.posthoc.executors import ExecutorSpec, process_context
 from spectral_callbacks.spectra import METRIC_NAMES
 
 
@@ -97,6 +100,37 @@ def test_process_pool_and_dask_give_identical_results(model_files, dask_address:
             assert not result.failed
             assert_identical(result.rows, expected.rows)
     assert_identical(local[0].rows, local[1].rows)  # one file or its shards: the same model
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
+def test_workers_are_forked_when_no_other_thread_runs(monkeypatch) -> None:
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert process_context().get_start_method() == "fork"
+
+
+def test_workers_are_spawned_while_another_thread_runs() -> None:
+    """A fork copies locks that another thread may hold; fresh interpreters are safe."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert process_context().get_start_method() == "spawn"
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_forked_and_spawned_workers_give_identical_results(model_files, monkeypatch, method: str) -> None:
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{method} is not available here")
+    paths = list(model_files.values())  # every format, torch files included when torch is installed
+    local = analyze_paths(paths, executor="local")
+    monkeypatch.setattr(executors, "process_context", lambda: multiprocessing.get_context(method))
+    pooled = analyze_paths(paths, executor="processes", workers=2)
+    for result, expected in zip(pooled, local, strict=True):
+        assert not result.failed and result.format == expected.format
+        assert_identical(result.rows, expected.rows)
 
 
 def test_dask_local_cluster_by_default(model_files) -> None:
