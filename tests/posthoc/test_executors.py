@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -120,11 +122,28 @@ def test_workers_are_spawned_while_another_thread_runs() -> None:
         thread.join()
 
 
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A .keras file saved by another process: Keras' threads stay out of this one, which forks."""
+    if importlib.util.find_spec("keras") is None:
+        return None
+    path = tmp_path_factory.mktemp("keras") / "model.keras"
+    script = (
+        "import sys, keras; keras.Sequential([keras.Input((300,)), keras.layers.Dense(260), "
+        "keras.layers.Dense(10)]).save(sys.argv[1])"
+    )
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, capture_output=True)
+    return path
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_forked_and_spawned_workers_give_identical_results(model_files, monkeypatch, method: str) -> None:
+def test_forked_and_spawned_workers_give_identical_results(
+    model_files, keras_file: Path | None, monkeypatch, method: str
+) -> None:
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"{method} is not available here")
-    paths = list(model_files.values())  # every format, torch files included when torch is installed
+    # every format: torch files when torch is installed, a .keras file (read with h5py) with Keras
+    paths = [*model_files.values(), *([keras_file] if keras_file else [])]
     local = analyze_paths(paths, executor="local")
     monkeypatch.setattr(executors, "process_context", lambda: multiprocessing.get_context(method))
     pooled = analyze_paths(paths, executor="processes", workers=2)
