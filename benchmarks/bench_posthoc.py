@@ -26,8 +26,8 @@ Targets: one process <= 1.25x the floor; 2 workers >= 1.8x faster than one proce
 skipped for its size (WeightWatcher skips layers beyond its max_evals=15000 / max_N=50000);
 results identical (bit for bit) whatever the executor and from run to run.
 Run: ``.venv/bin/python benchmarks/bench_posthoc.py [--size small|large|all] [--repeats K]``
-(the default, ``small``, takes about a minute; ``large`` 15-20 minutes on 2 cores: five passes
-over SVDs that take about a minute each on one core).
+(the default, ``small``, takes about a minute; ``large`` 10-15 minutes on 2 cores: seven passes
+over SVDs that take 25-60 s each on one core).
 """
 
 from __future__ import annotations
