@@ -36,7 +36,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import functools
-import logging
 import math
 import multiprocessing
 import os
@@ -53,7 +52,7 @@ from threadpoolctl import threadpool_limits
 
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
 from spectral_callbacks.posthoc.analysis import analyze_parameter, largest_first, plan_paths
-from spectral_callbacks.posthoc.executors import ExecutorSpec, open_executor, process_context
+from spectral_callbacks.posthoc.executors import ExecutorSpec, local_cluster, open_executor, process_context
 from spectral_callbacks.spectra import METRIC_NAMES
 
 TARGET_FLOOR_RATIO = 1.25
@@ -157,16 +156,7 @@ def floor_on_processes(matrices: list[np.ndarray], repeats: int) -> float:
 @contextlib.contextmanager
 def dask_cluster() -> Iterator[str]:
     """A local dask cluster of ``WORKERS`` single-threaded processes; yields its address."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=WORKERS,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.ERROR,
-    ) as cluster:
+    with local_cluster(WORKERS) as cluster:
         yield cluster.scheduler_address.removeprefix("tcp://")
 
 

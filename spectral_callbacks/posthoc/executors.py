@@ -25,6 +25,7 @@ __all__ = [
     "ExecutorError",
     "ExecutorSpec",
     "Outcome",
+    "local_cluster",
     "open_executor",
     "parse_executor",
     "process_context",
@@ -147,7 +148,7 @@ def _map_dask(client: Any, function: Callable[[Any], Any], items: Sequence[Any])
 @contextlib.contextmanager
 def _dask_client(address: str | None, workers: int, timeout: float) -> Iterator[Any]:
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError as error:
         raise ExecutorError(
             "The dask executor needs dask.distributed: pip install 'spectral-callbacks[distributed]'."
@@ -163,19 +164,23 @@ def _dask_client(address: str | None, workers: int, timeout: float) -> Iterator[
         with client:
             yield client
         return
-    with (
-        _main_module_hidden(),
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",  # any free port, this machine only: 8787 may be taken
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with _main_module_hidden(), local_cluster(workers) as cluster, Client(cluster) as client:
         yield client
+
+
+def local_cluster(workers: int) -> Any:
+    """A ``distributed.LocalCluster`` of ``workers`` single-threaded processes, reachable from this
+    machine only, its dashboard on any free port (8787 may be taken), its logs errors only."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    )
 
 
 def _main_module_hidden() -> contextlib.AbstractContextManager[None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import multiprocessing
 import shutil
 import subprocess
@@ -41,15 +40,8 @@ def assert_identical(rows: list, expected: list) -> None:
 @pytest.fixture(scope="module")
 def dask_address() -> Iterator[str]:
     """One local cluster for the module: 2 single-threaded worker processes."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.ERROR,
-    ) as cluster:
+    pytest.importorskip("distributed")
+    with executors.local_cluster(2) as cluster:
         yield cluster.scheduler_address
 
 
