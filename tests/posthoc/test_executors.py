@@ -144,6 +144,33 @@ def test_forked_and_spawned_workers_give_identical_results(
         assert_identical(result.rows, expected.rows)
 
 
+@pytest.fixture
+def forked(monkeypatch) -> None:
+    """Pools fork, whatever threads this test process runs."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("fork is not available here")
+    monkeypatch.setattr(executors, "process_context", lambda: multiprocessing.get_context("fork"))
+
+
+def test_forked_workers_run_torch_after_its_threads_ran_here(forked, tmp_path: Path) -> None:
+    """GNU OpenMP does not survive a fork once its threads have run; the workers' torch work
+    (widening bfloat16) must not enter a parallel region."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        matrix = torch.randn(1500, 1500)
+        (matrix @ matrix).sum()  # the intra-op pool has run here
+    finally:
+        torch.set_num_threads(threads)
+    path = tmp_path / "half.pt"
+    torch.save({f"layer{i}.weight": torch.randn(700, 600).to(torch.bfloat16) for i in range(3)}, path)
+    local = analyze_paths([path])
+    pooled = analyze_paths([path], executor="processes", workers=2)
+    assert not pooled[0].failed
+    assert_identical(pooled[0].rows, local[0].rows)
+
+
 def test_dask_local_cluster_by_default(model_files) -> None:
     pytest.importorskip("distributed")
     local = analyze_paths([model_files["safetensors"]])
