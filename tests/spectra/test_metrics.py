@@ -13,6 +13,7 @@ from spectral_callbacks.spectra import (
     frame_potential,
     matrices_of,
     matrix_entropy,
+    metrics,
     norm_metrics,
     rank_metrics,
     singular_values,
@@ -205,6 +206,24 @@ def test_frame_potential_matches_gram_matrix(shape: tuple[int, ...]) -> None:
     assert fp.frame_potential == pytest.approx(np.sum(np.linalg.svd(unit, compute_uv=False) ** 4), rel=1e-10)
     assert fp.frame_potential_normalized == pytest.approx(expected / max(n, n * n / d), rel=1e-12)
     assert fp.frame_potential_normalized > 1.0
+
+
+@pytest.mark.parametrize("shape", [(70, 13), (13, 70)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_frame_potential_over_many_blocks_equals_one_block(monkeypatch, shape, dtype) -> None:
+    """Blocks of 4 rows (tall) or columns (wide), the last one partial, sum to the whole Gram."""
+    weight = np.random.default_rng(13).standard_normal(shape).astype(dtype)
+    whole = frame_potential(weight)  # one block at these sizes
+    monkeypatch.setattr(metrics, "FRAME_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(metrics, "FRAME_BLOCK_MIN", 4)
+    blocked = frame_potential(weight)
+    unit = weight.astype(np.float64) / np.linalg.norm(weight.astype(np.float64), axis=1, keepdims=True)
+    expected = float(np.sum((unit @ unit.T) ** 2))
+    tolerance = 1e-12 if dtype == np.float64 else 1e-6
+    assert blocked.frame_potential == pytest.approx(whole.frame_potential, rel=tolerance)
+    assert blocked.frame_potential == pytest.approx(expected, rel=tolerance)
+    normalized = whole.frame_potential_normalized
+    assert blocked.frame_potential_normalized == pytest.approx(normalized, rel=tolerance)
 
 
 def test_frame_potential_of_repeated_vector_and_zero_rows() -> None:
