@@ -71,6 +71,28 @@ def test_only_weights_are_layers_when_a_file_names_them(tmp_path: Path) -> None:
     assert open_source(tmp_path / "plain.safetensors").parameters[0].problem is None
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_safetensors_tensors_are_mapped_not_copied(tmp_path: Path, dtype) -> None:
+    """The same values as safetensors' own reader, read-only, in the file's pages."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    arrays = {"a.weight": rng.standard_normal((33, 17)).astype(dtype), "b.weight": np.ones((5, 0), dtype)}
+    arrays["c.weight"] = rng.standard_normal((3, 4, 2, 2)).astype(dtype)
+    path = tmp_path / "model.safetensors"
+    save_file(arrays, str(path))
+    refs = {ref.key: ref for ref in open_source(path).parameters}
+    with safe_open(str(path), framework="numpy") as handle:
+        for key in arrays:
+            loaded = refs[key].load()
+            expected = handle.get_tensor(key)
+            assert loaded.dtype == expected.dtype and type(loaded) is np.ndarray
+            np.testing.assert_array_equal(loaded, expected)
+            assert not loaded.flags.writeable or loaded.size == 0
+    assert isinstance(refs["a.weight"].load().base, np.memmap)
+
+
 def test_bfloat16_safetensors_widen_exactly(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
