@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from .operator_analysis import OperatorSpec
 from .reader import RUN_FILE_NAME
 from .spectra import SkippedParameter, matrices_of
 from .store import ParameterSpec, new_run_id
-from .thread_lending import ThreadLender
+from .thread_lending import ThreadLender, ThreadPool
 from .worker import AnalysisWorker, RunSpec, Snapshot
 
 __all__ = ["SpectralSession", "SpectralWarning", "check_writable"]
@@ -56,7 +56,7 @@ class SpectralSession:
         framework: str,
         caller: str,
         resume_hint: str,
-        thread_pool: tuple[Callable[[], int], Callable[[int], None]] | None = None,
+        thread_pool: ThreadPool | None = None,
     ):
         self.config = config
         self.framework = framework

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["ThreadLender"]
+__all__ = ["ThreadLender", "ThreadPool", "torch_thread_pool"]
+
+# A thread pool's size accessors: (get, set).
+ThreadPool = tuple[Callable[[], int], Callable[[int], None]]
+
+
+def torch_thread_pool() -> ThreadPool:
+    """torch's intra-op pool, the one CPU training keeps busy (torch is imported here, on call)."""
+    import torch
+
+    return torch.get_num_threads, torch.set_num_threads
 
 
 class ThreadLender:

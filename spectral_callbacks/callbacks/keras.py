@@ -9,7 +9,6 @@ so neither TensorFlow nor torch is needed. The run file and TensorBoard tags are
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from ..reader import RUN_FILE_NAME, open_run
 from ..selection import LayerFilter
 from ..session import SpectralSession, SpectralWarning, check_writable
 from ..store import ParameterSpec
+from ..thread_lending import torch_thread_pool
 
 __all__ = ["KerasSpectralCallback", "SpectralWarning"]
 
@@ -224,7 +224,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             framework="keras",
             caller=_CALLER,
             resume_hint="pass resume=True and model.fit(..., initial_epoch=<its last epoch>)",
-            thread_pool=_torch_thread_pool(),
+            thread_pool=torch_thread_pool() if keras.backend.backend() == "torch" else None,
         )
 
     def _saved_state(self) -> dict[str, Any] | None:
@@ -254,15 +254,6 @@ def _check_keras_3() -> None:
             "KerasSpectralCallback requires Keras 3 (pip install 'keras>=3'); Keras 2 and tf.keras "
             f"are not supported. Received: keras.__version__={version!r}"
         )
-
-
-def _torch_thread_pool() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """torch's intra-op pool size accessors on the torch backend (the pool training can lend)."""
-    if keras.backend.backend() != "torch":
-        return None
-    import torch
-
-    return torch.get_num_threads, torch.set_num_threads
 
 
 def _optimizer_steps(model: keras.Model) -> int:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from typing_extensions import override
 
 from ..capture.torch import (
@@ -29,6 +28,7 @@ from ..operator_analysis import OperatorSpec
 from ..selection import LayerFilter
 from ..session import SpectralSession, SpectralWarning, check_writable
 from ..store import ParameterSpec
+from ..thread_lending import torch_thread_pool
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -134,7 +134,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             framework="lightning",
             caller="SpectralCallback",
             resume_hint="resume from its checkpoint (trainer.fit(..., ckpt_path=...))",
-            thread_pool=(torch.get_num_threads, torch.set_num_threads),
+            thread_pool=torch_thread_pool(),
         )
         self._resume: dict[str, Any] = {}
         self._layers: list[LayerWeight] = []
