@@ -2,7 +2,7 @@
 
 LAPACK wants column-major float64. A torch weight of ``out > in`` (tall, row-major, float32) is
 analyzed as it is, so it must be transposed in memory as it is widened; numpy does that element
-by element down each column, ``spectra.esd.float64_fortran`` copies 128 x 128 tiles instead.
+by element down each column, ``spectra.fortran_copy.float64_fortran`` copies 128 x 128 tiles instead.
 Read from a ``.safetensors`` file, ``safe_open(...).get_tensor`` copies the tensor out of the
 file; ``posthoc.formats.load_safetensors`` maps it, so the float64 copy reads the file's pages.
 Measured in one run, best of ``--repeats``; the results are checked equal.
@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from spectral_callbacks.posthoc.formats import load_safetensors
-from spectral_callbacks.spectra.esd import float64_fortran
+from spectral_callbacks.spectra.fortran_copy import float64_fortran
 
 SHAPES = {
     "MLP up-projection 1536x384": (1536, 384),

@@ -10,17 +10,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from .fortran_copy import float64_fortran
 from .matrices import MatrixView
+from .streaming_qr import r_factor, streams_well
 
-__all__ = ["CONV2D_EIGENVALUE_SCALE", "eigenvalues", "float64_fortran", "log10_histogram", "singular_values"]
+__all__ = ["CONV2D_EIGENVALUE_SCALE", "eigenvalues", "log10_histogram", "singular_values"]
 
 # WeightWatcher's conv2d_norm multiplies each pooled slice by sqrt(1/2), halving its eigenvalues.
 CONV2D_EIGENVALUE_SCALE = 0.5
-# Square tiles of the tiled copy: 128 x 128 float64 is 128 KiB, read and written within cache
-# (fastest of 32-512 for 1536x384 to 11008x4096 in benchmarks/bench_copy.py).
-COPY_TILE = 128
-# Below this many elements numpy's copy is as fast (the whole matrix is in cache).
-TILED_COPY_MIN_SIZE = 1 << 16
 
 
 def singular_values(view: MatrixView) -> np.ndarray:
@@ -38,33 +35,18 @@ def singular_values(view: MatrixView) -> np.ndarray:
         # W^T has the same singular values, and LAPACK's path for tall matrices is faster
         # (1.1-1.45x for wide float32 layers of 256x1024 to 2048x4096 on one thread)
         slices = slices.transpose(0, 2, 1)
-    # scipy's LAPACK for every slice: numpy ships its own OpenBLAS, and alternating between the two
-    # thread pools lets one's spinning workers starve the other's (2.5x slower with 2 threads).
-    # Each slice is copied once, to the float64 column-major array LAPACK then overwrites.
-    return np.stack(
-        [
-            scipy.linalg.svdvals(float64_fortran(matrix), overwrite_a=True, check_finite=False)
-            for matrix in slices
-        ]
-    )
+    return np.stack([_slice_singular_values(matrix) for matrix in slices])
 
 
-def float64_fortran(matrix: np.ndarray) -> np.ndarray:
-    """``np.array(matrix, dtype=np.float64, order="F")``, 2-3x faster from a row-major matrix.
+def _slice_singular_values(matrix: np.ndarray) -> np.ndarray:
+    """Singular values of one tall slice, from a float64 column-major copy LAPACK may overwrite.
 
-    numpy copies a row-major source into column-major order element by element down each column,
-    touching a new cache line per element; copying square tiles keeps both sides in cache. A torch
-    weight of ``out > in`` (an MLP up-projection, an embedding) is such a matrix.
+    scipy's LAPACK for every slice: numpy ships its own OpenBLAS, and alternating between the two
+    thread pools lets one's spinning workers starve the other's (2.5x slower with 2 threads). A
+    very tall slice (a token embedding) is first reduced to its R factor block by block.
     """
-    if matrix.flags.f_contiguous or matrix.size < TILED_COPY_MIN_SIZE:
-        return np.array(matrix, dtype=np.float64, order="F")
-    copy = np.empty(matrix.shape, dtype=np.float64, order="F")
-    rows, columns = matrix.shape
-    for row in range(0, rows, COPY_TILE):
-        for column in range(0, columns, COPY_TILE):
-            tile = (slice(row, row + COPY_TILE), slice(column, column + COPY_TILE))
-            copy[tile] = matrix[tile]
-    return copy
+    square = r_factor(matrix) if streams_well(*matrix.shape) else float64_fortran(matrix)
+    return scipy.linalg.svdvals(square, overwrite_a=True, check_finite=False)
 
 
 def eigenvalues(
