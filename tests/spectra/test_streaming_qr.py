@@ -9,6 +9,7 @@ from spectral_callbacks.spectra import matrices_of, singular_values
 from spectral_callbacks.spectra.streaming_qr import (
     STREAMING_QR_MAX_COLUMNS,
     STREAMING_QR_MIN_ASPECT,
+    STREAMING_QR_MIN_SIZE,
     r_factor,
     streams_well,
 )
@@ -83,11 +84,14 @@ def test_r_factor_refuses_a_wide_matrix() -> None:
         r_factor(np.ones((10, 20)))
 
 
-def test_streams_well_only_for_very_tall_slices_of_moderate_width() -> None:
+def test_streams_well_only_for_large_very_tall_slices_of_moderate_width() -> None:
     assert streams_well(STREAMING_QR_MIN_ASPECT * 384, 384)
     assert not streams_well(STREAMING_QR_MIN_ASPECT * 384 - 1, 384)
     assert streams_well(50257, STREAMING_QR_MAX_COLUMNS)
     assert not streams_well(500000, STREAMING_QR_MAX_COLUMNS + 1)
+    assert streams_well(STREAMING_QR_MIN_SIZE // 64, 64)
+    assert not streams_well(STREAMING_QR_MIN_SIZE // 64 - 1, 64)
+    assert not streams_well(64, 3)  # a conv kernel's slice: in cache anyway
 
 
 @pytest.mark.parametrize("orientation", ["tall (out x in)", "wide (an output head seen transposed)"])
