@@ -1,12 +1,13 @@
 """How much two processes gain on this machine: the same SVD alone and two at once.
 
 Each worker of a started pool of two forked processes builds its own float64 matrix (seeded, not
-timed) and times ``scipy.linalg.svdvals`` on it, BLAS on one thread: once with the other worker
-idle, once with both running together (after one untimed pass, so that no timed run pays a fresh
-process's first touch of its memory). The speed-up ``2 x alone / together`` is what any
-two-worker analysis can reach on SVDs of that size: 2.0 where the working set stays in cache,
-less where both SVDs stream their matrices from memory (``gebrd`` reads the trailing matrix for
-each column it reduces).
+timed) and times its singular values, on one thread: once with the other worker idle, once with
+both running together (after one untimed pass, so that no timed run pays a fresh process's first
+touch of its memory). The speed-up ``2 x alone / together`` is what any two-worker analysis can
+reach on SVDs of that size. Two LAPACKs: scipy's OpenBLAS (``scipy.linalg.svdvals``), whose
+one-column-at-a-time bidiagonal reduction streams the trailing matrix from memory once it outgrows
+the cache, and, if torch is installed with MKL, MKL's (``torch.linalg.svdvals``), which the
+analysis uses from ``spectral_callbacks.mkl_svd.MKL_MIN_SIDE`` up.
 Run: ``.venv/bin/python benchmarks/bench_svd_scaling.py [--sizes 1024 2048 4096] [--repeats 2]``
 """
 
@@ -22,17 +23,24 @@ import scipy.linalg
 from common import load_average
 from threadpoolctl import threadpool_limits
 
+from spectral_callbacks import mkl_svd
+
 _START_TOGETHER: list[multiprocessing.synchronize.Barrier] = []  # inherited by the forked workers
 
 
-def timed_svd(size: int, together: bool) -> float:
+def timed_svd(library: str, size: int, together: bool) -> float:
     """Seconds of one SVD of a ``size x size`` Gaussian matrix; ``together``: both workers start at once."""
     matrix = np.asfortranarray(np.random.default_rng(size).standard_normal((size, size)))
     with threadpool_limits(limits=1):
         if together:
             _START_TOGETHER[0].wait()
         start = time.perf_counter()
-        scipy.linalg.svdvals(matrix, overwrite_a=True, check_finite=False)
+        if library == "scipy":
+            scipy.linalg.svdvals(matrix, overwrite_a=True, check_finite=False)
+        else:
+            torch = mkl_svd.mkl_torch()
+            torch.set_num_threads(1)
+            torch.linalg.svdvals(torch.from_numpy(matrix))
         return time.perf_counter() - start
 
 
@@ -43,14 +51,20 @@ def main() -> None:
     args = parser.parse_args()
     context = multiprocessing.get_context("fork")
     _START_TOGETHER[:] = [context.Barrier(2)]
-    print(f"{'n x n float64':<16}{'alone':>9}{'two at once':>14}{'speed-up':>10}")
+    libraries = ["scipy"] + (["MKL"] if mkl_svd.mkl_torch() is not None else [])
+    print(f"{'n x n float64':<16}{'LAPACK':<8}{'alone':>9}{'two at once':>14}{'speed-up':>10}")
     with concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
         list(pool.map(time.sleep, [0.2, 0.2]))  # both workers started
         for size in args.sizes:
-            list(pool.map(timed_svd, [size, size], [True, True]))  # both workers' memory touched once
-            alone = min(pool.submit(timed_svd, size, False).result() for _ in range(args.repeats))
-            together = min(max(pool.map(timed_svd, [size, size], [True, True])) for _ in range(args.repeats))
-            print(f"{size:<16}{alone:>8.3f}s{together:>13.3f}s{2 * alone / together:>9.2f}x")
+            for library in libraries:
+                pair = ([library] * 2, [size] * 2, [True] * 2)
+                list(pool.map(timed_svd, *pair))  # both workers' memory touched once
+                alone = min(
+                    pool.submit(timed_svd, library, size, False).result() for _ in range(args.repeats)
+                )
+                together = min(max(pool.map(timed_svd, *pair)) for _ in range(args.repeats))
+                speedup = 2 * alone / together
+                print(f"{size:<16}{library:<8}{alone:>8.3f}s{together:>13.3f}s{speedup:>9.2f}x")
     print(f"\n{load_average()}")
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from . import mkl_svd
 from .spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
 from .tables import format_columns
 
@@ -92,8 +94,14 @@ def analyze_weights(
     xmax: float | str | None = None,
     min_evals: int = 8,
     max_evals: int | None = None,
+    svd_threads: int | None = None,
 ) -> ModelAnalysis:
-    """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason."""
+    """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason.
+
+    Large matrices go to MKL's SVD when torch carries it (:mod:`spectral_callbacks.mkl_svd`), on
+    ``svd_threads`` threads (None: torch's own setting).
+    """
+    svdvals = functools.partial(mkl_svd.svdvals, threads=svd_threads)
     rows = ModelAnalysis()
     for name, array, kind in items:
         try:
@@ -112,6 +120,7 @@ def analyze_weights(
                         normalize=normalize,
                         conv2d_norm=conv2d_norm,
                         xmax=xmax,
+                        svdvals=svdvals,
                     )
                 )
             except ValueError as error:

@@ -97,7 +97,8 @@ class FileResult:
 def analyze_parameter(ref: ParameterRef, options: AnalysisOptions) -> list[LayerSpectrum]:
     """The task: load one parameter where this runs, and analyze its matrix view(s)."""
     with _blas_pools().limit(limits=options.blas_threads):
-        return list(analyze_weights([(ref.name, ref.load(), ref.kind)], **options.spectra_options()))
+        items = [(ref.name, ref.load(), ref.kind)]
+        return list(analyze_weights(items, **options.spectra_options(), svd_threads=options.blas_threads))
 
 
 @functools.cache

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .esd import eigenvalues, singular_values
+from .esd import SvdValues, eigenvalues, lapack_svdvals, singular_values
 from .matrices import MatrixView, SkippedParameter, matrices_of
 from .metrics import frame_potential, matrix_entropy, norm_metrics, rank_metrics
 from .mp import fit_marchenko_pastur, phase_label
@@ -149,6 +149,7 @@ def analyze_view(
     conv2d_norm: bool = True,
     xmax: float | str | None = None,
     strict: bool = False,
+    svdvals: SvdValues = lapack_svdvals,
 ) -> LayerSpectrum:
     """Analyze a matrix view; see :func:`analyze_matrix` for the options.
 
@@ -156,8 +157,9 @@ def analyze_view(
         weights_dtype: dtype the weights were trained in; its epsilon sets the rank tolerance.
         strict: raise ``ValueError`` when the power law cannot be fitted, instead of returning
             the other metrics with ``status="no-fit"``.
+        svdvals: the LAPACK call for one slice's singular values (scipy's by default).
     """
-    svals = singular_values(view)
+    svals = singular_values(view, svdvals)
     if not np.any(svals > 0):
         raise ValueError(f"{view.name!r} is all zeros; its spectrum is empty.")
     evals = eigenvalues(svals, kind=view.kind, N=view.N, normalize=normalize, conv2d_norm=conv2d_norm)

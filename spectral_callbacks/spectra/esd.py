@@ -7,6 +7,8 @@ eigenvalues of conv2d slices (its ``conv2d_norm``); both are the defaults here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.linalg
 
@@ -14,14 +16,35 @@ from .fortran_copy import float64_fortran
 from .matrices import MatrixView
 from .streaming_qr import r_factor, streams_well
 
-__all__ = ["CONV2D_EIGENVALUE_SCALE", "eigenvalues", "log10_histogram", "singular_values"]
+__all__ = [
+    "CONV2D_EIGENVALUE_SCALE",
+    "SvdValues",
+    "eigenvalues",
+    "lapack_svdvals",
+    "log10_histogram",
+    "singular_values",
+]
+
+# Singular values, descending, of a float64 column-major matrix that the function may overwrite.
+SvdValues = Callable[[np.ndarray], np.ndarray]
 
 # WeightWatcher's conv2d_norm multiplies each pooled slice by sqrt(1/2), halving its eigenvalues.
 CONV2D_EIGENVALUE_SCALE = 0.5
 
 
-def singular_values(view: MatrixView) -> np.ndarray:
+def lapack_svdvals(matrix: np.ndarray) -> np.ndarray:
+    """scipy's LAPACK ``gesdd`` without vectors, in place: the default :data:`SvdValues`.
+
+    scipy's, not numpy's: numpy ships its own OpenBLAS, and alternating between the two thread
+    pools lets one's spinning workers starve the other's (2.5x slower with 2 threads).
+    """
+    return scipy.linalg.svdvals(matrix, overwrite_a=True, check_finite=False)
+
+
+def singular_values(view: MatrixView, svdvals: SvdValues = lapack_svdvals) -> np.ndarray:
     """Singular values of every slice of ``view`` in float64, shape ``(S, M)``, descending per slice.
+
+    ``svdvals`` computes those of one float64 slice (another LAPACK can be plugged in here).
 
     Raises:
         ValueError: the view holds NaN/Inf, or is not floating point (integer, complex).
@@ -35,18 +58,14 @@ def singular_values(view: MatrixView) -> np.ndarray:
         # W^T has the same singular values, and LAPACK's path for tall matrices is faster
         # (1.1-1.45x for wide float32 layers of 256x1024 to 2048x4096 on one thread)
         slices = slices.transpose(0, 2, 1)
-    return np.stack([_slice_singular_values(matrix) for matrix in slices])
+    return np.stack([_slice_singular_values(matrix, svdvals) for matrix in slices])
 
 
-def _slice_singular_values(matrix: np.ndarray) -> np.ndarray:
-    """Singular values of one tall slice, from a float64 column-major copy LAPACK may overwrite.
-
-    scipy's LAPACK for every slice: numpy ships its own OpenBLAS, and alternating between the two
-    thread pools lets one's spinning workers starve the other's (2.5x slower with 2 threads). A
-    very tall slice (a token embedding) is first reduced to its R factor block by block.
-    """
+def _slice_singular_values(matrix: np.ndarray, svdvals: SvdValues) -> np.ndarray:
+    """Singular values of one tall slice, from a float64 column-major copy LAPACK may overwrite;
+    a very tall slice (a token embedding) is first reduced to its R factor block by block."""
     square = r_factor(matrix) if streams_well(*matrix.shape) else float64_fortran(matrix)
-    return scipy.linalg.svdvals(square, overwrite_a=True, check_finite=False)
+    return svdvals(square)
 
 
 def eigenvalues(

@@ -1,0 +1,58 @@
+"""Singular values of large matrices through the MKL LAPACK inside torch's x86 wheels, when present.
+
+scipy's OpenBLAS reduces a matrix to bidiagonal form one column at a time, reading the whole
+trailing matrix for each: once the matrix outgrows the cache that is bound by memory bandwidth,
+and two processes doing it at once slow each other down (``benchmarks/bench_svd_scaling.py``).
+MKL's ``gesdd`` changes method for large matrices: on one thread it is 2.5-3.1x faster from a
+smaller side of 2560 up (4096x4096: 5.7 s against 17.8 s), and two at once run as fast as one.
+Below that size it is no faster, so smaller matrices keep scipy's LAPACK (and its exact numbers);
+without torch, or with a torch built without MKL, everything does. Both are backward-stable
+LAPACK SVDs: they agree to ~1e-14 relative.
+
+torch is imported on the first matrix that needs it, never for small ones (a worker that only
+sees small layers does not pay the import).
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import numpy as np
+
+from .spectra.esd import lapack_svdvals
+
+__all__ = ["MKL_MIN_SIDE", "mkl_torch", "svdvals"]
+
+# Smallest min(rows, columns) at which MKL's SVD is faster here (1.01x at 2432, 2.5x at 2560).
+MKL_MIN_SIDE = 2560
+
+
+def svdvals(matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Singular values, descending, of a float64 column-major matrix (which may be overwritten).
+
+    Args:
+        matrix: as :data:`spectral_callbacks.spectra.esd.SvdValues` takes it.
+        threads: torch's intra-op threads for MKL's SVD (restored after), or None to keep torch's
+            setting; analysis workers pass their BLAS thread count so that both libraries agree.
+    """
+    torch = mkl_torch() if min(matrix.shape) >= MKL_MIN_SIDE else None
+    if torch is None:
+        return lapack_svdvals(matrix)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return torch.linalg.svdvals(torch.from_numpy(matrix)).numpy()
+    finally:
+        torch.set_num_threads(previous)
+
+
+@functools.cache
+def mkl_torch() -> ModuleType | None:
+    """torch, if it is installed and its LAPACK is MKL; else None (imported once, on first use)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.backends.mkl.is_available() else None
