@@ -9,10 +9,12 @@ Student-t, df=3, plus a few strong rank-one spikes; fixed seeds, so every run se
 
 Measured in one run, every BLAS on one thread per process:
 
-* floor: ``scipy.linalg.svdvals`` in float64 of the same matrices, already in memory;
-* floor on 2 processes: the same SVDs shared by two forked processes, largest first (the pool
-  started beforehand): the speed-up this machine gives two workers on these SVDs, whatever runs
-  them (on the large model, memory bandwidth bounds it);
+* floor: ``scipy.linalg.svdvals`` in float64 of the same matrices, already in memory, and, where
+  the analysis sends matrices to MKL (smaller side >= 2560, torch with MKL installed), the same
+  SVDs by the LAPACK calls it makes (``spectral_callbacks.mkl_svd``); ratios are to the faster;
+* floor on 2 processes: those SVDs (as the analysis calls them) shared by two forked processes,
+  largest first (the pool started beforehand): the speed-up this machine gives two workers on
+  them, whatever runs them;
 * ours, one process: ``analyze_paths([dir])`` (reads the file, one task per layer, every metric),
   in this process (warm) and in a freshly forked one (small size only: its start timed, as a
   one-process command line pays it; a new process's first touch of memory is slow on this VM);
@@ -28,8 +30,8 @@ Targets: one process <= 1.25x the floor; 2 workers >= 1.8x faster than one proce
 skipped for its size (WeightWatcher skips layers beyond its max_evals=15000 / max_N=50000);
 results identical (bit for bit) whatever the executor and from run to run.
 Run: ``.venv/bin/python benchmarks/bench_posthoc.py [--size small|large|all] [--repeats K]``
-(the default, ``small``, takes about a minute; ``large`` 10-15 minutes on 2 cores: seven passes
-over SVDs that take 25-60 s each on one core).
+(the default, ``small``, takes about a minute; ``large`` about 10 minutes on 2 cores, most of it
+scipy's floor and WeightWatcher, which take 90 s each).
 """
 
 from __future__ import annotations
@@ -45,13 +47,15 @@ import tempfile
 import time
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import best_time, load_average, svd_floor, weightwatcher_details
+from common import best_time, load_average, own_svd_floor, svd_floor, weightwatcher_details
 from threadpoolctl import threadpool_limits
 
+from spectral_callbacks import mkl_svd
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
 from spectral_callbacks.posthoc.analysis import analyze_parameter, largest_first, plan_paths
 from spectral_callbacks.posthoc.executors import ExecutorSpec, local_cluster, open_executor, process_context
@@ -124,25 +128,43 @@ def weightwatcher(directory: Path) -> dict[str, float] | None:
     }
 
 
-def write_and_time_floor(size: str, directory: Path, repeats: int) -> tuple[float, float]:
-    """Write the model file; the floor's time on its matrices in one process and shared by two
-    (the matrices are freed before ours run)."""
+@dataclass(frozen=True)
+class Floors:
+    """Seconds of the bare SVDs: scipy's; the LAPACK calls ours makes (MKL's for large matrices
+    when torch carries it; NaN when that is scipy's for every matrix); the latter on 2 processes."""
+
+    scipy: float
+    own: float
+    own_on_processes: float
+
+    @property
+    def fastest(self) -> float:
+        return self.scipy if math.isnan(self.own) else min(self.scipy, self.own)
+
+
+def write_and_time_floors(size: str, directory: Path, repeats: int) -> Floors:
+    """Write the model file and time the floors on its matrices (freed before ours run)."""
     arrays = write_model(directory, small_model() if size == "small" else large_model())
     megabytes = sum(a.nbytes for a in arrays.values()) / 2**20
     print(f"\n== {size}: {len(arrays)} matrices, {megabytes:.0f} MiB of float32")
-    seconds, _ = best_time(lambda: svd_floor(arrays.values()), repeats)
-    return seconds, floor_on_processes(list(arrays.values()), repeats)
+    scipy_time, _ = best_time(lambda: svd_floor(arrays.values()), repeats)
+    uses_mkl = mkl_svd.mkl_torch() is not None and any(
+        min(a.shape) >= mkl_svd.MKL_MIN_SIDE for a in arrays.values()
+    )
+    own_time = best_time(lambda: own_svd_floor(arrays.values()), repeats)[0] if uses_mkl else math.nan
+    return Floors(scipy_time, own_time, floor_on_processes(list(arrays.values()), repeats))
 
 
 _FLOOR_MATRICES: list[np.ndarray] = []  # what forked floor workers inherit
 
 
 def _floor_task(index: int) -> None:
-    svd_floor([_FLOOR_MATRICES[index]])
+    own_svd_floor([_FLOOR_MATRICES[index]])
 
 
 def floor_on_processes(matrices: list[np.ndarray], repeats: int) -> float:
-    """The bare SVDs shared by ``WORKERS`` forked processes, largest first, on a started pool."""
+    """The bare SVDs (as ours calls them) shared by ``WORKERS`` forked processes, largest first,
+    on a started pool."""
     _FLOOR_MATRICES[:] = matrices
     order = largest_first([types.SimpleNamespace(shape=m.shape) for m in matrices])
     context = multiprocessing.get_context("fork")
@@ -185,6 +207,10 @@ def warm_pool(directory: Path, repeats: int) -> tuple[float, list[Any]]:
         return best_time(analyze, repeats)
 
 
+def speedup_cell(before: float, after: float) -> str:
+    return f"{before / after:>9.2f}x  (speed-up)"
+
+
 def metric_array(rows: list[Any]) -> np.ndarray:
     return np.array([[row.metrics()[name] for name in METRIC_NAMES] for row in rows])
 
@@ -193,7 +219,7 @@ def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
     shapes = small_model() if size == "small" else large_model()
     with tempfile.TemporaryDirectory(prefix=f"bench_posthoc_{size}_") as temporary:
         directory = Path(temporary)
-        floor_time, floor_pair_time = write_and_time_floor(size, directory, repeats)
+        floors = write_and_time_floors(size, directory, repeats)
         one_time, one = best_time(lambda: ours(directory, "local"), repeats)
         fresh_time, fresh = (  # large: a process's start is negligible against 90 s
             best_time(lambda: fresh_process(directory), repeats) if size == "small" else (math.nan, None)
@@ -208,28 +234,35 @@ def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
         again = ours(directory, "local") if size == "small" else None  # large: the executors differ
         ww_time, ww = best_time(lambda: weightwatcher(directory), 1)
     print(f"{'':<38}{'seconds':>9}{'ratio':>9}")
-    print(f"{'floor (scipy svdvals f64)':<38}{floor_time:>9.2f}")
-    label = f"floor on {WORKERS} processes (machine's cap)"
-    print(f"{label:<38}{floor_pair_time:>9.2f}{floor_time / floor_pair_time:>9.2f}x  (speed-up)")
-    for label, seconds in (
-        ("ours, one process", one_time),
-        ("ours, one process (fresh, start timed)", fresh_time),
+    print(f"{'floor (scipy svdvals f64)':<38}{floors.scipy:>9.2f}")
+    floor = floors.fastest
+    for label, seconds, ratio in (
+        ("floor (MKL's svdvals from 2560 on)", floors.own, f"{floors.own / floors.scipy:>9.3f}  (/ scipy's)"),
+        (
+            f"floor on {WORKERS} processes (machine's cap)",
+            floors.own_on_processes,
+            speedup_cell(floor, floors.own_on_processes),
+        ),
+        ("ours, one process", one_time, f"{one_time / floor:>9.3f}  (/ floor)"),
+        ("ours, one process (fresh, start timed)", fresh_time, f"{fresh_time / floor:>9.3f}  (/ floor)"),
+        (
+            f"ours, {WORKERS} processes ({start_method}, start timed)",
+            pool_time,
+            speedup_cell(one_time, pool_time),
+        ),
+        ("  the same against the fresh one", pool_time, speedup_cell(fresh_time, pool_time)),
+        (f"ours, {WORKERS} processes (warm pool)", warm_time, speedup_cell(one_time, warm_time)),
+        (f"ours, dask {WORKERS} workers (running)", dask_time, speedup_cell(one_time, dask_time)),
     ):
-        print(f"{label:<38}{seconds:>9.2f}{seconds / floor_time:>9.3f}  (/ floor)")
-    for label, seconds, reference in (
-        (f"ours, {WORKERS} processes ({start_method}, start timed)", pool_time, one_time),
-        ("  the same against the fresh one", pool_time, fresh_time),
-        (f"ours, {WORKERS} processes (warm pool)", warm_time, one_time),
-        (f"ours, dask {WORKERS} workers (running)", dask_time, one_time),
-    ):
-        print(f"{label:<38}{seconds:>9.2f}{reference / seconds:>9.2f}x  (speed-up)")
+        if not math.isnan(seconds):  # NaN: not measured at this size
+            print(f"{label:<38}{seconds:>9.2f}{ratio}")
     print(f"{'WeightWatcher.analyze()':<38}{ww_time if ww is not None else math.nan:>9.2f}", end="")
     print(f"{ww_time / one_time:>9.2f}  (/ ours)" if ww is not None else "  (not installed)")
 
     analyzed = [row for row in one if row.status != "skipped"]
     runs = [rows for rows in (fresh, pool, again, warm, dask_rows) if rows is not None]
     identical = all(np.array_equal(metric_array(one), metric_array(r), equal_nan=True) for r in runs)
-    floor_ratio = one_time / floor_time
+    floor_ratio = one_time / floor
     verdicts = [(floor_ratio <= TARGET_FLOOR_RATIO, f"{size}: one process / floor = {floor_ratio:.3f}")]
     for label, rows, seconds, reference in (
         (f"processes ({start_method}, start timed)", pool, pool_time, one_time),

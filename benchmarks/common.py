@@ -31,6 +31,13 @@ def svd_floor(matrices: Any) -> list[np.ndarray]:
     return [scipy.linalg.svdvals(np.asarray(m, dtype=np.float64), check_finite=False) for m in matrices]
 
 
+def own_svd_floor(matrices: Any) -> list[np.ndarray]:
+    """The same, by the LAPACK the analysis calls: MKL's for large matrices when torch carries it."""
+    from spectral_callbacks import mkl_svd
+
+    return [mkl_svd.svdvals(np.array(m, dtype=np.float64, order="F"), threads=1) for m in matrices]
+
+
 def weightwatcher_details(model: Any) -> Any:
     """WeightWatcher's default ``analyze()`` of a model or path, its output silenced; None if absent."""
     quiet = io.StringIO()
