@@ -32,10 +32,13 @@ def svd_floor(matrices: Any) -> list[np.ndarray]:
 
 
 def own_svd_floor(matrices: Any) -> list[np.ndarray]:
-    """The same, by the LAPACK the analysis calls: MKL's for large matrices when torch carries it."""
+    """The same, as the analysis makes its LAPACK calls: on the tall orientation, from its float64
+    copy, with MKL's LAPACK for large matrices when torch carries it."""
     from spectral_callbacks import mkl_svd
+    from spectral_callbacks.spectra.fortran_copy import float64_fortran
 
-    return [mkl_svd.svdvals(np.array(m, dtype=np.float64, order="F"), threads=1) for m in matrices]
+    tall = (m if m.shape[0] >= m.shape[1] else m.T for m in matrices)
+    return [mkl_svd.svdvals(float64_fortran(m), threads=1) for m in tall]
 
 
 def weightwatcher_details(model: Any) -> Any:
