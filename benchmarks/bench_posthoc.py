@@ -9,12 +9,12 @@ Student-t, df=3, plus a few strong rank-one spikes; fixed seeds, so every run se
 
 Measured in one run, every BLAS on one thread per process:
 
-* floor: ``scipy.linalg.svdvals`` in float64 of the same matrices, already in memory, and, where
-  the analysis sends matrices to MKL (smaller side >= 2560, torch with MKL installed), the same
-  SVDs by the LAPACK calls it makes (``spectral_callbacks.mkl_svd``); ratios are to the faster;
-* floor on 2 processes: those SVDs (as the analysis calls them) shared by two forked processes,
-  largest first (the pool started beforehand): the speed-up this machine gives two workers on
-  them, whatever runs them;
+* floor: ``scipy.linalg.svdvals`` in float64 of the same matrices, already in memory, and the
+  same SVDs made as the analysis makes them (tall orientation, tiled float64 copy, and MKL's
+  LAPACK for a smaller side >= 2560 when torch carries it: ``spectral_callbacks.mkl_svd``; the
+  streamed R factor is not in it); ours is compared with the faster;
+* floor on 2 processes: the latter shared by two forked processes, largest first (the pool
+  started beforehand): the speed-up this machine gives two workers on them, whatever runs them;
 * ours, one process: ``analyze_paths([dir])`` (reads the file, one task per layer, every metric),
   in this process (warm) and in a freshly forked one (small size only: its start timed, as a
   one-process command line pays it; a new process's first touch of memory is slow on this VM);
@@ -55,7 +55,6 @@ import numpy as np
 from common import best_time, load_average, own_svd_floor, svd_floor, weightwatcher_details
 from threadpoolctl import threadpool_limits
 
-from spectral_callbacks import mkl_svd
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
 from spectral_callbacks.posthoc.analysis import analyze_parameter, largest_first, plan_paths
 from spectral_callbacks.posthoc.executors import ExecutorSpec, local_cluster, open_executor, process_context
@@ -130,16 +129,13 @@ def weightwatcher(directory: Path) -> dict[str, float] | None:
 
 @dataclass(frozen=True)
 class Floors:
-    """Seconds of the bare SVDs: scipy's; the LAPACK calls ours makes (MKL's for large matrices
-    when torch carries it; NaN when that is scipy's for every matrix); the latter on 2 processes."""
+    """Seconds of the bare SVDs: scipy's ``svdvals`` of each matrix; the same SVDs made as ours
+    makes them (tall orientation, tiled float64 copy, MKL's LAPACK for large matrices when torch
+    carries it); the latter shared by 2 processes."""
 
     scipy: float
     own: float
     own_on_processes: float
-
-    @property
-    def fastest(self) -> float:
-        return self.scipy if math.isnan(self.own) else min(self.scipy, self.own)
 
 
 def write_and_time_floors(size: str, directory: Path, repeats: int) -> Floors:
@@ -148,10 +144,7 @@ def write_and_time_floors(size: str, directory: Path, repeats: int) -> Floors:
     megabytes = sum(a.nbytes for a in arrays.values()) / 2**20
     print(f"\n== {size}: {len(arrays)} matrices, {megabytes:.0f} MiB of float32")
     scipy_time, _ = best_time(lambda: svd_floor(arrays.values()), repeats)
-    uses_mkl = mkl_svd.mkl_torch() is not None and any(
-        min(a.shape) >= mkl_svd.MKL_MIN_SIDE for a in arrays.values()
-    )
-    own_time = best_time(lambda: own_svd_floor(arrays.values()), repeats)[0] if uses_mkl else math.nan
+    own_time, _ = best_time(lambda: own_svd_floor(arrays.values()), repeats)
     return Floors(scipy_time, own_time, floor_on_processes(list(arrays.values()), repeats))
 
 
@@ -235,18 +228,18 @@ def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
         ww_time, ww = best_time(lambda: weightwatcher(directory), 1)
     print(f"{'':<38}{'seconds':>9}{'ratio':>9}")
     print(f"{'floor (scipy svdvals f64)':<38}{floors.scipy:>9.2f}")
-    floor = floors.fastest
+    floor = min(floors.scipy, floors.own)
     pool_against_fresh = math.nan if math.isnan(fresh_time) else pool_time  # a row only if both ran
     for label, seconds, ratio in (
         (
-            "floor (SVDs as ours calls them, MKL)",
+            "floor (SVDs as ours calls them)",
             floors.own,
             f"{floors.own / floors.scipy:>9.3f}  (/ scipy's)",
         ),
         (
             f"floor on {WORKERS} processes (machine's cap)",
             floors.own_on_processes,
-            speedup_cell(floor, floors.own_on_processes),
+            speedup_cell(floors.own, floors.own_on_processes),
         ),
         ("ours, one process", one_time, f"{one_time / floor:>9.3f}  (/ floor)"),
         ("ours, one process (fresh, start timed)", fresh_time, f"{fresh_time / floor:>9.3f}  (/ floor)"),
