@@ -50,9 +50,12 @@ def svdvals(matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 @functools.cache
 def mkl_torch() -> ModuleType | None:
-    """torch, if it is installed and its LAPACK is MKL; else None (imported once, on first use)."""
+    """torch, if it is installed and its LAPACK is MKL; else None (imported once, on first use).
+
+    A torch that fails to load (missing shared libraries) means scipy's LAPACK, not a failed analysis.
+    """
     try:
         import torch
-    except ImportError:
+    except (ImportError, OSError):
         return None
     return torch if torch.backends.mkl.is_available() else None
