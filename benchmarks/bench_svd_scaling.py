@@ -8,7 +8,7 @@ reach on SVDs of that size. Two LAPACKs: scipy's OpenBLAS (``scipy.linalg.svdval
 one-column-at-a-time bidiagonal reduction streams the trailing matrix from memory once it outgrows
 the cache, and, if torch is installed with MKL, MKL's (``torch.linalg.svdvals``), which the
 analysis uses from ``spectral_callbacks.mkl_svd.MKL_MIN_SIDE`` up.
-Run: ``.venv/bin/python benchmarks/bench_svd_scaling.py [--sizes 1024 2048 4096] [--repeats 2]``
+Run: ``.venv/bin/python benchmarks/bench_svd_scaling.py [--sizes 2048 3072 4096] [--repeats 2]``
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def timed_svd(library: str, size: int, together: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 3072, 4096])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     context = multiprocessing.get_context("fork")
