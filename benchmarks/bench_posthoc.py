@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import functools
 import math
 import multiprocessing
 import os
@@ -56,7 +55,7 @@ from common import best_time, load_average, own_svd_floor, svd_floor, weightwatc
 from threadpoolctl import threadpool_limits
 
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
-from spectral_callbacks.posthoc.analysis import analyze_parameter, largest_first, plan_paths
+from spectral_callbacks.posthoc.analysis import largest_first, plan_paths, run_on
 from spectral_callbacks.posthoc.executors import ExecutorSpec, local_cluster, open_executor, process_context
 from spectral_callbacks.spectra import METRIC_NAMES
 
@@ -184,18 +183,14 @@ def fresh_process(directory: Path) -> list[Any]:
 
 
 def warm_pool(directory: Path, repeats: int) -> tuple[float, list[Any]]:
-    """The tasks of one run on a process pool whose workers have started and imported everything."""
-    (planned,) = plan_paths([directory])
-    refs = planned.tasks
-    assert len(refs) == len(planned.parameters), "every parameter of these models is analyzed"
-    order = largest_first(refs)  # as analyze_paths orders them
-    function = functools.partial(analyze_parameter, options=AnalysisOptions())
-    with open_executor(ExecutorSpec("processes"), workers=WORKERS) as run:
-        list(run(function, refs[:WORKERS]))  # start the workers: imports and first tasks
+    """One run's planning and tasks on a process pool whose worker has started and imported everything."""
+    with open_executor(ExecutorSpec("processes"), workers=WORKERS) as runner:
+        run_on(runner, plan_paths([directory]))  # start the worker: imports and first tasks
 
         def analyze() -> list[Any]:
-            outcomes = {order[index]: value for index, value, _ in run(function, [refs[i] for i in order])}
-            return [row for index in range(len(refs)) for row in outcomes[index]]
+            (result,) = plan_paths([directory])
+            run_on(runner, [result])
+            return list(result.rows)
 
         return best_time(analyze, repeats)
 

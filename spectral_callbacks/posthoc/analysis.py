@@ -1,10 +1,11 @@
 """Post-hoc analysis of many files: plan from metadata, fan the parameters out, gather in file order.
 
 Planning reads only metadata: parameters that cannot be analyzed (1-D, integer, too few
-eigenvalues) become skipped rows at once; the others become tasks, one per parameter, that load
-their tensor and analyze it with :func:`spectral_callbacks.model.analyze_weights`. Each task runs
-its BLAS on ``blas_threads`` threads in whatever process it lands, so the numbers are identical
-(bit for bit) whatever the executor and the number of workers.
+eigenvalues) become skipped rows at once; the others are analyzed by tasks that load each tensor
+and analyze it with :func:`spectral_callbacks.model.analyze_weights`, largest first, small ones
+batched (:func:`guided_batches`). Each runs its BLAS on ``blas_threads`` threads in whatever
+process it lands, so the numbers are identical (bit for bit) whatever the executor and the
+number of workers.
 """
 
 from __future__ import annotations
@@ -23,11 +24,24 @@ from ..model import ModelAnalysis, analyze_weights
 from ..selection import LayerFilter, select_layers
 from ..spectra import LayerSpectrum, SkippedParameter, matrices_of
 from ..store import ParameterSpec
-from .executors import DEFAULT_TIMEOUT, ExecutorSpec, open_executor, parse_executor
+from .executors import DEFAULT_TIMEOUT, ExecutorSpec, Runner, open_executor, parse_executor
 from .progress import progress_bar
 from .sources import ParameterRef, open_source
 
-__all__ = ["AnalysisOptions", "FileResult", "analyze_parameter", "analyze_paths", "plan_paths", "run_plans"]
+__all__ = [
+    "AnalysisOptions",
+    "FileResult",
+    "analyze_batch",
+    "analyze_parameter",
+    "analyze_paths",
+    "guided_batches",
+    "plan_paths",
+    "run_on",
+    "run_plans",
+]
+
+# a batch's outcome per parameter: its rows, or why it could not be read or analyzed
+ParameterOutcome = tuple[list[LayerSpectrum] | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,17 @@ def analyze_parameter(ref: ParameterRef, options: AnalysisOptions) -> list[Layer
         return list(analyze_weights(items, **options.spectra_options(), svd_threads=options.blas_threads))
 
 
+def analyze_batch(refs: Sequence[ParameterRef], options: AnalysisOptions) -> list[ParameterOutcome]:
+    """A task of several parameters, each analyzed on its own: one that fails leaves the others."""
+    outcomes: list[ParameterOutcome] = []
+    for ref in refs:
+        try:
+            outcomes.append((analyze_parameter(ref, options), None))
+        except Exception as error:  # noqa: BLE001 - reported as this parameter's skipped row
+            outcomes.append((None, _failure(error)))
+    return outcomes
+
+
 @functools.cache
 def _blas_pools() -> Any:
     """This process's BLAS/OpenMP thread pools, found once (looking them up costs milliseconds)."""
@@ -161,32 +186,46 @@ def run_plans(
     Raises:
         ExecutorError: the executor cannot be set up (nothing was analyzed).
     """
-    options = options or AnalysisOptions()
     spec = parse_executor(executor) if isinstance(executor, str) else executor
+    if not any(result.tasks for result in results):
+        spec = ExecutorSpec("local")  # nothing to run: no pool or cluster to start
+    with open_executor(spec, workers=workers, timeout=timeout) as runner:
+        run_on(runner, results, options=options, progress=progress)
+
+
+def run_on(
+    runner: Runner,
+    results: Sequence[FileResult],
+    *,
+    options: AnalysisOptions | None = None,
+    progress: bool | None = None,
+) -> None:
+    """:func:`run_plans` on an executor already open (from ``executors.open_executor``)."""
+    options = options or AnalysisOptions()
     tasks = [ref for result in results for ref in result.tasks]
+    outcomes: list[ParameterOutcome] = [(None, None)] * len(tasks)
     order = largest_first(tasks)
-    outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(tasks)
-    function = functools.partial(analyze_parameter, options=options)
+    batches = guided_batches([_svd_cost(tasks[i].shape) for i in order], runner.workers)
+    batch_refs = [[tasks[order[i]] for i in batch] for batch in batches]
+    function = functools.partial(analyze_batch, options=options)
     description = f"analyzing {len(tasks)} parameters of {len(results)} path(s)"
-    if tasks:
-        with (
-            open_executor(spec, workers=workers, timeout=timeout) as run,
-            progress_bar(len(tasks), description, enabled=progress) as advance,
-        ):
-            for index, value, error in run(function, [tasks[i] for i in order]):
-                outcomes[order[index]] = (value, error)
-                advance()
+    with progress_bar(len(tasks), description, enabled=progress) as advance:
+        for index, value, error in runner.map(function, batch_refs):
+            for position, task in enumerate(batches[index]):
+                # a batch that could not run at all (its worker died) fails each of its parameters
+                outcomes[order[task]] = value[position] if error is None else (None, _failure(error))
+            advance(len(batches[index]))
     done = iter(outcomes)
     for result in results:
         for slot in result._slots:
             if isinstance(slot, LayerSpectrum):
                 result.rows.append(slot)
                 continue
-            value, error = next(done)
-            if error is None:
-                result.rows.extend(value)
+            rows, failure = next(done)
+            if failure is None:
+                result.rows.extend(rows)
             else:
-                reason = f"cannot read or analyze it: {type(error).__name__}: {error}"
+                reason = f"cannot read or analyze it: {failure}"
                 result.layer_errors.append(f"{slot.name}: {reason}")
                 result.rows.append(_skipped(slot, reason))
         result._slots = []
@@ -236,10 +275,45 @@ def largest_first(refs: Sequence[ParameterRef]) -> list[int]:
     return sorted(range(len(refs)), key=lambda i: _svd_cost(refs[i].shape), reverse=True)
 
 
+def guided_batches(costs: Sequence[int], workers: int) -> list[list[int]]:
+    """Consecutive runs of ``costs`` (largest first) as tasks: each takes at least a
+    ``2 * workers``-th of the cost not yet taken, so tasks shrink toward the end.
+
+    Guided self-scheduling (Polychronopoulos & Kuck, 1987): every task costs a few milliseconds
+    of scheduling and messages, which dozens of small layers would pay each, while the last
+    tasks stay small enough for the workers to finish together. One worker: one item per task.
+
+    >>> guided_batches([8, 2, 1, 1, 1, 1, 1, 1], workers=2)
+    [[0], [1], [2, 3], [4], [5], [6], [7]]
+    """
+    if workers == 1:
+        return [[index] for index in range(len(costs))]
+    remaining = sum(costs)
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    batch_cost = 0
+    target = remaining / (2 * workers)
+    for index, cost in enumerate(costs):
+        batch.append(index)
+        batch_cost += cost
+        if batch_cost >= target:
+            batches.append(batch)
+            remaining -= batch_cost
+            batch, batch_cost = [], 0
+            target = remaining / (2 * workers)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 def _svd_cost(shape: tuple[int, ...]) -> int:
     """Proportional to the flops of the SVDs of a parameter's matrices: ``m n min(m, n)`` each
     (a conv kernel's ``out x in`` slices, one per kernel position, are the same formula)."""
     return int(np.prod(shape, dtype=np.int64)) * min(shape[:2])
+
+
+def _failure(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _skipped(ref: ParameterRef, reason: str) -> LayerSpectrum:

@@ -13,8 +13,8 @@ __all__ = ["progress_bar"]
 @contextlib.contextmanager
 def progress_bar(
     total: int, description: str, *, enabled: bool | None = None
-) -> Iterator[Callable[[], None]]:
-    """A function to call once per finished task.
+) -> Iterator[Callable[[int], None]]:
+    """A function to call with the number of tasks that have just finished.
 
     Args:
         total: the number of tasks.
@@ -24,7 +24,7 @@ def progress_bar(
     if enabled is None:
         enabled = sys.stderr.isatty() and importlib.util.find_spec("rich") is not None
     if not enabled or total < 1:
-        yield lambda: None
+        yield lambda count: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -32,4 +32,4 @@ def progress_bar(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+        yield lambda count: progress.advance(task, count)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +214,108 @@ def test_options_are_checked_and_no_layer_is_too_large(model_files) -> None:
         AnalysisOptions(blas_threads=0)
     (result,) = analyze_paths([model_files["npz"]], options=AnalysisOptions(min_evals=20000))
     assert {row.status for row in result.rows} == {"skipped"}  # every matrix is too small, none too large
+
+
+def _pid_of(item: int) -> tuple[int, int]:
+    return item, os.getpid()
+
+
+def _mark_done(path: Path) -> None:
+    time.sleep(0.02)
+    path.touch()
+
+
+def _fail_on_three(item: int) -> int:
+    if item == 3:
+        raise ValueError("item three")
+    return item
+
+
+def _die_in_a_worker_on_zero(item: int) -> int:
+    if item == 0 and multiprocessing.parent_process() is not None:
+        os._exit(1)  # the worker process dies: the pool breaks
+    time.sleep(0.01)
+    return item
+
+
+@pytest.mark.timeout(60)  # a lost item would leave this process waiting for ever
+def test_a_pool_of_two_is_this_process_and_one_worker() -> None:
+    """``workers=2`` forks one worker: this process, warm already, takes items too."""
+    before = set(multiprocessing.active_children())  # a module fixture's dask workers may run
+    with executors.open_executor(ExecutorSpec("processes"), workers=2) as runner:
+        assert runner.workers == 2
+        outcomes = list(runner.map(_pid_of, list(range(40))))
+        assert len(set(multiprocessing.active_children()) - before) == 1
+    assert sorted(index for index, _, _ in outcomes) == list(range(40))
+    assert all(error is None and value[0] == index for index, value, error in outcomes)
+    pids = {value[1] for _, value, _ in outcomes}
+    assert os.getpid() in pids and len(pids) == 2
+
+
+@pytest.mark.timeout(60)  # a lost item would leave this process waiting for ever
+def test_processes_with_one_worker_run_here() -> None:
+    before = set(multiprocessing.active_children())
+    with executors.open_executor(ExecutorSpec("processes"), workers=1) as runner:
+        assert runner.workers == 1
+        assert {value[1] for _, value, _ in runner.map(_pid_of, [0, 1, 2])} == {os.getpid()}
+        assert set(multiprocessing.active_children()) == before
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["local", "processes"])
+def test_an_item_that_raises_fails_alone(kind: str) -> None:
+    with executors.open_executor(ExecutorSpec(kind), workers=2) as runner:
+        outcomes = sorted(runner.map(_fail_on_three, list(range(8))), key=lambda outcome: outcome[0])
+    assert [value for _, value, _ in outcomes] == [0, 1, 2, None, 4, 5, 6, 7]
+    errors = [error for _, _, error in outcomes]
+    assert isinstance(errors[3], ValueError) and str(errors[3]) == "item three"
+    assert errors.count(None) == 7
+
+
+@pytest.mark.timeout(60)  # a lost item would leave this process waiting for ever
+def test_a_worker_that_dies_fails_its_item_and_this_process_takes_the_rest() -> None:
+    with executors.open_executor(ExecutorSpec("processes"), workers=2) as runner:
+        outcomes = {i: (value, error) for i, value, error in runner.map(_die_in_a_worker_on_zero, range(30))}
+    assert sorted(outcomes) == list(range(30))
+    broken = [index for index, (_, error) in outcomes.items() if error is not None]
+    # the worker takes the first item; this process all the others once the pool is broken
+    assert broken == [0] and isinstance(outcomes[0][1], BrokenProcessPool)
+    assert all(outcomes[i][0] == i for i in range(1, 30))
+
+
+@pytest.mark.timeout(60)  # a lost item would leave this process waiting for ever
+def test_stopping_early_leaves_the_workers_nothing_more(tmp_path: Path) -> None:
+    items = [tmp_path / f"{i}.done" for i in range(200)]
+    with executors.open_executor(ExecutorSpec("processes"), workers=2) as runner:
+        outcomes = runner.map(_mark_done, items)
+        next(outcomes)
+        outcomes.close()
+        time.sleep(0.5)  # the pool stays open: its worker must not go on with the other items
+    assert len(list(tmp_path.glob("*.done"))) <= 3
+
+
+def test_guided_batches_shrink_toward_the_end_and_cover_every_item_in_order() -> None:
+    costs = sorted(np.random.default_rng(0).integers(1, 10**6, size=300).tolist(), reverse=True)
+    for workers in (2, 4, 16):
+        batches = analysis.guided_batches(costs, workers)
+        assert [i for batch in batches for i in batch] == list(range(len(costs)))
+        sums = [sum(costs[i] for i in batch) for batch in batches]
+        remaining = sum(costs)
+        for batch, total in zip(batches[:-1], sums[:-1], strict=True):
+            # each takes at least its share of what is left, and no more than one item beyond it
+            assert total >= remaining / (2 * workers) > total - costs[batch[-1]]
+            remaining -= total
+        assert len(batches) < len(costs) and len(batches[-1]) <= len(batches[len(batches) // 2])
+    assert analysis.guided_batches(costs, 1) == [[i] for i in range(len(costs))]
+    assert analysis.guided_batches([], 2) == []
+
+
+def test_the_local_dask_cluster_keeps_glibc_s_memory_reuse() -> None:
+    """dask would set MALLOC_TRIM_THRESHOLD_ in its workers (memory back to the system at
+    every free); our local cluster keeps glibc's default, and dask's thread settings."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    with executors.local_cluster(1) as cluster, Client(cluster) as client:
+        assert list(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == [None]
+        assert list(client.run(os.environ.get, "OMP_NUM_THREADS").values()) == ["1"]
