@@ -15,15 +15,17 @@ Measured in one run, every BLAS on one thread per process:
   streamed R factor is not in it); ours is compared with the faster;
 * floor on 2 processes: the latter shared by two forked processes, largest first (the pool
   started beforehand): the speed-up this machine gives two workers on them, whatever runs them;
-* ours, one process: ``analyze_paths([dir])`` (reads the file, one task per layer, every metric),
-  in this process (warm) and in a freshly forked one (small size only: its start timed, as a
-  one-process command line pays it; a new process's first touch of memory is slow on this VM);
-* ours, 2 workers: the same with ``executor="processes"`` (a fresh process pool: its start is
-  timed, as the command line pays it; on Linux the workers are forked), the same tasks on a
-  process pool already started (warm: small size only; on the large one the start is
-  negligible), and on a dask ``LocalCluster`` of 2 workers started beforehand (as a running
-  cluster; it lives only while dask is timed, as its threads in this process would make the
-  process pool spawn instead of fork);
+* ours, one process: ``analyze_paths([dir])`` (reads the file, every metric), in this process
+  (warm) and in a new interpreter that has imported everything (small size only: as a command
+  line runs after its imports, a small process whose memory is not touched yet, which is slow
+  on this VM);
+* ours, 2 workers: the same with ``executor="processes"`` (this process and one worker it
+  starts: the start is timed, as the command line pays it; on Linux the worker is forked), the
+  same in a new interpreter (small size only: to compare with one process run the same way),
+  the same on a process pool already started (warm: small size only; on the large one the
+  start is negligible), and on a dask ``LocalCluster`` of 2 workers started beforehand (as a
+  running cluster; it lives only while dask is timed, as its threads in this process would make
+  the process pool spawn instead of fork);
 * WeightWatcher 0.7.x, if importable: ``WeightWatcher(model=dir).analyze()`` with its defaults.
 
 Targets: one process <= 1.25x the floor; 2 workers >= 1.8x faster than one process; no layer
@@ -176,10 +178,23 @@ def dask_cluster() -> Iterator[str]:
         yield cluster.scheduler_address.removeprefix("tcp://")
 
 
-def fresh_process(directory: Path) -> list[Any]:
-    """``ours(directory, "local")`` in a new forked process, as a one-process command line runs."""
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=process_context()) as pool:
-        return pool.submit(ours, directory, "local").result()
+def timed_ours(directory: Path, executor: str) -> tuple[float, list[Any]]:
+    start = time.perf_counter()
+    rows = ours(directory, executor)
+    return time.perf_counter() - start, rows
+
+
+def new_interpreter(directory: Path, executor: str) -> tuple[float, list[Any]]:
+    """``ours(directory, executor)`` timed in a new interpreter that has imported everything, as a
+    command line runs after its imports: a small process, its memory not touched yet."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(plan_paths, [directory]).result()  # imports and a first look at the file
+        return pool.submit(timed_ours, directory, executor).result()
+
+
+def best_new_interpreter(directory: Path, executor: str, repeats: int) -> tuple[float, list[Any]]:
+    runs = [new_interpreter(directory, executor) for _ in range(repeats)]
+    return min(runs, key=lambda run: run[0])
 
 
 def warm_pool(directory: Path, repeats: int) -> tuple[float, list[Any]]:
@@ -209,11 +224,12 @@ def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
         directory = Path(temporary)
         floors = write_and_time_floors(size, directory, repeats)
         one_time, one = best_time(lambda: ours(directory, "local"), repeats)
-        fresh_time, fresh = (  # large: a process's start is negligible against 90 s
-            best_time(lambda: fresh_process(directory), repeats) if size == "small" else (math.nan, None)
-        )
-        start_method = process_context().get_start_method()  # what the pool below uses
+        start_method = process_context().get_start_method()  # what the pools below use
         pool_time, pool = best_time(lambda: ours(directory, "processes"), repeats)
+        fresh_time, fresh, fresh_pool_time, fresh_pool = (math.nan, None) * 2
+        if size == "small":  # large: a process's start is negligible against 40 s
+            fresh_time, fresh = best_new_interpreter(directory, "local", repeats)
+            fresh_pool_time, fresh_pool = best_new_interpreter(directory, "processes", repeats)
         warm_time, warm = warm_pool(directory, repeats) if size == "small" else (math.nan, None)
         dask_time, dask_rows = math.nan, None
         if with_dask:
@@ -224,7 +240,6 @@ def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
     print(f"{'':<38}{'seconds':>9}{'ratio':>9}")
     print(f"{'floor (scipy svdvals f64)':<38}{floors.scipy:>9.2f}")
     floor = min(floors.scipy, floors.own)
-    pool_against_fresh = math.nan if math.isnan(fresh_time) else pool_time  # a row only if both ran
     for label, seconds, ratio in (
         (
             "floor (SVDs as ours calls them)",
@@ -237,13 +252,17 @@ def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
             speedup_cell(floors.own, floors.own_on_processes),
         ),
         ("ours, one process", one_time, f"{one_time / floor:>9.3f}  (/ floor)"),
-        ("ours, one process (fresh, start timed)", fresh_time, f"{fresh_time / floor:>9.3f}  (/ floor)"),
+        ("ours, one process (new interpreter)", fresh_time, f"{fresh_time / floor:>9.3f}  (/ floor)"),
         (
             f"ours, {WORKERS} processes ({start_method}, start timed)",
             pool_time,
             speedup_cell(one_time, pool_time),
         ),
-        ("  the same against the fresh one", pool_against_fresh, speedup_cell(fresh_time, pool_time)),
+        (
+            f"ours, {WORKERS} processes (new interpreter)",
+            fresh_pool_time,
+            speedup_cell(fresh_time, fresh_pool_time),
+        ),
         (f"ours, {WORKERS} processes (warm pool)", warm_time, speedup_cell(one_time, warm_time)),
         (f"ours, dask {WORKERS} workers (running)", dask_time, speedup_cell(one_time, dask_time)),
     ):
@@ -253,13 +272,13 @@ def bench(size: str, repeats: int, with_dask: bool) -> list[tuple[bool, str]]:
     print(f"{ww_time / one_time:>9.2f}  (/ ours)" if ww is not None else "  (not installed)")
 
     analyzed = [row for row in one if row.status != "skipped"]
-    runs = [rows for rows in (fresh, pool, again, warm, dask_rows) if rows is not None]
+    runs = [rows for rows in (fresh, pool, fresh_pool, again, warm, dask_rows) if rows is not None]
     identical = all(np.array_equal(metric_array(one), metric_array(r), equal_nan=True) for r in runs)
     floor_ratio = one_time / floor
     verdicts = [(floor_ratio <= TARGET_FLOOR_RATIO, f"{size}: one process / floor = {floor_ratio:.3f}")]
     for label, rows, seconds, reference in (
         (f"processes ({start_method}, start timed)", pool, pool_time, one_time),
-        (f"processes ({start_method}, start timed) vs the fresh one", fresh and pool, pool_time, fresh_time),
+        ("processes vs one, each in a new interpreter", fresh_pool, fresh_pool_time, fresh_time),
         ("processes (warm pool)", warm, warm_time, one_time),
         ("dask workers (running)", dask_rows, dask_time, one_time),
     ):

@@ -119,10 +119,8 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
         "cluster, or the dask scheduler at HOST:PORT",
     )  # fmt: skip
     analyze.add_argument(
-        "--workers", type=int, metavar="N",
-        help="processes that analyze (default: CPUs): with processes, this one and N-1 it starts; "
-        "with dask, the local cluster's",
-    )  # fmt: skip
+        "--workers", type=int, metavar="N", help="processes of a pool or local cluster (default: CPUs)"
+    )
     analyze.add_argument(
         "--threads", type=int, default=1, metavar="N", help="BLAS threads per task (default 1)"
     )

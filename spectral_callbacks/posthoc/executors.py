@@ -3,19 +3,16 @@
 Every executor runs the same function on the same items and reports ``(index, result, error)``
 as tasks finish; callers put results back by index, so the output order never depends on the
 executor or on timing. Items are small descriptions (a file path and a key), never arrays: each
-task loads its own tensor where it runs. Items are taken in the order given.
+task loads its own tensor where it runs. Items start in the order given.
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import multiprocessing
 import os
-import queue
 import re
 import sys
 import threading
@@ -93,8 +90,7 @@ def open_executor(
 
     Args:
         spec: from :func:`parse_executor`.
-        workers: processes that analyze, with ``processes`` this one included (it forks or
-            spawns ``workers - 1``), or of a local dask cluster (default: CPU count).
+        workers: processes of a process pool or of a local dask cluster (default: CPU count).
         timeout: seconds to wait for a dask scheduler to answer.
 
     Raises:
@@ -104,17 +100,19 @@ def open_executor(
         workers = os.cpu_count() or 1
     if workers < 1:
         raise ExecutorError(f"Invalid value for workers={workers}. Must be >= 1.")
-    if spec.kind == "local" or (spec.kind == "processes" and workers == 1):
+    if spec.kind == "local":
         yield Runner(_map_local, 1)
     elif spec.kind == "processes":
         context = process_context()
-        others = workers - 1
         with (
             _main_module_hidden(),
-            concurrent.futures.ProcessPoolExecutor(max_workers=others, mp_context=context) as pool,
+            concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
         ):
             pool.submit(int)  # start the workers now, before any progress bar's thread
-            yield Runner(lambda function, items: _map_here_and_on(pool, others, function, items), workers)
+            try:
+                yield Runner(lambda function, items: _map_futures(pool, function, items), workers)
+            finally:  # on an error here, the tasks not started yet are dropped, not waited for
+                pool.shutdown(cancel_futures=True)
     else:
         with _dask_client(spec.address, workers, timeout) as client:
             threads = sum(client.nthreads().values()) or workers  # a remote cluster's own size
@@ -136,64 +134,19 @@ def process_context() -> multiprocessing.context.BaseContext:
 
 def _map_local(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:
     for index, item in enumerate(items):
-        yield _run_here(function, index, item)
+        try:
+            yield index, function(item), None
+        except Exception as error:  # noqa: BLE001 - reported for this item; the others go on
+            yield index, None, error
 
 
-def _run_here(function: Callable[[Any], Any], index: int, item: Any) -> Outcome:
-    try:
-        return index, function(item), None
-    except Exception as error:  # noqa: BLE001 - reported for this item; the others go on
-        return index, None, error
-
-
-def _map_here_and_on(
-    pool: concurrent.futures.Executor, pool_workers: int, function: Callable[[Any], Any], items: Sequence[Any]
+def _map_futures(
+    pool: concurrent.futures.Executor, function: Callable[[Any], Any], items: Sequence[Any]
 ) -> Iterator[Outcome]:
-    """This process and the pool's workers take the items in order from one queue.
-
-    This process has its libraries loaded and its memory in use already, where a new worker
-    spends its first tasks faulting memory in. A worker gets its next item the moment it
-    finishes one (from the pool's result thread), whatever this process is running, so nobody
-    waits for anybody until the queue is empty.
-    """
-    pending = collections.deque(enumerate(items))
-    finished: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-
-    def report(future: concurrent.futures.Future[Any], index: int) -> None:
-        submit_next()  # first: an item the pool cannot take is back in the queue before we wake
+    futures = {pool.submit(function, item): index for index, item in enumerate(items)}
+    for future in concurrent.futures.as_completed(futures):
         error = future.exception()
-        finished.put((index, None if error else future.result(), error))
-
-    def submit_next() -> None:
-        try:
-            index, item = pending.popleft()
-        except IndexError:
-            return
-        try:
-            future = pool.submit(function, item)
-        except RuntimeError:  # the pool broke or shut down: this process takes the item
-            pending.appendleft((index, item))
-            return
-        future.add_done_callback(functools.partial(report, index=index))
-
-    for _ in range(pool_workers):
-        submit_next()
-    outstanding = len(items)
-    try:
-        while outstanding:
-            try:
-                index, item = pending.popleft()
-            except IndexError:
-                outcome = finished.get()  # nothing left to take: wait for the workers
-            else:
-                outcome = _run_here(function, index, item)
-            yield outcome
-            outstanding -= 1
-            while outstanding and not finished.empty():
-                yield finished.get()
-                outstanding -= 1
-    finally:
-        pending.clear()  # the caller stopped early: workers take nothing more
+        yield futures[future], None if error else future.result(), error
 
 
 def _map_dask(client: Any, function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:
