@@ -1,14 +1,13 @@
 """spectral-callbacks: watch the spectra of a network's weight matrices while it trains.
 
-``SpectralCallback`` (Lightning) and ``KerasSpectralCallback`` (Keras 3) are imported on first
-use, so ``import spectral_callbacks`` works without Lightning or Keras installed.
+Every name is imported on first use: ``import spectral_callbacks`` works without Lightning or
+Keras installed, and loads no numpy, so that the command line can set the BLAS thread count
+before numpy's BLAS starts (see ``cli``).
 """
 
 from typing import Any
 
 from ._version import __version__
-from .model import ModelAnalysis, analyze_model
-from .spectra import LayerSpectrum, PowerLawFit, analyze_matrix, fit_power_law
 
 __all__ = [
     "KerasSpectralCallback",
@@ -25,8 +24,14 @@ __all__ = [
     "open_run",
 ]
 
-# h5py, Lightning and Keras load on first use, so the pure spectral core imports neither.
+# numpy, h5py, Lightning and Keras load on first use; the pure spectral core imports none of the last three.
 _LAZY = {
+    "LayerSpectrum": "spectra",
+    "PowerLawFit": "spectra",
+    "analyze_matrix": "spectra",
+    "fit_power_law": "spectra",
+    "ModelAnalysis": "model",
+    "analyze_model": "model",
     "SpectralCallback": "callbacks.lightning",
     "KerasSpectralCallback": "callbacks.keras",
     "SpectralWarning": "session",
@@ -41,3 +46,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from posthoc_models import analyzable
 
-from spectral_callbacks import analyze_matrix, analyze_model, open_run
+from spectral_callbacks import analyze_matrix, analyze_model, cli, open_run
 from spectral_callbacks.cli import main
 from spectral_callbacks.store import ParameterSpec, RunWriter
 
@@ -204,3 +207,38 @@ def test_every_format_on_the_command_line(model_files, state, tmp_path: Path, ca
     code, out, err = run_cli(capsys, path)
     assert (code, err) == (0, "")
     assert out.splitlines()[1].endswith(f": {expected} matrices analyzed")
+
+
+BLAS_PROBE = (
+    "import sys; from spectral_callbacks.cli import main; code = main(sys.argv[1:]); "
+    "from threadpoolctl import threadpool_info; "
+    "print(code, sorted({i['num_threads'] for i in threadpool_info() if i['internal_api'] == 'openblas'}))"
+)
+
+
+def run_blas_probe(model_files, environment: dict[str, str], threads: int) -> str:
+    """The command in a new interpreter; afterwards, the thread counts OpenBLAS started with
+    (each task's limit is undone when it ends)."""
+    env = {key: value for key, value in os.environ.items() if key not in cli.BLAS_THREAD_VARIABLES}
+    arguments = ["analyze", str(model_files["npz"]), "--threads", str(threads)]
+    done = subprocess.run(
+        [sys.executable, "-c", BLAS_PROBE, *arguments],
+        env={**env, **environment}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.splitlines()[-1]
+
+
+CPUS = os.cpu_count() or 1
+one_cpu = pytest.mark.skipif(CPUS < 2, reason="OpenBLAS starts one thread on one CPU whatever is asked")
+
+
+@one_cpu
+def test_the_command_starts_blas_with_its_thread_count(model_files) -> None:
+    """Workers forked from a process whose OpenBLAS started with more threads than the tasks use
+    run slower: ``analyze`` sets the count before numpy loads (one per CPU otherwise)."""
+    assert run_blas_probe(model_files, {}, CPUS - 1) == f"0 [{CPUS - 1}]"
+
+
+@one_cpu
+def test_the_users_blas_thread_setting_is_kept(model_files) -> None:
+    assert run_blas_probe(model_files, {"OPENBLAS_NUM_THREADS": str(CPUS)}, CPUS - 1) == f"0 [{CPUS}]"
