@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .blas_environment import blas_threads_before_numpy
 
 if TYPE_CHECKING:
     from .posthoc import FileResult
@@ -62,23 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spectral-callbacks: {message}", file=sys.stderr)
         return 2
     return 0
-
-
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _blas_threads_before_numpy(threads: int) -> None:
-    """Start numpy's and scipy's OpenBLAS (and torch's OpenMP and MKL) with ``--threads`` threads,
-    unless the user set them or numpy is loaded already (the call comes from a program).
-
-    Each task limits BLAS to ``--threads`` anyway, but a worker forked from a process whose
-    OpenBLAS started with more threads ran its tasks 15% slower (user time 1.17 s against 1.02 s
-    for the same analyses): the command on 2 workers took 1.01-1.04 s instead of 0.88-0.91 s.
-    """
-    if threads < 1 or "numpy" in sys.modules:
-        return  # an invalid value is reported with the other options
-    for name in BLAS_THREAD_VARIABLES:
-        os.environ.setdefault(name, str(threads))
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -161,7 +145,7 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
 
 def _analyze(args: argparse.Namespace) -> int:
     """Exit code 0; 1 if a path or a layer could not be analyzed (the others were); 2 on bad options."""
-    _blas_threads_before_numpy(args.threads)
+    blas_threads_before_numpy(args.threads)
     from .posthoc import AnalysisOptions, parse_executor
     from .posthoc.analysis import plan_paths, run_plans
     from .posthoc.results import check_outputs, union_parameters, write_csv, write_hdf5

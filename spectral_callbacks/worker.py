@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .blas_environment import blas_threads_for_children
 from .inbox import Inbox
 from .operator_analysis import OperatorOptions, OperatorSpec
 from .snapshot_analysis import SnapshotAnalyzer
@@ -26,7 +27,6 @@ from .store import ParameterSpec, RunWriter
 
 __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
 
-_BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PUT_POLL_SECONDS = 0.5
 _RESUME_KEEP_ALL = np.iinfo(np.int64).max
 # The worker yields the CPU to training: it runs when a core is idle (it catches up between
@@ -99,7 +99,7 @@ class AnalysisWorker:
             name="spectral-worker",
             daemon=True,
         )
-        with _limited_blas(self.blas_threads), _main_module_hidden():
+        with blas_threads_for_children(self.blas_threads), _main_module_hidden():
             self._process.start()
 
     def submit(self, snapshot: Snapshot) -> bool:
@@ -209,21 +209,6 @@ def _drain(inbox: multiprocessing.Queue) -> list[tuple]:
             return waiting
         if message is not None:
             waiting.append(message)
-
-
-@contextlib.contextmanager
-def _limited_blas(threads: int) -> Iterator[None]:
-    """The spawned child reads these when it loads its BLAS; the parent's stay as they were."""
-    saved = {name: os.environ.get(name) for name in _BLAS_VARIABLES}
-    os.environ.update({name: str(threads) for name in _BLAS_VARIABLES})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager

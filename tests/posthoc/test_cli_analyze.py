@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from posthoc_models import analyzable
 
-from spectral_callbacks import analyze_matrix, analyze_model, cli, open_run
+from spectral_callbacks import analyze_matrix, analyze_model, open_run
+from spectral_callbacks.blas_environment import BLAS_THREAD_VARIABLES
 from spectral_callbacks.cli import main
 from spectral_callbacks.store import ParameterSpec, RunWriter
 
@@ -219,7 +220,7 @@ BLAS_PROBE = (
 def run_blas_probe(model_files, environment: dict[str, str], threads: int) -> str:
     """The command in a new interpreter; afterwards, the thread counts OpenBLAS started with
     (each task's limit is undone when it ends)."""
-    env = {key: value for key, value in os.environ.items() if key not in cli.BLAS_THREAD_VARIABLES}
+    env = {key: value for key, value in os.environ.items() if key not in BLAS_THREAD_VARIABLES}
     arguments = ["analyze", str(model_files["npz"]), "--threads", str(threads)]
     done = subprocess.run(
         [sys.executable, "-c", BLAS_PROBE, *arguments],
