@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -281,15 +282,26 @@ def test_guided_batches_shrink_toward_the_end_and_cover_every_item_in_order() ->
     assert analysis.guided_batches([], 2) == []
 
 
-def test_the_local_dask_cluster_keeps_glibc_s_memory_reuse() -> None:
-    """dask would set MALLOC_TRIM_THRESHOLD_ in its workers (memory back to the system at
-    every free); our local cluster keeps glibc's default, and dask's thread settings."""
+def _periodic_callbacks(dask_worker: Any) -> dict[str, float]:
+    return {name: callback.callback_time for name, callback in dask_worker.periodic_callbacks.items()}
+
+
+def test_the_local_dask_cluster_keeps_glibc_s_memory_reuse_and_is_quiet() -> None:
+    """dask would set MALLOC_TRIM_THRESHOLD_ in its workers (memory back to the system at every
+    free), sample their tasks 100 times a second and check their memory 10 times a second; our
+    local cluster keeps glibc's default and dask's thread settings, has no profiler, checks
+    memory twice a second, and leaves the caller's dask config as it was."""
     pytest.importorskip("distributed")
+    import dask.config
     from distributed import Client
 
+    callers = {name: dask.config.get(name) for name in executors.QUIET_WORKERS}
     with executors.local_cluster(1) as cluster, Client(cluster) as client:
         assert list(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == [None]
         assert list(client.run(os.environ.get, "OMP_NUM_THREADS").values()) == ["1"]
+        (callbacks,) = client.run(_periodic_callbacks).values()
+        assert "profile" not in callbacks and callbacks["memory_monitor"] == 500
+    assert {name: dask.config.get(name) for name in executors.QUIET_WORKERS} == callers
 
 
 def test_a_batch_that_cannot_run_fails_each_of_its_parameters(model_files) -> None:
