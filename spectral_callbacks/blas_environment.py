@@ -1,18 +1,27 @@
-"""The environment variables BLAS libraries read once, when they load: how many threads they start.
+"""How many threads the BLAS libraries run: the variables they read once, when they load, and the
+limits set while they run.
 
 numpy's and scipy's OpenBLAS, and torch's OpenMP and MKL, size their thread pools from these when
 first imported; threadpoolctl can lower the count afterwards, but not undo what starting with
-more threads did (see :func:`blas_threads_before_numpy`).
+more threads did (see :func:`blas_threads_before_numpy` and :func:`blas_threads_limited`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["BLAS_THREAD_VARIABLES", "blas_threads_before_numpy", "blas_threads_for_children"]
+__all__ = [
+    "BLAS_THREAD_VARIABLES",
+    "blas_pools",
+    "blas_threads_before_numpy",
+    "blas_threads_for_children",
+    "blas_threads_limited",
+]
 
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -21,9 +30,11 @@ def blas_threads_before_numpy(threads: int) -> None:
     """Start this process's BLAS libraries with ``threads`` threads, unless the user set the
     variables or numpy is loaded already (the call comes from a program).
 
-    Each post-hoc task limits BLAS to its thread count anyway, but a worker forked from a process
-    whose OpenBLAS started with more threads ran its tasks 15% slower (user time 1.17 s against
-    1.02 s for the same analyses): ``analyze`` on 2 workers took 1.01-1.04 s instead of 0.88-0.91 s.
+    Each post-hoc task limits BLAS to its thread count anyway, but a thread pool OpenBLAS starts
+    with is restarted in every forked worker that sets a count, and its new threads spin for work
+    (:func:`blas_threads_limited`): ``analyze`` on 2 workers took 1.01-1.04 s instead of
+    0.88-0.91 s before the pools were held at one thread across the fork. Started with one thread,
+    OpenBLAS has no pool to restart, in the workers or in this process when the pool closes.
     """
     if threads < 1 or "numpy" in sys.modules:
         return  # an invalid value is reported where the caller checks its options
@@ -44,3 +55,26 @@ def blas_threads_for_children(threads: int) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@functools.cache
+def blas_pools() -> Any:
+    """This process's BLAS/OpenMP thread pools (a ``threadpoolctl.ThreadpoolController``), found
+    once: looking them up costs milliseconds."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def blas_threads_limited(threads: int) -> contextlib.AbstractContextManager[Any]:
+    """Run the block with every BLAS/OpenMP pool at ``threads`` threads, setting only those at
+    another count.
+
+    A fork stops OpenBLAS's thread pool, and any count set in the child starts it again with the
+    parent's size, whatever the count: its new threads then spin ~0.1 s waiting for work, taking
+    a busy core's time (forked workers spent 1.34-1.42 s of CPU on the small MiniLM-sized model
+    instead of 1.13-1.26 s). A worker forked with its pools at ``threads`` already sets nothing.
+    """
+    pools = blas_pools()
+    others = [pool.filepath for pool in pools.lib_controllers if pool.num_threads != threads]
+    return pools.select(filepath=others).limit(limits=threads)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..blas_environment import blas_threads_limited
 from ..config import SpectralConfig
 from ..model import ModelAnalysis, analyze_weights
 from ..selection import LayerFilter, select_layers
@@ -110,7 +111,7 @@ class FileResult:
 
 def analyze_parameter(ref: ParameterRef, options: AnalysisOptions) -> list[LayerSpectrum]:
     """The task: load one parameter where this runs, and analyze its matrix view(s)."""
-    with _blas_pools().limit(limits=options.blas_threads):
+    with blas_threads_limited(options.blas_threads):
         items = [(ref.name, ref.load(), ref.kind)]
         return list(analyze_weights(items, **options.spectra_options(), svd_threads=options.blas_threads))
 
@@ -124,14 +125,6 @@ def analyze_batch(refs: Sequence[ParameterRef], options: AnalysisOptions) -> lis
         except Exception as error:  # noqa: BLE001 - reported as this parameter's skipped row
             outcomes.append((None, _failure(error)))
     return outcomes
-
-
-@functools.cache
-def _blas_pools() -> Any:
-    """This process's BLAS/OpenMP thread pools, found once (looking them up costs milliseconds)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 def plan_paths(

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..blas_environment import blas_threads_limited
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ExecutorError",
@@ -106,6 +108,7 @@ def open_executor(
         context = process_context()
         with (
             _main_module_hidden(),
+            _forked_blas_on_one_thread(context),
             concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
         ):
             pool.submit(int)  # start the workers now, before any progress bar's thread
@@ -130,6 +133,19 @@ def process_context() -> multiprocessing.context.BaseContext:
     if sys.platform == "linux" and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
+
+
+def _forked_blas_on_one_thread(context: multiprocessing.context.BaseContext) -> Any:
+    """Hold this process's BLAS pools at one thread while a forked pool is open.
+
+    Forked workers inherit the count, so their tasks (one BLAS thread each by default) set none,
+    which would restart OpenBLAS's pool in each worker (``blas_threads_limited``). Restoring the
+    count here also restarts it, in this process: after the pool has closed, not while its
+    workers need the cores.
+    """
+    if context.get_start_method() != "fork":
+        return contextlib.nullcontext()
+    return blas_threads_limited(1)
 
 
 def _map_local(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:

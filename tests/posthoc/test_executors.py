@@ -20,6 +20,7 @@ import pytest
 from posthoc_models import analyzable
 
 from spectral_callbacks import analyze_model
+from spectral_callbacks.blas_environment import BLAS_THREAD_VARIABLES
 from spectral_callbacks.posthoc import ExecutorError, analysis, analyze_paths, executors, parse_executor
 from spectral_callbacks.posthoc.executors import ExecutorSpec, process_context
 from spectral_callbacks.spectra import METRIC_NAMES
@@ -172,6 +173,43 @@ def test_forked_workers_run_torch_after_its_threads_ran_here(forked, tmp_path: P
     pooled = analyze_paths([path], executor="processes", workers=2)
     assert not pooled[0].failed
     assert_identical(pooled[0].rows, local[0].rows)
+
+
+FORKED_BLAS_PROBE = """
+import os, sys
+from threadpoolctl import threadpool_info
+from spectral_callbacks.posthoc import analysis, executors
+
+def threads_after_a_task(path):
+    (result,) = analysis.plan_paths([path])
+    analysis.analyze_batch(result.tasks, analysis.AnalysisOptions())
+    return len(os.listdir("/proc/self/task"))
+
+def openblas_threads():
+    return sorted({pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas"})
+
+if __name__ == "__main__":
+    before = openblas_threads()
+    with executors.open_executor(executors.ExecutorSpec("processes"), workers=1) as runner:
+        ((_, threads, error),) = runner.map(threads_after_a_task, [sys.argv[1]])
+    print(threads, error, before, openblas_threads(), sep="|")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or (os.cpu_count() or 1) < 2, reason="forks; needs BLAS threads")
+def test_forked_workers_do_not_restart_openblas_threads(model_files) -> None:
+    """A fork stops OpenBLAS's thread pool and any thread count set in the child restarts it
+    (its new threads spin for work, taking the cores the tasks need): a worker forked from a
+    process whose OpenBLAS runs several threads analyzes on its one thread, and the caller's
+    count is back when the pool closes."""
+    env = {key: value for key, value in os.environ.items() if key not in BLAS_THREAD_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_BLAS_PROBE, str(model_files["npz"])],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    threads, error, before, after = done.stdout.strip().split("|")
+    assert (threads, error) == ("1", "None")
+    assert before == after != "[1]"
 
 
 def test_dask_local_cluster_by_default(model_files) -> None:
