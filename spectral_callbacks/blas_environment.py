@@ -30,11 +30,11 @@ def blas_threads_before_numpy(threads: int) -> None:
     """Start this process's BLAS libraries with ``threads`` threads, unless the user set the
     variables or numpy is loaded already (the call comes from a program).
 
-    Each post-hoc task limits BLAS to its thread count anyway, but a thread pool OpenBLAS starts
-    with is restarted in every forked worker that sets a count, and its new threads spin for work
-    (:func:`blas_threads_limited`): ``analyze`` on 2 workers took 1.01-1.04 s instead of
-    0.88-0.91 s before the pools were held at one thread across the fork. Started with one thread,
-    OpenBLAS has no pool to restart, in the workers or in this process when the pool closes.
+    Each post-hoc task limits BLAS to its thread count anyway, but OpenBLAS starts its threads
+    when it loads and restarts them whenever a count is set after a fork, each new thread spinning
+    for work a while (:func:`blas_threads_limited`). Started with one thread, it has no pool to
+    start or restart, in this process or its workers: ``analyze`` of the MiniLM-sized model on 2
+    workers took 1.05-1.10 s, against 1.13-1.15 s with the variables at 2.
     """
     if threads < 1 or "numpy" in sys.modules:
         return  # an invalid value is reported where the caller checks its options
