@@ -235,8 +235,8 @@ one_cpu = pytest.mark.skipif(CPUS < 2, reason="OpenBLAS starts one thread on one
 
 @one_cpu
 def test_the_command_starts_blas_with_its_thread_count(model_files) -> None:
-    """Workers forked from a process whose OpenBLAS started with more threads than the tasks use
-    run slower: ``analyze`` sets the count before numpy loads (one per CPU otherwise)."""
+    """OpenBLAS starts its threads when it loads (one per CPU unless told), and they spin for
+    work the tasks do not give them: ``analyze`` sets the count before numpy loads."""
     assert run_blas_probe(model_files, {}, CPUS - 1) == f"0 [{CPUS - 1}]"
 
 
