@@ -29,15 +29,36 @@ TABLE_COLUMNS = (
 
 
 class ModelAnalysis(list):
-    """A list of :class:`LayerSpectrum` rows with table and DataFrame views."""
+    """A list of :class:`LayerSpectrum` rows with table and DataFrame views.
+
+    Attributes:
+        aliases: for a tied parameter analyzed once, its name -> the other names of the same tensor.
+    """
+
+    aliases: dict[str, tuple[str, ...]]
+
+    def __init__(self, rows: Iterable[LayerSpectrum] = ()):
+        super().__init__(rows)
+        self.aliases = {}
 
     def analyzed(self) -> list[LayerSpectrum]:
         """The rows that were analyzed (not skipped)."""
         return [row for row in self if row.status != "skipped"]
 
     def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame`` with one row per matrix (needs pandas)."""
-        import pandas as pd
+        """A ``pandas.DataFrame`` with one row per matrix.
+
+        Raises:
+            ModuleNotFoundError: pandas is not installed (the ``pandas`` extra installs it).
+        """
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ModuleNotFoundError(
+                f"ModelAnalysis.to_pandas() needs pandas, which could not be imported ({error}): "
+                'pip install "spectral-callbacks[pandas]"',
+                name="pandas",
+            ) from error
 
         return pd.DataFrame([row.row() for row in self])
 
@@ -59,31 +80,43 @@ def analyze_model(
     """Analyze every analyzable weight of a torch module or a ``{name: array}`` mapping.
 
     Args:
-        model: a ``torch.nn.Module`` (layers found by type) or a mapping of parameter names to
-            arrays or tensors (kinds guessed from names and shapes; 1-D entries are skipped).
+        model: a ``torch.nn.Module`` (layers found by type, see :mod:`spectral_callbacks.capture.torch`)
+            or a mapping of parameter names to arrays or tensors (kinds guessed from names and
+            shapes; 1-D entries are skipped). Either way a tensor stored under several names (tied
+            weights) is analyzed once, under its first name, the others in ``aliases``; names lose
+            ``torch.compile``'s ``_orig_mod.`` and a ``DataParallel`` wrapper's ``module.``.
         layers, exclude: for a torch module, layer names, regular expressions or classes.
         normalize, conv2d_norm, xmax, min_evals: as :func:`spectral_callbacks.spectra.analyze_matrix`.
 
     Returns:
         One row per matrix, in model order; bad or too-small parameters are rows with
-        ``status="skipped"`` and a reason, never an exception.
+        ``status="skipped"`` and a reason, never an exception (for a module, every parameter of
+        no analyzable layer too, after the analyzed ones).
     """
+    skipped: dict[str, str] = {}
     if hasattr(model, "named_modules"):
-        from .capture.torch import analyzable_layers, copy_weights
+        from .capture.torch import copy_weights, find_layers
 
-        found = analyzable_layers(model, layers, exclude)
-        arrays = copy_weights(found)
-        items = [(weight.name, arrays[weight.name], weight.kind) for weight in found]
+        found = find_layers(model, layers, exclude)
+        arrays = copy_weights(found.weights)
+        items = [(weight.name, arrays[weight.name], weight.kind) for weight in found.weights]
+        aliases = {weight.name: weight.aliases for weight in found.weights if weight.aliases}
+        skipped = found.skipped
     elif isinstance(model, Mapping):
-        items = [(name, _as_array(value), None) for name, value in model.items()]
+        named, aliases = _distinct_tensors(model)
+        items = [(name, _as_array(value), None) for name, value in named.items()]
     else:
         raise TypeError(
             f"analyze_model takes a torch.nn.Module or a mapping of names to arrays; "
             f"received {type(model).__name__}."
         )
-    return analyze_weights(
+    rows = analyze_weights(
         items, normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, min_evals=min_evals
     )
+    rows.aliases = aliases
+    for name, reason in skipped.items():
+        rows.append(LayerSpectrum.skipped(SkippedParameter(name, (), reason), ""))
+    return rows
 
 
 def analyze_weights(
@@ -152,6 +185,42 @@ def skipped_note(rows: Iterable[LayerSpectrum]) -> str | None:
 
 def _cell(row: LayerSpectrum, column: str) -> object:
     return f"{row.N}x{row.M}" if column == "shape" else getattr(row, column)
+
+
+def _distinct_tensors(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
+    """The entries of a state dict with each tensor once, under cleaned names, and the aliases.
+
+    Tied weights share memory (``torch.load`` keeps the sharing): an entry whose data pointer,
+    shape, strides and dtype equal an earlier one's is that tensor again. Names lose
+    ``_orig_mod.`` parts, and ``module.`` when every name starts with it (a saved DataParallel).
+    """
+    from .capture.torch import clean_name
+
+    unwrap = bool(state) and all(str(name).startswith("module.") for name in state)
+    first: dict[tuple, str] = {}
+    named: dict[str, Any] = {}
+    aliases: dict[str, list[str]] = {}
+    for raw_name, value in state.items():
+        name = clean_name(str(raw_name), unwrap) or str(raw_name)
+        key = _memory_key(value)
+        if key is not None and key in first:
+            aliases[first[key]].append(name)
+            continue
+        if key is not None:
+            first[key] = name
+        named[name], aliases[name] = value, []
+    return named, {name: tuple(others) for name, others in aliases.items() if others}
+
+
+def _memory_key(value: Any) -> tuple | None:
+    """What identifies a tensor's memory (None for empty tensors and for other objects)."""
+    if hasattr(value, "data_ptr") and hasattr(value, "stride"):
+        if value.numel() == 0:
+            return None
+        return ("torch", value.device.type, value.data_ptr(), tuple(value.shape), value.stride(), value.dtype)
+    if isinstance(value, np.ndarray) and value.size:
+        return ("numpy", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    return None
 
 
 def _as_array(value: Any) -> np.ndarray:

@@ -79,9 +79,13 @@ class OperatorSpec:
         return min(math.prod(self.in_shape), math.prod(self.out_shape))
 
     def build(self, weight: np.ndarray) -> ConvOperator:
-        """The operator of a kernel ``(C_out, C_in / groups, kh, kw)`` (float64 arithmetic)."""
+        """The operator of a kernel ``(C_out, C_in / groups, kh, kw)``, or of a grouped one captured
+        as ``(groups, C_out / groups, C_in / groups, kh, kw)`` (float64 arithmetic)."""
+        kernel = np.asarray(weight, dtype=np.float64)
+        if kernel.ndim == 5:
+            kernel = kernel.reshape(-1, *kernel.shape[2:])
         return ConvOperator(
-            np.asarray(weight, dtype=np.float64),
+            kernel,
             input_hw=self.input_hw,
             stride=self.stride,
             padding=self.padding,

@@ -4,7 +4,9 @@ Layout (format version 4)::
 
     /                      attrs: format_version, library_version, framework, run_id, created, config (JSON)
     /index/                one row per snapshot: epoch, step, time, status, reason
-    /parameters/<param>/   attrs: kind, shape;  datasets: snapshot, weights (rows = snapshots)
+    /                      attrs: skipped_parameters (JSON name -> reason), parameter_aliases (JSON
+                           name -> other names of the same tied tensor)
+    /parameters/<param>/   attrs: kind, shape, aliases;  datasets: snapshot, weights (rows = snapshots)
     /layers/<matrix>/      attrs: name, parameter, kind, N, M, Q, num_slices
                            datasets: snapshot, svals (float64), status, reason, phase,
                            metrics (float64, one column per name in its attribute ``names``)
@@ -62,11 +64,13 @@ class RunFileConflictError(FileExistsError):
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """A parameter the run captures: its name, matrix kind, shape and dtype."""
+    """A parameter the run captures: its name, matrix kind, shape (in that kind's layout), and
+    the other names of the same tensor (tied weights)."""
 
     name: str
     kind: str
     shape: tuple[int, ...]
+    aliases: tuple[str, ...] = ()
 
 
 def group_name(name: str) -> str:
@@ -259,7 +263,8 @@ class RunWriter:
         self.file.create_group("layers", track_order=True)
         for spec in layout.parameters:
             group = self.file["parameters"].create_group(group_name(spec.name))
-            group.attrs.update(name=spec.name, kind=spec.kind, shape=spec.shape)
+            aliases = json.dumps(spec.aliases)
+            group.attrs.update(name=spec.name, kind=spec.kind, shape=spec.shape, aliases=aliases)
             _growing(group, "snapshot", (), "i8")
             if layout.weights_dtype is not None:
                 _growing(group, "weights", spec.shape, layout.weights_dtype)
@@ -272,6 +277,9 @@ class RunWriter:
             for view in views:
                 self._create_layer(spec.name, view.name, view.kind, view.slices.shape, view.N, view.M)
         attrs["skipped_parameters"] = json.dumps(skipped)
+        attrs["parameter_aliases"] = json.dumps(
+            {spec.name: list(spec.aliases) for spec in layout.parameters if spec.aliases}
+        )
         self.file.create_group("operators", track_order=True)
         for spec in layout.operators:
             self._create_operator(spec, layout.operator_options)

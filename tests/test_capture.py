@@ -85,14 +85,17 @@ def test_packed_attention_splits_into_q_k_v_layers(tmp_path) -> None:
     arrays = copy_weights(found)
 
     views = matrices_of("0.in_proj", arrays["0.in_proj"], "attention")
-    assert [view.name for view in views] == ["0.in_proj[q]", "0.in_proj[k]", "0.in_proj[v]"]
+    assert [view.name for view in views] == ["0.in_proj", "0.in_proj[q]", "0.in_proj[k]", "0.in_proj[v]"]
     packed = model[0].in_proj_weight.detach().numpy()
-    for part, view in enumerate(views):
+    np.testing.assert_array_equal(views[0].slices[0], packed)  # the whole, as WeightWatcher would see it
+    for part, view in enumerate(views[1:]):
         assert (view.N, view.M) == (12, 12)
         np.testing.assert_array_equal(view.slices[0], packed[12 * part : 12 * (part + 1)])
 
     rows = analyze_weights([(weight.name, arrays[weight.name], weight.kind) for weight in found])
-    assert [row.name for row in rows] == ["0.in_proj[q]", "0.in_proj[k]", "0.in_proj[v]", "0.out_proj"]
+    assert [row.name for row in rows] == [
+        "0.in_proj", "0.in_proj[q]", "0.in_proj[k]", "0.in_proj[v]", "0.out_proj"
+    ]  # fmt: skip
 
     specs = [ParameterSpec(weight.name, weight.kind, tuple(weight.parameter.shape)) for weight in found]
     writer = RunWriter.open(

@@ -46,8 +46,9 @@ def net() -> SmallNet:
 def test_torch_module_rows_in_model_order(net: SmallNet) -> None:
     rows = analyze_model(net)
     assert isinstance(rows, ModelAnalysis)
-    assert [row.name for row in rows] == [
+    assert [row.name for row in rows.analyzed()] == [
         "embed",
+        "attn.in_proj",
         "attn.in_proj[q]",
         "attn.in_proj[k]",
         "attn.in_proj[v]",
@@ -63,7 +64,13 @@ def test_torch_module_rows_in_model_order(net: SmallNet) -> None:
     assert kinds["conv"] == "conv1d"
     assert kinds["image"] == "conv2d"
     assert kinds["fc1"] == "linear"
-    assert all(row.status != "skipped" for row in rows)
+    assert all(row.status in ("ok", "warning") for row in rows.analyzed())
+    skipped = {row.name: row.reason for row in rows if row.status == "skipped"}
+    assert set(skipped) == {
+        "attn.in_proj_bias", "attn.out_proj.bias", "conv.bias", "image.bias", "norm.weight", "norm.bias",
+        "fc1.bias", "head.bias",
+    }  # fmt: skip
+    assert skipped["norm.weight"] == "1-D parameter (LayerNorm.weight) has no matrix view"
 
 
 def test_torch_rows_match_numpy_and_powerlaw(net: SmallNet) -> None:
@@ -94,7 +101,7 @@ def test_torch_module_matches_weightwatcher_by_order() -> None:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frame = ww.WeightWatcher(model=model).analyze().sort_values("layer_id")
-    rows = analyze_model(model)
+    rows = analyze_model(model).analyzed()
     assert len(rows) == len(frame) == 3
     for row, (_, ww_row) in zip(rows, frame.iterrows(), strict=True):
         assert row.num_evals == ww_row["num_evals"] >= 50
@@ -103,9 +110,9 @@ def test_torch_module_matches_weightwatcher_by_order() -> None:
 
 
 def test_torch_filters(net: SmallNet) -> None:
-    only_linear = analyze_model(net, layers=nn.Linear)
+    only_linear = analyze_model(net, layers=nn.Linear).analyzed()
     assert [row.name for row in only_linear] == ["attn.out_proj", "fc1", "head"]  # out_proj is a Linear
-    by_regex = analyze_model(net, layers=r"fc\d|head", exclude="head")
+    by_regex = analyze_model(net, layers=r"fc\d|head", exclude="head").analyzed()
     assert [row.name for row in by_regex] == ["fc1"]
     with pytest.raises(ValueError, match="matches no analyzable layer"):
         analyze_model(net, layers="nonexistent")
@@ -150,6 +157,7 @@ def test_mapping_rows_and_skip_reasons(mapping: dict[str, np.ndarray]) -> None:
         "fc.bias",
         "conv.weight",
         "tok_embed.weight",
+        "attn.in_proj_weight",
         "attn.in_proj_weight[q]",
         "attn.in_proj_weight[k]",
         "attn.in_proj_weight[v]",
@@ -207,7 +215,7 @@ def test_table_and_dataframe(mapping: dict[str, np.ndarray]) -> None:
     assert "skipped" in table
     assert "alpha" in table.splitlines()[0]
     frame = rows.to_pandas()
-    assert len(frame) == len(rows) == 13
+    assert len(frame) == len(rows) == 14
     assert list(frame["name"]) == [row.name for row in rows]
     assert {"alpha", "log_norm", "status", "reason", "phase"} <= set(frame.columns)
     assert "evals" not in frame.columns

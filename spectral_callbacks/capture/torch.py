@@ -1,7 +1,25 @@
 """A torch model's analyzable weights as named numpy arrays with their matrix kind.
 
-Linear (including materialized ``LazyLinear``), Conv1d/2d, Embedding and MultiheadAttention are
-analyzable; everything else (biases, norms, transposed convs) is left out.
+The layers found, and the rule for each (names are module names, as WeightWatcher's):
+
+- ``nn.Linear`` (and its subclasses, ``LazyLinear`` once materialized): the weight ``(out, in)``.
+- Hugging Face ``transformers.pytorch_utils.Conv1D`` (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``):
+  a linear layer that stores its weight ``(in, out)``; read as ``(out, in)`` like a Linear.
+- ``nn.Conv1d``/``nn.Conv2d``: the kernel ``(out, in, *kernel)``, its taps pooled. With
+  ``groups > 1`` the kernel is read as ``(groups, out / groups, in / groups, *kernel)``, kind
+  ``grouped_conv*d`` (``depthwise_conv*d`` with one input channel per group): see
+  :mod:`spectral_callbacks.spectra.matrices` for why the groups are the blocks analyzed.
+- ``nn.Embedding``/``nn.EmbeddingBag``: the table ``(num_embeddings, dim)``.
+- ``nn.MultiheadAttention``: a packed ``in_proj_weight`` ``(3E, E)`` is analyzed whole, with its
+  q, k, v blocks beside it; separate ``q/k/v_proj_weight`` as three linear matrices. Its
+  ``out_proj`` is a Linear.
+
+A parameter shared by several modules (tied weights: GPT-2's ``lm_head`` is ``wte``) is one
+matrix, under the first name in ``named_modules()`` order, its other names kept as aliases.
+Names lose ``torch.compile``'s ``_orig_mod.`` and, for a model wrapped in ``DataParallel`` or
+``DistributedDataParallel``, the wrapper's ``module.``, so compiled and plain runs compare.
+Every other parameter is listed with the reason it is not analyzed (biases and normalization
+scales are 1-D; transposed and 3-D convolutions and unknown layer types have no rule here).
 
 Conv2d layers can also be analyzed as operators on whole feature maps: :func:`operator_layers`
 resolves the ``operators`` setting to modules, :class:`InputSizes` measures the input each one
@@ -10,6 +28,7 @@ receives, and :func:`operator_specs` turns them into the plain data the analysis
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,22 +43,90 @@ from ..spectra import ConvOperator
 __all__ = [
     "InputSizes",
     "LayerWeight",
+    "ModelLayers",
     "OperatorLayer",
     "analyzable_layers",
+    "clean_name",
     "copy_weights",
+    "find_layers",
     "operator_layers",
     "operator_specs",
 ]
 
+Layout = Callable[[torch.Tensor], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class LayerWeight:
-    """One analyzable weight: a layer name, its matrix kind and the live parameter."""
+    """One analyzable weight: a layer name, its matrix kind and the live parameter.
+
+    Attributes:
+        name: the module's name (``_orig_mod.`` and a wrapper's ``module.`` removed).
+        kind: the matrix kind of :func:`spectral_callbacks.spectra.matrices_of`.
+        layer_class: the module's class, for layer filters by class.
+        parameter: the live parameter.
+        layout: a view of the parameter in the layout the kind expects (``None``: as stored).
+        aliases: other names of the same parameter (tied weights).
+    """
 
     name: str
     kind: str
     layer_class: type
-    parameter: torch.Tensor
+    parameter: torch.Tensor = dataclasses.field(repr=False)
+    layout: Layout | None = dataclasses.field(default=None, repr=False, compare=False)
+    aliases: tuple[str, ...] = ()
+
+    def matrix(self) -> torch.Tensor:
+        """The parameter, detached, in the layout its kind expects (a view: no copy)."""
+        tensor = self.parameter.detach()
+        return tensor if self.layout is None else self.layout(tensor)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of :meth:`matrix`."""
+        return tuple(int(size) for size in self.matrix().shape)
+
+
+@dataclass(frozen=True)
+class ModelLayers:
+    """What layer discovery found: the analyzable weights, and every other parameter with why not."""
+
+    weights: list[LayerWeight]
+    skipped: dict[str, str]
+
+
+def find_layers(model: nn.Module, layers: LayerFilter = None, exclude: LayerFilter = None) -> ModelLayers:
+    """The model's analyzable weights, filtered by name (exact or regex) or layer type, and the rest.
+
+    Parameters the filters leave out are not listed as skipped: the user chose them.
+
+    Raises:
+        ValueError: a filter entry matches no layer; the message lists the available ones.
+    """
+    unwrap = isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+    found: dict[int, LayerWeight] = {}  # by id of the parameter: a tied one is found once
+    aliases: dict[int, list[str]] = {}
+    reasons: dict[int, tuple[str, str]] = {}  # parameters of no analyzable layer: (name, reason)
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        cleaned = clean_name(module_name, unwrap)
+        name = cleaned or type(module).__name__
+        weights, used = _weights_of(name, module)
+        for weight in weights:
+            key = id(weight.parameter)
+            if key in found:
+                aliases[key].append(name)
+            else:
+                found[key], aliases[key] = weight, []
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            if parameter_name not in used:
+                full_name = f"{cleaned}.{parameter_name}" if cleaned else parameter_name
+                reasons.setdefault(id(parameter), (full_name, _reason_not_analyzed(module, parameter_name)))
+    weights = [
+        dataclasses.replace(weight, aliases=tuple(dict.fromkeys(aliases[key])))
+        for key, weight in found.items()
+    ]
+    skipped = {name: reason for key, (name, reason) in reasons.items() if key not in found}
+    return ModelLayers(select_layers(weights, layers, exclude), skipped)
 
 
 def analyzable_layers(
@@ -47,51 +134,110 @@ def analyzable_layers(
     layers: LayerFilter = None,
     exclude: LayerFilter = None,
 ) -> list[LayerWeight]:
-    """The model's analyzable weights, filtered by name (exact or regex) or layer type.
+    """The model's analyzable weights (:func:`find_layers` without the skipped ones).
 
     Raises:
         ValueError: a filter entry matches no layer; the message lists the available ones.
     """
-    found = []
-    for module_name, module in model.named_modules():
-        found.extend(_weights_of(module_name or type(module).__name__, module))
-    return select_layers(found, layers, exclude)
+    return find_layers(model, layers, exclude).weights
+
+
+def clean_name(name: str, unwrap: bool = False) -> str:
+    """A module or parameter name without ``torch.compile``'s ``_orig_mod`` parts, and without the
+    leading ``module`` of a ``DataParallel``/``DistributedDataParallel`` wrapper when ``unwrap``."""
+    parts = [part for part in name.split(".") if part and part != "_orig_mod"]
+    if unwrap and parts and parts[0] == "module":
+        parts = parts[1:]
+    return ".".join(parts)
 
 
 def copy_weights(weights: Sequence[LayerWeight]) -> dict[str, np.ndarray]:
-    """Copy each weight off its device as a float32/float64 numpy array (the only blocking work)."""
+    """Copy each weight off its device as a contiguous float32/float64 numpy array in its kind's
+    layout (the only blocking work)."""
     copies = {}
     with torch.no_grad():
         for weight in weights:
-            tensor = weight.parameter.detach()
-            if tensor.dtype not in (torch.float32, torch.float64):
-                tensor = tensor.float()
-            copies[weight.name] = tensor.to("cpu", copy=True).numpy()
+            tensor = weight.matrix()
+            dtype = tensor.dtype if tensor.dtype in (torch.float32, torch.float64) else torch.float32
+            copy = torch.empty(tensor.shape, dtype=dtype, device="cpu")
+            copy.copy_(tensor)  # one copy: off the device, converted and made contiguous at once
+            copies[weight.name] = copy.numpy()
     return copies
 
 
-def _weights_of(name: str, module: nn.Module) -> list[LayerWeight]:
+def _weights_of(name: str, module: nn.Module) -> tuple[list[LayerWeight], set[str]]:
+    """The analyzable weights of one module (its own parameters only), and the parameter names used."""
     layer_class = type(module)
     if isinstance(module, nn.MultiheadAttention):
         if module.in_proj_weight is not None:
-            return [LayerWeight(f"{name}.in_proj", "attention", layer_class, module.in_proj_weight)]
-        return [
+            return [LayerWeight(f"{name}.in_proj", "attention", layer_class, module.in_proj_weight)], {
+                "in_proj_weight"
+            }
+        parts = ("q", "k", "v")
+        weights = [
             LayerWeight(f"{name}.{part}_proj", "linear", layer_class, getattr(module, f"{part}_proj_weight"))
-            for part in ("q", "k", "v")
+            for part in parts
         ]
-    kind = next((kind for cls, kind in _KINDS.items() if isinstance(module, cls)), None)
+        return weights, {f"{part}_proj_weight" for part in parts}
     weight = getattr(module, "weight", None)
-    if kind is None or weight is None or isinstance(weight, nn.parameter.UninitializedParameter):
-        return []
-    return [LayerWeight(name, kind, layer_class, weight)]
+    if not isinstance(weight, torch.Tensor) or isinstance(weight, nn.parameter.UninitializedParameter):
+        return [], set()
+    rule = _rule(module)
+    if rule is None:
+        return [], set()
+    kind, layout = rule
+    return [LayerWeight(name, kind, layer_class, weight, layout)], {"weight"}
 
 
-_KINDS: dict[type, str] = {
-    nn.Linear: "linear",
-    nn.Conv1d: "conv1d",
-    nn.Conv2d: "conv2d",
-    nn.Embedding: "embedding",
-}
+def _rule(module: nn.Module) -> tuple[str, Layout | None] | None:
+    """The matrix kind of a module's ``weight`` and the view that puts it in that kind's layout."""
+    if isinstance(module, nn.Linear):
+        return "linear", None
+    if _is_transformers_conv1d(module) and module.weight.ndim == 2:
+        return "linear", _transposed
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding", None
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        dims = "1d" if isinstance(module, nn.Conv1d) else "2d"
+        if module.groups == 1:
+            return f"conv{dims}", None
+        depthwise = module.weight.shape[1] == 1
+        return f"{'depthwise' if depthwise else 'grouped'}_conv{dims}", _grouped(module.groups)
+    return None
+
+
+def _transposed(weight: torch.Tensor) -> torch.Tensor:
+    return weight.t()
+
+
+def _grouped(groups: int) -> Layout:
+    def view(weight: torch.Tensor) -> torch.Tensor:
+        out_channels, in_per_group, *kernel = weight.shape
+        return weight.reshape(groups, out_channels // groups, in_per_group, *kernel)
+
+    return view
+
+
+def _is_transformers_conv1d(module: nn.Module) -> bool:
+    """Whether the module is Hugging Face's ``Conv1D`` (a Linear with its weight stored transposed),
+    recognized without importing transformers."""
+    classes = type(module).__mro__
+    return any(cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers.") for cls in classes)
+
+
+def _reason_not_analyzed(module: nn.Module, parameter_name: str) -> str:
+    """Why a parameter of a module is not analyzed, naming the module's class."""
+    parameter = getattr(module, parameter_name)
+    kind = type(module).__name__
+    if isinstance(parameter, nn.parameter.UninitializedParameter):
+        return f"{kind}.{parameter_name} is not materialized yet (lazy layer)"
+    if parameter.ndim < 2:
+        return f"{parameter.ndim}-D parameter ({kind}.{parameter_name}) has no matrix view"
+    if getattr(module, "transposed", False):
+        return f"{kind} (transposed convolution) is not analyzed"
+    if isinstance(module, nn.Conv3d):
+        return "Conv3d is not analyzed"
+    return f"{kind}.{parameter_name} with shape {tuple(parameter.shape)}: no matrix rule for this layer type"
 
 
 @dataclass(frozen=True)
@@ -117,7 +263,10 @@ def operator_layers(model: nn.Module, operators: Mapping[str, tuple[int, int]] |
             that is not a Conv2d (named with its type) or one ``ConvOperator`` refuses, a layer is
             given two input sizes, or ``"auto"`` finds no Conv2d.
     """
-    modules = {name or type(module).__name__: module for name, module in model.named_modules()}
+    unwrap = isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+    modules = {
+        clean_name(name, unwrap) or type(module).__name__: module for name, module in model.named_modules()
+    }
     convs = [name for name, module in modules.items() if isinstance(module, nn.Conv2d)]
     listed = ", ".join(convs) or "(none)"
     if operators == "auto":

@@ -83,12 +83,12 @@ def eigenvalues(
         kind: the view's kind (conv2d eigenvalues may be halved).
         N: the larger side of each slice.
         normalize: ``None`` (WeightWatcher: ``W^T W``) or ``"N"`` (seed 001: ``W^T W / N``).
-        conv2d_norm: halve conv2d eigenvalues as WeightWatcher does by default.
+        conv2d_norm: halve conv2d eigenvalues (grouped ones too) as WeightWatcher does by default.
     """
     if normalize not in (None, "N"):
         raise ValueError(f"Invalid normalize={normalize!r}; expected None or 'N'.")
     evals = np.sort(np.square(svals, dtype=np.float64).ravel())
-    if conv2d_norm and kind == "conv2d":
+    if conv2d_norm and kind in ("conv2d", "grouped_conv2d", "depthwise_conv2d"):
         evals *= CONV2D_EIGENVALUE_SCALE
     if normalize == "N":
         evals /= N

@@ -3,6 +3,14 @@
 Parameters arrive in torch layout: linear ``(out, in)``, conv ``(out, in, *kernel)``, embedding
 ``(num_embeddings, dim)``, packed attention ``(3 * embed_dim, embed_dim)``. Keras layouts are
 transposed to these by the capture layer before they get here.
+
+Grouped convolutions (``groups > 1``, depthwise ones included) arrive as
+``(groups, out / groups, in / groups, *kernel)``. At each kernel tap such a layer applies a
+block-diagonal ``out x in`` matrix whose blocks are the groups, and the singular values of a
+block-diagonal matrix are those of its blocks: so the pooled ESD is that of every block at every
+tap, ``groups * prod(kernel)`` slices of ``(out / groups) x (in / groups)``. WeightWatcher instead
+reads the stored ``(out, in / groups, *kernel)`` weight as if it were ungrouped, which for a
+depthwise conv means ``prod(kernel)`` slices of ``out x 1`` mixing unrelated channels.
 """
 
 from __future__ import annotations
@@ -14,7 +22,14 @@ import numpy as np
 
 __all__ = ["KINDS", "MatrixView", "SkippedParameter", "matrices_of"]
 
-KINDS = ("linear", "conv1d", "conv2d", "embedding", "attention")
+KINDS = (
+    "linear", "conv1d", "conv2d", "embedding", "attention",
+    "grouped_conv1d", "grouped_conv2d", "depthwise_conv1d", "depthwise_conv2d",
+)  # fmt: skip
+_CONV_NDIM = {
+    "conv1d": 3, "conv2d": 4,
+    "grouped_conv1d": 4, "grouped_conv2d": 5, "depthwise_conv1d": 4, "depthwise_conv2d": 5,
+}  # fmt: skip
 _ATTENTION_PARTS = ("q", "k", "v")
 
 
@@ -25,7 +40,8 @@ class MatrixView:
     Attributes:
         name: parameter name, with ``[q]``/``[k]``/``[v]`` for a split attention projection.
         kind: one of :data:`KINDS`.
-        slices: array ``(S, out, in)``; ``S = 1`` except for conv, where ``S = prod(kernel)``.
+        slices: array ``(S, out, in)``; ``S = 1`` except for conv, where ``S = prod(kernel)``
+            (``groups * prod(kernel)`` for grouped convs, each slice one group's block).
         neurons: the parameter as rows of neurons ``(out, fan_in)``, for the frame potential.
         N, M: larger and smaller side of each slice; ``Q = N / M >= 1``.
     """
@@ -82,7 +98,8 @@ def matrices_of(
             take too long); ``None`` for no limit.
 
     Returns:
-        A list of views (three for a packed attention projection), or a :class:`SkippedParameter`
+        A list of views (for a packed attention projection the whole matrix, as WeightWatcher
+        would see it, then its ``[q]``, ``[k]``, ``[v]`` blocks), or a :class:`SkippedParameter`
         for 1-D parameters, too-small matrices and unknown layouts.
 
     Raises:
@@ -122,7 +139,7 @@ def _guess_kind(param_name: str, ndim: int) -> str | None:
 
 
 def _views(param_name: str, values: np.ndarray, kind: str) -> list[MatrixView]:
-    expected_ndim = {"conv1d": 3, "conv2d": 4}.get(kind, 2)
+    expected_ndim = _CONV_NDIM.get(kind, 2)
     if values.ndim != expected_ndim:
         raise ValueError(
             f"{param_name!r} has shape {values.shape}; kind={kind!r} needs a {expected_ndim}-D array."
@@ -133,10 +150,20 @@ def _views(param_name: str, values: np.ndarray, kind: str) -> list[MatrixView]:
                 f"{param_name!r} has shape {values.shape}; a packed attention projection needs "
                 "a first dimension divisible by 3 (q, k, v)."
             )
-        return [
+        return [MatrixView(param_name, kind, values[None], values)] + [
             MatrixView(f"{param_name}[{part}]", kind, block[None], block)
             for part, block in zip(_ATTENTION_PARTS, np.split(values, 3, axis=0), strict=True)
         ]
+    if kind.startswith(("grouped_", "depthwise_")):
+        if kind.startswith("depthwise_") and values.shape[2] != 1:
+            raise ValueError(
+                f"{param_name!r} has shape {values.shape}; kind={kind!r} needs one input channel per "
+                "group (groups, out / groups, 1, *kernel)."
+            )
+        groups, out_per_group, in_per_group = values.shape[:3]
+        taps = values.reshape(groups, out_per_group, in_per_group, -1)
+        slices = np.moveaxis(taps, -1, 1).reshape(-1, out_per_group, in_per_group)
+        return [MatrixView(param_name, kind, slices, values.reshape(groups * out_per_group, -1))]
     if kind in ("conv1d", "conv2d"):
         out_channels, in_channels = values.shape[:2]
         slices = np.moveaxis(values.reshape(out_channels, in_channels, -1), -1, 0)

@@ -72,12 +72,15 @@ def test_attention_in_proj_splits_into_q_k_v() -> None:
     views = matrices_of("attn.in_proj_weight", weight)
     assert isinstance(views, list)
     assert [view.name for view in views] == [
+        "attn.in_proj_weight",
         "attn.in_proj_weight[q]",
         "attn.in_proj_weight[k]",
         "attn.in_proj_weight[v]",
     ]
+    np.testing.assert_array_equal(views[0].slices[0], weight)
+    assert (views[0].N, views[0].M) == (3 * embed, embed)
     blocks = (weight[:embed], weight[embed : 2 * embed], weight[2 * embed :])
-    for view, block in zip(views, blocks, strict=True):
+    for view, block in zip(views[1:], blocks, strict=True):
         assert view.kind == "attention"
         np.testing.assert_array_equal(view.slices[0], block)
         assert view.N == view.M == embed
@@ -86,8 +89,8 @@ def test_attention_in_proj_splits_into_q_k_v() -> None:
 def test_attention_kind_can_be_given_explicitly() -> None:
     weight = rng(5).standard_normal((30, 10))
     views = matrices_of("qkv", weight, kind="attention")
-    assert len(views) == 3
-    assert views[1].slices[0].tolist() == weight[10:20].tolist()
+    assert len(views) == 4
+    assert views[2].slices[0].tolist() == weight[10:20].tolist()
 
 
 def test_embedding_is_the_table() -> None:
@@ -144,7 +147,10 @@ def test_shape_contradicting_kind_raises(kind: str, shape: tuple[int, ...], matc
 
 
 def test_kinds_are_the_documented_ones() -> None:
-    assert set(KINDS) == {"linear", "conv1d", "conv2d", "embedding", "attention"}
+    assert set(KINDS) == {
+        "linear", "conv1d", "conv2d", "embedding", "attention",
+        "grouped_conv1d", "grouped_conv2d", "depthwise_conv1d", "depthwise_conv2d",
+    }  # fmt: skip
 
 
 def test_views_accept_array_likes() -> None:
