@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import mkl_svd
+from .capture.names import clean_name
 from .spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
 from .tables import format_columns
 
@@ -194,8 +195,6 @@ def _distinct_tensors(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     shape, strides and dtype equal an earlier one's is that tensor again. Names lose
     ``_orig_mod.`` parts, and ``module.`` when every name starts with it (a saved DataParallel).
     """
-    from .capture.torch import clean_name
-
     unwrap = bool(state) and all(str(name).startswith("module.") for name in state)
     first: dict[tuple, str] = {}
     named: dict[str, Any] = {}

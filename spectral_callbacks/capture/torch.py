@@ -39,6 +39,7 @@ from torch import nn
 from ..operator_analysis import OperatorSpec
 from ..selection import LayerFilter, fullmatch_name, select_layers
 from ..spectra import ConvOperator
+from .names import clean_name
 
 __all__ = [
     "InputSizes",
@@ -46,7 +47,6 @@ __all__ = [
     "ModelLayers",
     "OperatorLayer",
     "analyzable_layers",
-    "clean_name",
     "copy_weights",
     "find_layers",
     "operator_layers",
@@ -140,15 +140,6 @@ def analyzable_layers(
         ValueError: a filter entry matches no layer; the message lists the available ones.
     """
     return find_layers(model, layers, exclude).weights
-
-
-def clean_name(name: str, unwrap: bool = False) -> str:
-    """A module or parameter name without ``torch.compile``'s ``_orig_mod`` parts, and without the
-    leading ``module`` of a ``DataParallel``/``DistributedDataParallel`` wrapper when ``unwrap``."""
-    parts = [part for part in name.split(".") if part and part != "_orig_mod"]
-    if unwrap and parts and parts[0] == "module":
-        parts = parts[1:]
-    return ".".join(parts)
 
 
 def copy_weights(weights: Sequence[LayerWeight]) -> dict[str, np.ndarray]:

@@ -121,9 +121,15 @@ def load_npz(file: str, key: str) -> np.ndarray:
 def list_torch(file: str, *, allow_pickle: bool) -> list[TensorInfo]:
     """The tensors of a torch state dict or checkpoint (memory-mapped where torch can)."""
     infos = []
+    first_keys: dict[tuple, str] = {}  # tied weights: torch.load keeps tensors that share memory shared
     for key, tensor in _torch_state(file, allow_pickle, os.stat(file).st_mtime_ns).items():
         dtype = str(tensor.dtype).removeprefix("torch.")
         problem = None if tensor.dtype.is_floating_point else f"dtype {dtype} is not floating point"
+        memory = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        if tensor.numel() and memory in first_keys:
+            problem = f"the same tensor as {first_keys[memory]!r} (tied weights), analyzed under that name"
+        elif tensor.numel():
+            first_keys[memory] = key
         infos.append(TensorInfo(key, tuple(tensor.shape), dtype, problem))
     return infos
 

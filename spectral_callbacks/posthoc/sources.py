@@ -6,7 +6,8 @@ or checkpoint (``.pt``, ``.pth``, ``.bin``, Lightning ``.ckpt``; loaded with
 shards, a ``.npz`` archive, a Keras ``.keras`` file or ``.weights.h5``.
 
 Layer names follow WeightWatcher's analysis of a state dict: a parameter ``blocks.0.q.weight`` is
-the layer ``blocks.0.q`` (the module's name, as WeightWatcher names the layers of a torch model),
+the layer ``blocks.0.q`` (the module's name, as WeightWatcher names the layers of a torch model,
+without ``torch.compile``'s ``_orig_mod.`` and, when every key has it, a wrapper's ``module.``),
 and when a file has parameters named ``*weight`` only those are layers (biases, norms' scales
 and buffers are not). Safetensors keys are stored sorted, not in model order, so they are listed
 in natural order (``layers.2`` before ``layers.10``); torch state dicts keep their own order.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..capture.names import clean_name
 from .formats import (
     SourceError,
     TensorInfo,
@@ -106,9 +108,10 @@ def open_source(path: str | Path, *, allow_pickle: bool = False) -> Source:
         infos.sort(key=lambda item: _natural(item[1].key))
     _check_unique(path, infos)
     weights_only = fmt != "keras" and any(_is_weight(info.key) for _, info in infos)
+    unwrap = bool(infos) and all(info.key.startswith("module.") for _, info in infos)
     parameters = tuple(
         ParameterRef(
-            name=info.name or _layer_name(info.key),
+            name=info.name or clean_name(_layer_name(info.key), unwrap) or info.key,
             file=file,
             format=fmt,
             key=info.key,

@@ -205,3 +205,21 @@ def test_truncated_torch_checkpoint(model_files, tmp_path: Path) -> None:
     (tmp_path / "text.pt").write_text("not a checkpoint at all")  # not even a pickle: not "refused"
     with pytest.raises(SourceError, match=r"not a readable torch checkpoint \(truncated or corrupt\?\)"):
         open_source(tmp_path / "text.pt")
+
+
+def test_torch_state_dict_tied_weights_listed_once_and_wrapper_prefix_dropped(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    embedding = torch.nn.Embedding(40, 16)
+    head = torch.nn.Linear(16, 40, bias=False)
+    head.weight = embedding.weight  # tied, as a language model's output layer and token embedding
+    model = torch.nn.ModuleDict({"embed": embedding, "head": head})
+    wrapped = {f"module.{key}": value for key, value in model.state_dict().items()}
+    torch.save(wrapped, tmp_path / "tied.pt")
+
+    source = open_source(tmp_path / "tied.pt")
+    refs = {ref.name: ref for ref in source.parameters}
+    assert list(refs) == ["embed", "head"]  # the DataParallel wrapper's "module." is gone
+    assert refs["embed"].problem is None
+    assert refs["head"].problem == (
+        "the same tensor as 'module.embed.weight' (tied weights), analyzed under that name"
+    )
