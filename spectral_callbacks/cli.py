@@ -22,9 +22,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     summary = commands.add_parser(
-        "summary", help="per-layer table of run files (spectra.h5 or run directories)"
+        "summary",
+        help="per-layer table of runs, and the parameters not analyzed with the reason",
     )
-    summary.add_argument("runs", nargs="+", type=Path)
+    summary.add_argument(
+        "runs", nargs="+", type=Path, help="run files (spectra.h5) or directories searched for them"
+    )
+    summary.add_argument(
+        "--all", action="store_true", dest="every_name",
+        help="list every parameter not analyzed (default: a few names per reason)",
+    )  # fmt: skip
     _add_analyze_parser(commands)
     compare = commands.add_parser(
         "compare", help="compare runs: one metric per layer and epoch, as a table, CSV, PNG or HTML"
@@ -51,21 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
-            _compare(args)
-            return 0
+            return _compare(args)
         if args.command == "analyze":
             return _analyze(args)
-        for path in args.runs:
-            print(f"== {path}")
-            print(_summary(path))
+        return _summaries(args.runs, every_name=args.every_name)
     except (FileNotFoundError, ValueError, KeyError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"spectral-callbacks: {message}", file=sys.stderr)
         return 2
-    return 0
 
 
-def _compare(args: argparse.Namespace) -> None:
+def _compare(args: argparse.Namespace) -> int:
+    """Exit code 0; 1 if an output could not be written (the others were); bad input raises."""
     from .compare import compare_table, load_runs
     from .report import check_outputs, print_comparison, write_outputs
 
@@ -78,22 +82,62 @@ def _compare(args: argparse.Namespace) -> None:
         for note in table.notes:
             print(f"note: {note}", file=sys.stderr)
         print_comparison(table)
-        written, notes = write_outputs(args.out, runs, table, parameter=args.param, epoch=args.epoch)
+        tables = [path for path in args.out if path.suffix.lower() == ".csv"]
+        figures = [path for path in args.out if path not in tables]
+        try:
+            for path in write_outputs(tables, runs, table)[0]:
+                print(f"wrote {path}")
+            if not figures:
+                return 0
+            written, notes = write_outputs(figures, runs, table, parameter=args.param, epoch=args.epoch)
+        except ModuleNotFoundError as error:  # no matplotlib: the CSV files are written
+            names = ", ".join(map(str, figures))
+            print(f"spectral-callbacks: {names} not written: {error}", file=sys.stderr)
+            return 1
+        except OSError as error:
+            print(f"spectral-callbacks: cannot write an output: {error}", file=sys.stderr)
+            return 1
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         for path in written:
             print(f"wrote {path}")
+        return 0
     finally:
         for run in runs:
             run.reader.close()
 
 
-def _summary(path: Path) -> str:
+def _summaries(paths: Sequence[Path], *, every_name: bool = False) -> int:
+    """Print the summary of every run file at or under ``paths``, as ``compare`` finds them.
+
+    Returns 0, or 1 when a run file could not be read (the others are printed).
+
+    Raises:
+        FileNotFoundError: a path with no run file at or under it (before anything is printed).
+    """
+    from .compare import find_run_files
+
+    files = list({found.resolve(): found for path in paths for found in find_run_files(path)}.values())
+    failed = False
+    for path in files:
+        try:
+            text = _summary(path, every_name=every_name)
+        except (ValueError, OSError) as error:
+            print(f"spectral-callbacks: {error}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"== {path}")
+        print(text)
+    return 1 if failed else 0
+
+
+def _summary(path: Path, *, every_name: bool = False) -> str:
+    """The per-layer table of one run, then its parameters not analyzed and its tied parameters."""
     from .reader import open_run
-    from .tables import run_table
+    from .tables import not_analyzed_lines, run_table
 
     with open_run(path) as run:
-        return run_table(run)
+        return "\n".join([run_table(run), *not_analyzed_lines(run, every_name=every_name)])
 
 
 def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:

@@ -246,8 +246,19 @@ class CompareTable:
         raise ValueError(f"{wanted} analyzed in every run. Epochs per run: {listing}.")
 
     def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame`` with the columns :data:`CSV_COLUMNS` (needs pandas)."""
-        import pandas as pd
+        """A ``pandas.DataFrame`` with the columns :data:`CSV_COLUMNS`.
+
+        Raises:
+            ModuleNotFoundError: pandas is not installed (the ``pandas`` extra installs it).
+        """
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ModuleNotFoundError(
+                f"CompareTable.to_pandas() needs pandas, which could not be imported ({error}): "
+                'pip install "spectral-callbacks[pandas]"',
+                name="pandas",
+            ) from error
 
         return pd.DataFrame(self.rows, columns=list(CSV_COLUMNS))
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["esd_figure", "esd_overlay_figure", "metric_figure", "parameter_figure", "png_bytes"]
 
+# how to get matplotlib: the `plots` extra of pyproject.toml
+INSTALL_HINT = 'pip install "spectral-callbacks[plots]"'
 # An axis switches to a log scale when its positive values span at least this ratio.
 LOG_SCALE_RATIO = 100.0
 PANEL_COLUMNS = 3
@@ -124,7 +126,7 @@ def esd_overlay_figure(esds: Mapping[str, Mapping[str, np.ndarray]], *, epoch: i
 
 def png_bytes(figure: Any) -> bytes:
     """The figure as PNG; the figure is closed."""
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     buffer = io.BytesIO()
     try:
@@ -135,15 +137,22 @@ def png_bytes(figure: Any) -> bytes:
 
 
 def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend.
+
+    Raises:
+        ModuleNotFoundError: matplotlib cannot be imported; the message names the extra that
+            installs it, :data:`INSTALL_HINT`.
+    """
     try:
         import matplotlib
-    except ImportError as error:
-        raise ImportError(
-            "Figures need matplotlib: pip install matplotlib (or spectral-callbacks[experiments])."
-        ) from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            f"figures need matplotlib, which could not be imported ({error}): {INSTALL_HINT}",
+            name="matplotlib",
+        ) from error
     return plt
 
 

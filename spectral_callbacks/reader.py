@@ -87,6 +87,20 @@ class RunReader:
         return {key: self._file.attrs[key] for key in self._file.attrs if key != "config"}
 
     @property
+    def skipped_parameters(self) -> dict[str, str]:
+        """``{parameter: reason}`` for the model's parameters that have no analyzed matrix.
+
+        Run files written before the attribute existed read as ``{}``.
+        """
+        return self._json_attribute("skipped_parameters")
+
+    @property
+    def parameter_aliases(self) -> dict[str, list[str]]:
+        """``{parameter: [other names]}``: tensors the model holds under several names (tied
+        weights), recorded once under the first name; ``{}`` for runs without the attribute."""
+        return {name: list(others) for name, others in self._json_attribute("parameter_aliases").items()}
+
+    @property
     def layers(self) -> list[str]:
         """Names of the analyzed matrices, in model order."""
         return [group.attrs["name"] for group in self._groups("layers")]
@@ -247,6 +261,23 @@ class RunReader:
             raise KeyError(f"Run {self.path} did not save weights (save_weights=False).")
         row = self._row_at(group, epoch, step, analyzed=False)
         return group["weights"][row]
+
+    def _json_attribute(self, name: str) -> dict[str, Any]:
+        """A root attribute holding a JSON object, ``{}`` when absent.
+
+        Raises:
+            ValueError: the attribute is not a JSON object.
+        """
+        text = self._file.attrs.get(name)
+        if text is None:
+            return {}
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f"{self.path}: the attribute {name} is not a JSON object: {str(text)[:80]!r}.")
+        return value
 
     def _groups(self, root: str) -> list[h5py.Group]:
         return [self._file[root][key] for key in self._file[root]] if root in self._file else []

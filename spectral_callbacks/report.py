@@ -96,20 +96,29 @@ def write_outputs(
     parameter: str | None = None,
     epoch: int | None = None,
 ) -> tuple[list[Path], list[str]]:
-    """Write each output by its suffix; return the files written and notes on figures left out."""
+    """Write each output by its suffix; return the files written and notes on figures left out.
+
+    CSV files are written first and need nothing beyond the core dependencies; the figures of
+    PNG and HTML outputs are drawn afterwards, so a missing matplotlib leaves the CSV files written.
+
+    Raises:
+        ModuleNotFoundError: a PNG or HTML output and no matplotlib (the message names the
+            extra to install); the CSV outputs are written by then.
+    """
     check_outputs(paths)
-    images: list[Image] = []
-    notes: list[str] = []
-    if any(path.suffix.lower() != ".csv" for path in paths):
-        images, notes = comparison_images(runs, table, parameter=parameter, epoch=epoch)
     written = []
     for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
+        if path.suffix.lower() == ".csv":
+            path.parent.mkdir(parents=True, exist_ok=True)
             table.write_csv(path)
             written.append(path)
-        elif suffix == ".png":
+    figures = [path for path in paths if path.suffix.lower() != ".csv"]
+    if not figures:
+        return written, []
+    images, notes = comparison_images(runs, table, parameter=parameter, epoch=epoch)
+    for path in figures:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".png":
             for image in images:
                 target = path.with_name(f"{path.stem}{image.suffix}{path.suffix}")
                 target.write_bytes(image.png)

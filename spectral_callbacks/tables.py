@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -14,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .reader import RunReader
 
-__all__ = ["format_cell", "format_columns", "print_table", "run_table"]
+__all__ = ["format_cell", "format_columns", "not_analyzed_lines", "print_table", "run_table"]
 
 RUN_TABLE_METRICS = (
     "alpha",
@@ -25,6 +26,8 @@ RUN_TABLE_METRICS = (
     "rank_loss",
     "lambda_min",
 )
+NAMES_SHOWN = 3  # parameter names shown per reason (and tied tensors shown) without --all
+_WRAP_WIDTH = 100
 
 
 def format_cell(value: object) -> str:
@@ -104,3 +107,52 @@ def run_table(run: RunReader, metrics: Sequence[str] = RUN_TABLE_METRICS) -> str
             ]
         )
     return format_columns(header, rows)
+
+
+def not_analyzed_lines(run: RunReader, *, every_name: bool = False) -> list[str]:
+    """Lines on the run's parameters without an analyzed matrix, and on its tied parameters.
+
+    Skipped parameters are grouped by reason, the most frequent first, with their count and
+    :data:`NAMES_SHOWN` names (every name, wrapped, with ``every_name``): a transformer's hundred
+    biases and norm scales take one line. Tied parameters (one tensor under several names,
+    recorded once) are listed as ``name = other names``. No lines for a run without either.
+    """
+    lines = []
+    skipped = run.skipped_parameters
+    if skipped:
+        groups: dict[str, list[str]] = {}
+        for name, reason in skipped.items():
+            groups.setdefault(reason, []).append(name)
+        ordered = sorted(groups.items(), key=lambda item: -len(item[1]))  # stable: ties in file order
+        hidden = not every_name and any(len(names) > NAMES_SHOWN for names in groups.values())
+        hint = " (summary --all lists every name)" if hidden else ""
+        lines.append(f"{_count(len(skipped), 'parameter')} not analyzed{hint}:")
+        width = len(str(len(ordered[0][1])))
+        for reason, names in ordered:
+            head = f"  {len(names):>{width}}  {reason}: "
+            if not every_name:
+                lines.append(head + _first_names(names))
+                continue
+            indent = " " * (width + 4)
+            lines.append(
+                textwrap.fill(", ".join(names), _WRAP_WIDTH, initial_indent=head, subsequent_indent=indent,
+                              break_on_hyphens=False, break_long_words=False)
+            )  # fmt: skip
+    aliases = {name: others for name, others in run.parameter_aliases.items() if others}
+    if aliases:
+        lines.append("Tied parameters (one tensor under several names, analyzed under the first):")
+        shown = list(aliases.items()) if every_name else list(aliases.items())[:NAMES_SHOWN]
+        lines += [f"  {name} = {', '.join(others)}" for name, others in shown]
+        if len(shown) < len(aliases):
+            lines.append(f"  ... {len(aliases) - len(shown)} more (summary --all lists them)")
+    return lines
+
+
+def _first_names(names: Sequence[str]) -> str:
+    """The first :data:`NAMES_SHOWN` names, and how many more there are."""
+    more = len(names) - NAMES_SHOWN
+    return ", ".join(names[:NAMES_SHOWN]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -11,6 +11,8 @@ import doctest
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +265,17 @@ def test_png_and_html_outputs(runs, tmp_path: Path) -> None:
     assert all(run.label in page and str(run.reader.path) in page for run in runs)
 
 
+def test_csv_is_written_before_the_figures_need_matplotlib(runs, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails from here on
+    table = compare_table(runs, "alpha")
+    outputs = [tmp_path / "report.html", tmp_path / "report.csv", tmp_path / "report.png"]
+    with pytest.raises(ModuleNotFoundError, match=re.escape('pip install "spectral-callbacks[plots]"')):
+        write_outputs(outputs, runs, table)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report.csv"]
+    with open(tmp_path / "report.csv", newline="") as file:
+        assert len(list(csv.DictReader(file))) == len(table.rows)
+
+
 def test_html_escapes_names(runs) -> None:
     table = compare_table(runs, "alpha")
     renamed = [LabeledRun("<b>&run", runs[0].reader)]
@@ -431,6 +444,39 @@ def test_cli_prints_the_table_and_writes_outputs(runs_root, tmp_path: Path, caps
     assert any(line.split()[-1] == f"{last:.4g}" and "l2_0.0005" in line for line in lines)
     assert f"wrote {out}.csv" in lines and f"wrote {out}-vs-l2.png" in lines
     assert (tmp_path / "report-esd.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_without_matplotlib_writes_the_csv_and_names_the_extra(runs_root, tmp_path: Path) -> None:
+    """The command as installed without the ``plots`` extra: matplotlib cannot be imported."""
+    root, _ = runs_root
+    program = (
+        "import sys; sys.modules['matplotlib'] = None; "
+        "from spectral_callbacks.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    outputs = [tmp_path / "out" / name for name in ("report.html", "report.csv", "report.png")]
+    arguments = ["compare", str(root), *[option for path in outputs for option in ("--out", str(path))]]
+    done = subprocess.run(
+        [sys.executable, "-c", program, *arguments], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["report.csv"]
+    assert f"wrote {outputs[1]}" in done.stdout.splitlines()
+    (error,) = [line for line in done.stderr.splitlines() if not line.startswith("note: ")]
+    assert error.startswith(f"spectral-callbacks: {outputs[0]}, {outputs[2]} not written: ")
+    assert error.endswith('pip install "spectral-callbacks[plots]"')
+    # the CSV is the one written with matplotlib at hand
+    assert main(["compare", str(root), "--out", str(tmp_path / "reference.csv")]) == 0
+    assert outputs[1].read_text() == (tmp_path / "reference.csv").read_text()
+
+
+def test_cli_output_that_cannot_be_written_is_one_line_and_exit_code_1(runs_root, tmp_path, capsys) -> None:
+    root, _ = runs_root
+    (tmp_path / "taken").write_text("a file where the output directory should be")
+    code = main(["compare", str(root), "--out", str(tmp_path / "taken" / "report.csv")])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert error.startswith("spectral-callbacks: cannot write an output: ") and "taken" in error
 
 
 @pytest.mark.parametrize(
