@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -108,6 +109,11 @@ class SpectralConfig:
             raise ValueError(f"Invalid value for xmax={self.xmax!r}. Must be None, 'max' or a number.")
         if self.close_timeout <= 0:
             raise ValueError(f"Invalid value for close_timeout={self.close_timeout}. Must be > 0.")
+        if self.esd_figures and importlib.util.find_spec("matplotlib") is None:
+            raise ValueError(
+                "Invalid value for esd_figures=True: the figures need matplotlib, which is not installed. "
+                'Install it with pip install "spectral-callbacks[plots]", or pass esd_figures=False.'
+            )
         object.__setattr__(self, "operators", _operators(self.operators))
         for name, low in (("every_n_epochs", 1), ("top_k", 1), ("bins", 1), ("moments", 2), ("probes", 1)):
             _at_least(f"operator_{name}", getattr(self, f"operator_{name}"), low)

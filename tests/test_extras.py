@@ -8,6 +8,7 @@ A missing package is simulated with ``sys.modules[name] = None``, which makes ``
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -83,3 +84,16 @@ def test_figures_without_matplotlib_name_the_extra(monkeypatch: pytest.MonkeyPat
         esd_figure(spectrum)  # what the worker draws with esd_figures=True
     assert error.value.name == "matplotlib"
     assert_names_an_extra_providing(str(error.value), "matplotlib")
+
+
+def test_esd_figures_without_matplotlib_is_refused_up_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spectral_callbacks.config import SpectralConfig
+
+    real_find_spec = importlib.util.find_spec
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "matplotlib" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ValueError, match=r"esd_figures=True.*spectral-callbacks\[plots\]"):
+        SpectralConfig(esd_figures=True)
+    SpectralConfig(esd_figures=False)  # nothing needed without figures

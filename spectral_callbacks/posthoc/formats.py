@@ -148,7 +148,9 @@ def _torch_state(file: str, allow_pickle: bool, mtime_ns: int) -> dict[str, Any]
     try:
         import torch
     except ImportError as error:
-        raise SourceError(f"{file}: reading torch checkpoints needs torch (pip install torch).") from error
+        raise SourceError(
+            f"{file}: reading torch checkpoints needs torch: pip install 'spectral-callbacks[torch]'."
+        ) from error
     try:
         try:
             loaded = torch.load(file, map_location="cpu", weights_only=not allow_pickle, mmap=True)
