@@ -33,7 +33,13 @@ __all__ = [
     "OperatorSpectrum",
     "analyze_operator",
     "analyze_operators",
+    "estimate_operator_seconds",
+    "operator_budget_warning",
 ]
+
+# Lanczos products assumed per layer in the estimate: the first factorization (ncv = top_k + 40)
+# and two restarts; convs with tightly clustered top eigenvalues can take more (up to 3000).
+_LANCZOS_FACTORIZATIONS = 3
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,50 @@ def analyze_operator(spec: OperatorSpec, weight: np.ndarray, options: OperatorOp
         dimension=density.dimension,
         seconds=time.perf_counter() - started,
         reason=" ".join(str(w.message) for w in caught if issubclass(w.category, MatvecBudgetWarning)),
+    )
+
+
+def estimate_operator_seconds(spec: OperatorSpec, weight: np.ndarray, options: OperatorOptions) -> float:
+    """About how long :func:`analyze_operator` takes on this layer, from one timed product.
+
+    One product of the Gram operator with a block of ``num_probes`` vectors and one with a single
+    vector are timed; the analysis makes about ``num_moments / 2`` of the former (the Chebyshev
+    recurrence gives two moments per product) and ``3 * (top_k + 40)`` of the latter (Lanczos).
+    Costs a few conv passes, so it is done once per run, not per snapshot.
+    """
+    gram = spec.build(weight).gram()
+    n = gram.shape[0]
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((n, options.num_probes))
+    started = time.perf_counter()
+    gram.matmat(block)
+    block_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    gram.matvec(block[:, 0])
+    vector_seconds = time.perf_counter() - started
+    lanczos_products = _LANCZOS_FACTORIZATIONS * min(n, options.top_k + 40)
+    return math.ceil(options.num_moments / 2) * block_seconds + lanczos_products * vector_seconds
+
+
+def operator_budget_warning(
+    estimate_seconds: float, epoch_seconds: float, options: OperatorOptions
+) -> str | None:
+    """What to tell the user when the operator spectra of a snapshot would take longer than the
+    training they run beside (an epoch times ``every_n_epochs``), else ``None``.
+
+    The worker then falls further behind at every operator snapshot: with ``on_full="block"``
+    training ends up waiting for it, with ``"drop"`` snapshots are lost.
+    """
+    shadowed = epoch_seconds * options.every_n_epochs
+    if estimate_seconds <= shadowed:
+        return None
+    return (
+        f"operator spectra take about {estimate_seconds:.3g} s of one core per snapshot (estimated "
+        f"before the first one), more than the {shadowed:.3g} s of training between two operator "
+        f"snapshots (one epoch took {epoch_seconds:.3g} s; operator_every_n_epochs="
+        f"{options.every_n_epochs}): the analysis will fall behind. Raise operator_every_n_epochs, "
+        f"lower operator_moments={options.num_moments} or operator_probes={options.num_probes}, or "
+        "choose fewer layers with operators={'name or regex': (H, W)}."
     )
 
 
