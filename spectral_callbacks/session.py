@@ -7,23 +7,25 @@ run files and TensorBoard output are interchangeable.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .config import SpectralConfig
 from .operator_analysis import OperatorSpec
 from .reader import RUN_FILE_NAME
+from .sinks.tensorboard import metric_names
 from .spectra import SkippedParameter, matrices_of
 from .store import ParameterSpec, new_run_id
 from .thread_lending import ThreadLender, ThreadPool
 from .worker import AnalysisWorker, RunSpec, Snapshot
 
-__all__ = ["SpectralSession", "SpectralWarning", "check_writable"]
+__all__ = ["SnapshotResult", "SpectralSession", "SpectralWarning", "check_writable", "new_version_dir"]
 
 # Worker messages are polled at most this often from per-batch hooks: a queue poll and a
 # liveness check per batch would cost training time for nothing. While training lends a thread
@@ -34,6 +36,14 @@ _LENT_RELAY_INTERVAL_SECONDS = 0.01
 
 class SpectralWarning(UserWarning):
     """Something about the spectral analysis the user should know; training goes on."""
+
+
+class SnapshotResult(NamedTuple):
+    """The scalar metrics of one analyzed snapshot, named as the worker's TensorBoard tags."""
+
+    epoch: int
+    step: int
+    metrics: dict[str, float]
 
 
 class SpectralSession:
@@ -69,6 +79,8 @@ class SpectralSession:
         self.last_epoch = -1
         self.resuming = False
         self._worker: AnalysisWorker | None = None
+        self._layer_names: list[str] = []
+        self._results: list[SnapshotResult] = []
         self._warned: set[str] = set()
         self._last_relay = 0.0
         self._lender = (
@@ -96,23 +108,38 @@ class SpectralSession:
             "last_epoch": self.last_epoch,
         }
 
-    def open(self, run_dir: Path, saved: Mapping[str, Any] | None = None) -> None:
+    def open(self, run_dir: Path, saved: Mapping[str, Any] | None = None, *, versioned: bool = False) -> None:
         """Choose the run file: the checkpoint's (``saved`` from :meth:`state_dict`) or a new one.
 
+        A resumed run stays in its run file's directory, TensorBoard events included, so one
+        training run is one TensorBoard run. A new run goes to ``run_dir``, or with ``versioned``
+        to a new ``run_dir/version_N`` (see :func:`new_version_dir`), so running the same script
+        again starts a new run instead of meeting the previous one's file.
+
         Raises:
-            ValueError: a new run would overwrite a run file that belongs to another run.
+            ValueError: a new run would overwrite a run file that belongs to another run, or its
+                versioned directory cannot be created.
         """
         self.run_dir = Path(run_dir)
         saved = saved or {}
         saved_path = saved.get("run_path")
         if saved_path and Path(saved_path).exists():
             self.run_path, self.run_id = Path(saved_path), saved.get("run_id")
+            self.run_dir = self.run_path.parent
             self.last_step = int(saved.get("last_step", -1))
             self.last_epoch = int(saved.get("last_epoch", -1))
             self.resuming = True
             return
         if saved_path:
             self.warn(f"run file {saved_path} from the checkpoint is gone; starting a new run file")
+        if versioned:
+            try:
+                self.run_dir = new_version_dir(self.run_dir)
+            except OSError as error:
+                raise ValueError(
+                    f"{self.caller} cannot create a run directory in {self.run_dir}: {error}. "
+                    "Pass a writable log_dir."
+                ) from error
         self.run_path = self.run_dir / RUN_FILE_NAME
         if self.run_path.exists():
             raise ValueError(
@@ -121,10 +148,17 @@ class SpectralSession:
             )
         self.run_id = new_run_id()
 
-    def start(self, parameters: Sequence[ParameterSpec], operators: Sequence[OperatorSpec] = ()) -> set[str]:
+    def start(
+        self,
+        parameters: Sequence[ParameterSpec],
+        operators: Sequence[OperatorSpec] = (),
+        skipped: Mapping[str, str] | None = None,
+    ) -> set[str]:
         """Spawn the worker for these parameters; returns at once, with the names to capture.
 
-        Parameters over ``max_evals`` are left out (recorded in the run file, warned about once).
+        ``skipped`` are the model's parameters the capture found no matrix in, with the reason,
+        for the run file's record. Parameters over ``max_evals`` are left out too (recorded in the
+        run file, warned about once).
         ``operators`` are the conv layers whose operator spectra are estimated too; their
         kernels must be in every snapshot, captured or not.
         """
@@ -133,11 +167,12 @@ class SpectralSession:
         for name, reason in too_large.items():
             self.warn(f"layer {name} is not captured: {reason}")
         kept = tuple(p for p in parameters if p.name not in too_large)
+        self._layer_names = _layer_names(kept, config.min_evals)
         spec = RunSpec(
             path=str(self.run_path),
             run_id=self.run_id,
             parameters=kept,
-            skipped=tuple(too_large.items()),
+            skipped=tuple({**(skipped or {}), **too_large}.items()),
             config_json=config.to_json(),
             framework=self.framework,
             tensorboard_dir=str(self.run_dir) if config.tensorboard else None,
@@ -156,6 +191,19 @@ class SpectralSession:
         )
         self._worker.start()
         return {p.name for p in kept}
+
+    def metric_names(self) -> list[str]:
+        """Every per-layer and model-average metric name the worker can report for this run's
+        layers (known once :meth:`start` has run), as :func:`~.sinks.tensorboard.metric_names`."""
+        return metric_names(self._layer_names)
+
+    def take_results(self) -> list[SnapshotResult]:
+        """The results the worker reported since the last call, oldest first.
+
+        Collected by :meth:`relay` and :meth:`close`; reading them costs nothing when there are none.
+        """
+        found, self._results = self._results, []
+        return found
 
     def first_snapshot_epoch(self, step: int) -> int | None:
         """The epoch to snapshot as training starts at ``step``, or ``None``.
@@ -185,15 +233,16 @@ class SpectralSession:
         self.relay(force=True)
 
     def relay(self, *, force: bool = False) -> None:
-        """Turn the worker's messages into warnings (throttled unless ``force``); lend a thread
-        to the worker while it has snapshots to analyze, give it back once it has none."""
+        """Turn the worker's messages into warnings and collect its results for
+        :meth:`take_results` (throttled unless ``force``); lend a thread to the worker while it
+        has snapshots to analyze, give it back once it has none."""
         now = time.monotonic()
         lent = self._lender is not None and self._lender.lent
         interval = _LENT_RELAY_INTERVAL_SECONDS if lent else _RELAY_INTERVAL_SECONDS
         if self._worker is None or (not force and now - self._last_relay < interval):
             return
         self._last_relay = now
-        self._warn_all(self._worker.messages())
+        self._receive(self._worker.messages())
         if self._lender is not None:
             if self._worker.pending:
                 self._lender.lend()
@@ -207,7 +256,7 @@ class SpectralSession:
         if self._worker is None:
             return
         worker, self._worker = self._worker, None
-        self._warn_all(worker.close(self.config.close_timeout))
+        self._receive(worker.close(self.config.close_timeout))
         if worker.dropped:
             self.warn(f"{worker.dropped} snapshot(s) dropped because the analysis fell behind "
                       f"(on_full='drop'); they are listed in {self.run_path}")  # fmt: skip
@@ -225,10 +274,14 @@ class SpectralSession:
         )
         warnings.warn(f"{self.caller}: {text}{suffix}", SpectralWarning, stacklevel=3)
 
-    def _warn_all(self, messages: Sequence[tuple[str, str]]) -> None:
-        for kind, text in messages:
+    def _receive(self, messages: Sequence[tuple[str, Any]]) -> None:
+        """Results for :meth:`take_results`; anything else becomes a warning."""
+        for kind, content in messages:
+            if kind == "metrics":
+                self._results.append(SnapshotResult(*content))
+                continue
             once = kind.startswith(("skipped:", "operator:")) or kind == "write-error"
-            self.warn(text, once_per=kind if once else text)
+            self.warn(content, once_per=kind if once else content)
 
 
 def _too_large(parameters: Sequence[ParameterSpec], max_evals: int | None) -> dict[str, str]:
@@ -243,6 +296,40 @@ def _too_large(parameters: Sequence[ParameterSpec], max_evals: int | None) -> di
         if isinstance(views, SkippedParameter):
             found[parameter.name] = views.reason
     return found
+
+
+def _layer_names(parameters: Sequence[ParameterSpec], min_evals: int) -> list[str]:
+    """The run file's layers for these parameters, in model order (as the run file derives them)."""
+    names = []
+    for parameter in parameters:
+        probe = np.empty(parameter.shape, dtype=np.float32)  # shapes are all that is read
+        views = matrices_of(parameter.name, probe, parameter.kind, min_evals=min_evals)
+        if not isinstance(views, SkippedParameter):
+            names.extend(view.name for view in views)
+    return names
+
+
+_VERSION = re.compile(r"version_(\d+)")
+
+
+def new_version_dir(parent: Path) -> Path:
+    """Create ``parent/version_N``, ``N`` one more than the highest existing, and return it.
+
+    The numbering is Lightning's loggers' (``version_0``, ``version_1``, ...). The directory is
+    created here, so two processes starting together never share one.
+
+    Raises:
+        OSError: ``parent`` or the new directory cannot be created.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        numbers = [int(match[1]) for path in parent.iterdir() if (match := _VERSION.fullmatch(path.name))]
+        candidate = parent / f"version_{max(numbers, default=-1) + 1}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:  # another process took it meanwhile
+            continue
+        return candidate
 
 
 def check_writable(directory: Path, caller: str) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .model import analyze_weights
 from .operator_analysis import OperatorOptions, OperatorSpec, OperatorSpectrum, analyze_operators
+from .sinks.tensorboard import scalar_metrics
 from .spectra import LayerSpectrum
 from .store import ParameterSpec, RunWriter
 
@@ -25,6 +26,8 @@ __all__ = ["SnapshotAnalyzer"]
 # warned about once each (a layer that turns NaN is skipped at every later snapshot); other texts
 # once per text.
 Report = Callable[[str, str], None]
+# (epoch, step, scalars by TensorBoard tag) of each analyzed snapshot, for the user's own loggers.
+Results = Callable[[int, int, dict[str, float]], None]
 _FAILED = object()  # what a write that raised an OSError returns
 _SNAPSHOT_MARGIN_BYTES = 256 * 1024  # metrics, singular values, HDF5 metadata of a snapshot
 
@@ -42,6 +45,9 @@ class SnapshotAnalyzer:
         operators: conv layers whose operator spectra are estimated after the matrix analysis,
             on the snapshots ``operator_options`` says are due.
         operator_options: their schedule and estimator settings.
+        results: called with ``(epoch, step, scalars)`` once a snapshot's spectra are in the run
+            file, ``scalars`` named as the TensorBoard tags (see
+            :func:`spectral_callbacks.sinks.tensorboard.scalar_metrics`); ``None`` to send nothing.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class SnapshotAnalyzer:
         weights_dtype: str | None,
         operators: Sequence[OperatorSpec] = (),
         operator_options: OperatorOptions | None = None,
+        results: Results | None = None,
     ):
         self.writer = writer
         self.parameters = tuple(parameters)
@@ -63,6 +70,7 @@ class SnapshotAnalyzer:
         self.report = report
         self.weights_dtype = weights_dtype
         self.operator_options = operator_options or OperatorOptions()
+        self.results = results
         self._operators = tuple(spec for spec in operators if spec.name in set(writer.operator_names))
         self._layers = set(writer.layer_names)
         self._committed_steps = writer.committed_steps()
@@ -129,10 +137,14 @@ class SnapshotAnalyzer:
             self.writer.flush()
             self.writer.set_status(row, "analyzed")
 
-        if self._written(record) is not _FAILED and self.sink is not None:
-            self.sink.write_snapshot(step, spectra)
-            if operators:
-                self.sink.write_operators(step, operators)
+        if self._written(record) is not _FAILED:
+            scalars = scalar_metrics(spectra, operators)
+            if self.sink is not None:
+                self.sink.write_snapshot(step, spectra, scalars)
+                if operators:
+                    self.sink.write_operators(step, operators)
+            if self.results is not None:
+                self.results(epoch, step, scalars)
         _report_skipped(spectra, epoch, step, self.report)
         _report_operators(operators, epoch, step, self.report)
 

@@ -3,7 +3,8 @@
 The training process only copies weights and hands them over; a spawned process (safe with CUDA
 and DDP) is the run file's single writer. It never raises into training: a failing layer is a
 skipped row with its reason, a failing snapshot a "failed" index row, and messages for the user
-come back through a second queue. A worker that dies is restarted once, then the callback warns.
+come back through a second queue, with each analyzed snapshot's scalar metrics for the user's own
+loggers. A worker that dies is restarted once, then the callback warns.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import queue
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -130,8 +132,12 @@ class AnalysisWorker:
         """Whether snapshots were handed over that the worker has not acknowledged yet."""
         return not self.failed and bool(self._unacked)
 
-    def messages(self) -> list[tuple[str, str]]:
-        """``(kind, text)`` messages from the worker since the last call (never blocks)."""
+    def messages(self) -> list[tuple[str, Any]]:
+        """``(kind, text)`` messages from the worker since the last call (never blocks).
+
+        Kind ``"metrics"`` carries ``(epoch, step, scalars)`` of an analyzed snapshot instead of a
+        text, in the order the worker finished them.
+        """
         found, self._notes = self._notes, []
         while self._outbox is not None:
             try:
@@ -146,8 +152,8 @@ class AnalysisWorker:
             found.extend(self._restart_or_fail())
         return found
 
-    def close(self, timeout: float) -> list[tuple[str, str]]:
-        """Finish the queue, then stop the process; returns the last messages."""
+    def close(self, timeout: float) -> list[tuple[str, Any]]:
+        """Finish the queue, then stop the process; returns the last messages (as :meth:`messages`)."""
         if self._process is None:
             return []
         notes = self.messages()  # a worker that died unnoticed is restarted to finish the queue
@@ -276,6 +282,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         weights_dtype=spec.weights_dtype if spec.save_weights else None,
         operators=spec.operators,
         operator_options=spec.operator_options,
+        results=lambda epoch, step, scalars: outbox.put(("metrics", (epoch, step, scalars))),
     )
     try:
         analyzer.catch_up()

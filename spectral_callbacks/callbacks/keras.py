@@ -8,6 +8,7 @@ so neither TensorFlow nor torch is needed. The run file and TensorBoard tags are
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,12 @@ class KerasSpectralCallback(keras.callbacks.Callback):
     Calling ``fit`` again with the same callback continues its run file. A new callback continues
     the run file in ``log_dir`` only with ``resume=True`` (start ``fit`` with ``initial_epoch``);
     epochs already in the file are not snapshotted again.
+
+    The scalar metrics also go into the ``logs`` of every ``on_epoch_end``, named as the TensorBoard
+    tags (``alpha/<layer>``, ``model/alpha``, ...), as plain floats: the latest snapshot the
+    analysis has finished, NaN until it has finished one. Every key is there from the first epoch
+    on, so list this callback before ``CSVLogger`` and ``TensorBoard``, which read the keys of the
+    callbacks before them (``CSVLogger`` fixes its columns at the first epoch).
 
     Args:
         log_dir: directory of the run file and the TensorBoard events (created if needed).
@@ -126,6 +133,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         self._step_offset = 0
         self._first_epoch_of_fit = True
         self._accumulation = 1
+        self._metrics: dict[str, float] = {}  # what the epoch-end logs get: the latest results
         if every_n_batches is None and not self._session.lends_threads:
             # Keras dispatches batch hooks asynchronously (jax) only while no callback overrides
             # them: the default, marked as such, stands in for ours when batches don't matter
@@ -153,12 +161,13 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         super().set_model(model)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        session = self._session
-        session.close()  # a previous fit that raised never reached on_train_end
+        self._session.close()  # a previous fit that raised never reached on_train_end
         model = self.model
         self._weights = self._find_layers(model)
         check_writable(self.run_dir, _CALLER)
-        session.open(self.run_dir, self._saved_state())
+        saved = self._saved_state()  # a new session when the previous fit's run file is gone
+        session = self._session
+        session.open(self.run_dir, saved)
         captured = session.start([ParameterSpec(w.name, w.kind, w.shape) for w in self._weights])
         self._weights = [weight for weight in self._weights if weight.name in captured]  # max_evals
         iterations = _optimizer_steps(model)
@@ -168,6 +177,9 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         self._first_epoch_of_fit = True
         optimizer = getattr(model, "optimizer", None)
         self._accumulation = getattr(optimizer, "gradient_accumulation_steps", None) or 1
+        # every key from the first epoch on; a continued run keeps its latest values until replaced
+        previous = self._metrics if session.resuming else {}
+        self._metrics = {name: previous.get(name, math.nan) for name in session.metric_names()}
 
     # -- snapshots ------------------------------------------------------------------------------
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -191,6 +203,17 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         session = self._session
         if not session.started:
             return
+        self._snapshot_at_epoch_end(epoch)
+        self._update_logs(logs)
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._session.close()
+        self._update_logs(logs)  # the final snapshot's, for the callbacks after this one
+
+    # -- internals ------------------------------------------------------------------------------
+    def _snapshot_at_epoch_end(self, epoch: int) -> None:
+        session = self._session
         self._epoch_first_step = _optimizer_steps(self.model) + self._step_offset
         if session.due_epoch(epoch + 1):
             self._capture(epoch=epoch + 1, step=self._epoch_first_step)
@@ -203,11 +226,15 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         else:
             session.relay()
 
-    # -- shutdown -------------------------------------------------------------------------------
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self._session.close()
+    def _update_logs(self, logs: dict | None) -> None:
+        """Put the latest results in ``logs`` (the dict Keras hands to every callback in turn)."""
+        for result in self._session.take_results():
+            # one snapshot's values throughout: its NaN metrics are not reported, so NaN here
+            self._metrics = {name: result.metrics.get(name, math.nan) for name in self._metrics}
+            self._metrics.update(result.metrics)  # names outside the layer list, if any
+        if logs is not None:
+            logs.update(self._metrics)
 
-    # -- internals ------------------------------------------------------------------------------
     def _find_layers(self, model: keras.Model) -> list[KerasWeight]:
         weights = analyzable_layers(model, self.config.layers, self.config.exclude)
         if not weights:

@@ -18,8 +18,8 @@ from ..capture.torch import (
     InputSizes,
     LayerWeight,
     OperatorLayer,
-    analyzable_layers,
     copy_weights,
+    find_layers,
     operator_layers,
     operator_specs,
 )
@@ -67,8 +67,12 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
 
     The weights are copied off the device and handed to a separate process that writes them
     with their spectra (ESD, alpha, norms, rank, frame potential, MP fit) to ``spectra.h5`` and
-    TensorBoard, in the trainer's TensorBoard logger directory when it has one. Training never
-    waits for the analysis, except by ``on_full="block"`` when the queue is full.
+    TensorBoard: in the directory of the trainer's TensorBoard (else CSV) logger, otherwise in a
+    new ``spectral_logs/version_N`` under ``default_root_dir``; a resumed run continues in its run
+    file's directory. Training never waits for the analysis, except by ``on_full="block"`` when
+    the queue is full. Each analyzed snapshot's scalars (``alpha/<layer>``, ``model/alpha``, ...)
+    also go to every logger in ``trainer.loggers`` at the snapshot's step (TensorBoard loggers
+    only when ``tensorboard=False``) and to ``trainer.callback_metrics``.
 
     With ``operators``, conv layers are also analyzed as the linear maps they apply to whole
     feature maps (seed 003): the largest eigenvalues of ``A^T A`` and a KPM histogram of all of
@@ -138,13 +142,15 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         )
         self._resume: dict[str, Any] = {}
         self._layers: list[LayerWeight] = []
+        self._skipped: dict[str, str] = {}  # parameters found in no analyzable layer, with the reason
         self._operators: list[OperatorLayer] = []
         self._operator_weights: list[LayerWeight] = []  # operator kernels not captured otherwise
         self._input_sizes: InputSizes | None = None
+        self._new_run_dir: tuple[Path, bool] | None = None  # from setup: (directory, versioned)
 
     @property
     def run_dir(self) -> Path | None:
-        """Where the run file and the TensorBoard events go (known after ``setup``)."""
+        """Where the run file and the TensorBoard events go (known once training starts)."""
         return self._session.run_dir
 
     @property
@@ -162,9 +168,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         if self.config.operators is not None:
             with _as_misconfiguration():
                 self._operators = operator_layers(pl_module, self.config.operators)
-        self._session.run_dir = self._choose_run_dir(trainer)
+        self._new_run_dir = self._choose_run_dir(trainer)
         with _as_misconfiguration():
-            check_writable(self._session.run_dir, "SpectralCallback")
+            check_writable(self._new_run_dir[0], "SpectralCallback")
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -178,8 +184,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        with _as_misconfiguration():
-            self._session.open(self._session.run_dir, self._resume)
+        directory, versioned = self._new_run_dir
+        with _as_misconfiguration():  # a resumed run continues in its run file's directory instead
+            self._session.open(directory, self._resume, versioned=versioned)
         if self._operators:  # the worker starts once the first batch has shown the input sizes
             self._input_sizes = InputSizes(self._operators)
         elif not _has_lazy_parameters(pl_module):
@@ -205,6 +212,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             self._capture(epoch=trainer.current_epoch, step=trainer.global_step)
         else:
             self._session.relay()
+        self._log_results(trainer)
 
     @override
     def on_validation_batch_end(
@@ -218,6 +226,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     ) -> None:
         if trainer.is_global_zero and self._session.started:
             self._session.relay()  # a thread lent at a capture goes back once the worker is done
+            self._log_results(trainer)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -227,11 +236,12 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             and self._session.due_epoch(trainer.current_epoch + 1)
         ):
             self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
+            self._log_results(trainer)
 
     # -- shutdown -------------------------------------------------------------------------------
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close()
+        self._close(log_to=trainer)  # the worker's last results, the final snapshot's included
 
     @override
     def on_exception(
@@ -246,30 +256,69 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     # -- internals ------------------------------------------------------------------------------
     def _find_layers(self, pl_module: pl.LightningModule) -> list[LayerWeight]:
         with _as_misconfiguration():
-            layers = analyzable_layers(pl_module, self.config.layers, self.config.exclude)
-        if not layers:
+            found = find_layers(pl_module, self.config.layers, self.config.exclude)
+        if not found.weights:
             modules = sorted({type(module).__name__ for module in pl_module.modules()})
             raise _MisconfigurationException(
-                "SpectralCallback found no analyzable layer (Linear, Conv1d/2d, Embedding, "
-                f"MultiheadAttention) in the model; its modules are: {', '.join(modules)}."
+                "SpectralCallback found no analyzable layer (Linear, Hugging Face Conv1D, Conv1d/2d, "
+                f"Embedding, MultiheadAttention) in the model; its modules are: {', '.join(modules)}."
             )
-        return layers
+        self._skipped = found.skipped
+        return found.weights
 
-    def _choose_run_dir(self, trainer: pl.Trainer) -> Path:
+    def _choose_run_dir(self, trainer: pl.Trainer) -> tuple[Path, bool]:
+        """The directory of a new run file, and whether a new ``version_N`` is to be made in it.
+
+        An explicit ``log_dir``; else the versioned directory of the first TensorBoard logger
+        (its events and ours side by side) or CSV logger; else, as the other loggers keep no
+        directory of their own per run, a new ``spectral_logs/version_N`` under the trainer's
+        ``default_root_dir``, so that running the same script again starts a new run file.
+        ``trainer.log_dir`` is not used: it is a collective call under DDP, and this runs on
+        global rank zero only.
+        """
         if self.config.log_dir is not None:
-            return Path(self.config.log_dir)
-        for logger in trainer.loggers:
-            if type(logger).__name__ == "TensorBoardLogger":
-                return Path(logger.log_dir)
-        return Path(trainer.default_root_dir) / "spectral_logs"
+            return Path(self.config.log_dir), False
+        for kind in ("TensorBoardLogger", "CSVLogger"):
+            for logger in trainer.loggers:
+                if _is_logger(logger, kind):
+                    return Path(logger.log_dir), False
+        return Path(trainer.default_root_dir) / "spectral_logs", True
+
+    def _log_results(self, trainer: pl.Trainer) -> None:
+        """Hand the results the worker reported to the trainer's loggers and ``callback_metrics``.
+
+        As ``LearningRateMonitor`` does: every logger's ``log_metrics``, on global rank zero, each
+        snapshot's scalars at the snapshot's own step (they arrive later than that step), named
+        as the worker's TensorBoard tags. TensorBoard loggers are left out while the worker writes
+        its own events (``tensorboard=True``): the same tags again would be duplicate curves, and
+        in the logger's new version of a resumed run, a second TensorBoard run for one training
+        run. No logger is fine: the run file and the worker's events have everything.
+        """
+        results = self._session.take_results()
+        if not results or not trainer.is_global_zero:
+            return
+        import torch
+
+        loggers = [
+            logger
+            for logger in trainer.loggers
+            if not (self.config.tensorboard and _is_logger(logger, "TensorBoardLogger"))
+        ]
+        latest: dict[str, float] = {}
+        for result in results:
+            for logger in loggers:
+                logger.log_metrics(dict(result.metrics), step=result.step)
+            latest.update(result.metrics)
+        # where EarlyStopping and ModelCheckpoint find monitored values
+        trainer.callback_metrics.update({name: torch.tensor(value) for name, value in latest.items()})
 
     def _start(self, pl_module: pl.LightningModule, step: int) -> None:
         """Start the worker and take the first snapshot (the initialization, for a new run)."""
         if not self._layers:
             self._layers = self._find_layers(pl_module)
-        specs = [ParameterSpec(w.name, w.kind, tuple(w.parameter.shape)) for w in self._layers]
+        specs = [ParameterSpec(w.name, w.kind, w.shape, w.aliases) for w in self._layers]
         operators = self._operator_specs()
-        captured = self._session.start(specs, operators)
+        captured = self._session.start(specs, operators, self._skipped)
         self._layers = [layer for layer in self._layers if layer.name in captured]
         self._operator_weights = [
             LayerWeight(layer.name, "conv2d", type(layer.module), layer.module.weight)
@@ -295,11 +344,17 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     def _capture(self, epoch: int, step: int) -> None:
         self._session.capture(epoch, step, copy_weights(self._layers + self._operator_weights))
 
-    def _close(self) -> None:
+    def _close(self, log_to: pl.Trainer | None = None) -> None:
+        """Stop the worker once its queue is done; its last results go to ``log_to``'s loggers,
+        or nowhere after an exception (they are in the run file either way)."""
         if self._input_sizes is not None:
             self._input_sizes.remove()
             self._input_sizes = None
         self._session.close()
+        if log_to is not None:
+            self._log_results(log_to)
+        else:
+            self._session.take_results()
 
 
 @contextlib.contextmanager
@@ -309,6 +364,11 @@ def _as_misconfiguration() -> Iterator[None]:
         yield
     except ValueError as error:
         raise _MisconfigurationException(str(error)) from error
+
+
+def _is_logger(logger: Any, kind: str) -> bool:
+    """Whether ``logger`` is (a subclass of) Lightning's logger class ``kind``, from either package."""
+    return any(cls.__name__ == kind for cls in type(logger).__mro__)
 
 
 def _has_lazy_parameters(module: Any) -> bool:

@@ -23,7 +23,15 @@ import numpy as np
 from ..operator_analysis import OperatorSpectrum
 from ..spectra import LayerSpectrum
 
-__all__ = ["AVERAGED_METRICS", "SCALAR_METRICS", "TensorBoardSink", "averaged_layers", "model_averages"]
+__all__ = [
+    "AVERAGED_METRICS",
+    "SCALAR_METRICS",
+    "TensorBoardSink",
+    "averaged_layers",
+    "metric_names",
+    "model_averages",
+    "scalar_metrics",
+]
 
 SCALAR_METRICS = (
     "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
@@ -63,6 +71,42 @@ def model_averages(spectra: Sequence[LayerSpectrum]) -> dict[str, float]:
         if values:
             averages[metric] = float(np.mean(values))
     return averages
+
+
+def scalar_metrics(
+    spectra: Sequence[LayerSpectrum], operators: Sequence[OperatorSpectrum] = ()
+) -> dict[str, float]:
+    """The scalars of one snapshot by their TensorBoard tag, as plain floats.
+
+    ``<metric>/<layer>`` for every finite metric of every analyzed layer (skipped layers and NaN
+    values are left out), ``model/<metric>`` for the model averages and
+    ``operator_spectral_norm/<layer>`` for the operator layers that succeeded. The same names and
+    values go to TensorBoard and, through the training process, to the user's own loggers.
+    """
+    scalars = {}
+    for spectrum in spectra:
+        if spectrum.status == "skipped" or spectrum.evals.size == 0:
+            continue
+        for metric in SCALAR_METRICS:
+            value = float(getattr(spectrum, metric))
+            if math.isfinite(value):
+                scalars[f"{metric}/{spectrum.name}"] = value
+    for metric, value in model_averages(spectra).items():
+        scalars[f"model/{metric}"] = value
+    for operator in operators:
+        if operator.ok and math.isfinite(operator.spectral_norm):
+            scalars[f"operator_spectral_norm/{operator.name}"] = float(operator.spectral_norm)
+    return scalars
+
+
+def metric_names(layers: Sequence[str]) -> list[str]:
+    """Every per-layer and model-average name :func:`scalar_metrics` can give for these layers.
+
+    >>> metric_names(["fc1"])[:2], metric_names(["fc1"])[-1]
+    (['alpha/fc1', 'alpha_weighted/fc1'], 'model/stable_rank')
+    """
+    per_layer = [f"{metric}/{layer}" for layer in layers for metric in SCALAR_METRICS]
+    return per_layer + [f"model/{metric}" for metric in AVERAGED_METRICS]
 
 
 def _summary_writer_class() -> type:
@@ -111,22 +155,24 @@ class TensorBoardSink:
             }
         self.writer.add_custom_scalars(layout)
 
-    def write_snapshot(self, step: int, spectra: Sequence[LayerSpectrum]) -> None:
-        """Everything for one snapshot; skipped layers and NaN metrics are left out, never logged."""
+    def write_snapshot(
+        self, step: int, spectra: Sequence[LayerSpectrum], scalars: dict[str, float] | None = None
+    ) -> None:
+        """Everything for one snapshot; skipped layers and NaN metrics are left out, never logged.
+
+        ``scalars`` are the snapshot's :func:`scalar_metrics` when the caller has them already.
+        """
         for spectrum in spectra:
             if spectrum.status == "skipped" or spectrum.evals.size == 0:
                 continue
             self._histogram(f"esd/{spectrum.name}", spectrum.evals, step)
-            for metric in SCALAR_METRICS:
-                value = float(getattr(spectrum, metric))
-                if math.isfinite(value):
-                    self.writer.add_scalar(f"{metric}/{spectrum.name}", value, step)
             if self.esd_figures and math.isfinite(spectrum.alpha):
                 from ..plots import esd_figure
 
                 self.writer.add_figure(f"esd_plot/{spectrum.name}", esd_figure(spectrum), step, close=True)
-        for metric, value in model_averages(spectra).items():
-            self.writer.add_scalar(f"model/{metric}", value, step)
+        for tag, value in (scalar_metrics(spectra) if scalars is None else scalars).items():
+            if not tag.startswith("operator_spectral_norm/"):  # written with the operator histograms
+                self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
     def write_operators(self, step: int, operators: Sequence[OperatorSpectrum]) -> None:
