@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
+from ..blas_environment import blas_threads_limited
 from ..capture.torch import (
     InputSizes,
     LayerWeight,
@@ -24,7 +26,7 @@ from ..capture.torch import (
     operator_specs,
 )
 from ..config import SpectralConfig
-from ..operator_analysis import OperatorSpec
+from ..operator_analysis import OperatorSpec, estimate_operator_seconds, operator_budget_warning
 from ..selection import LayerFilter
 from ..session import SpectralSession, SpectralWarning, check_writable
 from ..store import ParameterSpec
@@ -44,7 +46,9 @@ def _lightning_packages() -> list[Any]:
         except ImportError:
             continue
     if not packages:
-        raise ImportError("SpectralCallback needs Lightning: pip install lightning (or pytorch-lightning)")
+        raise ImportError(
+            "SpectralCallback needs Lightning: pip install 'spectral-callbacks[torch]' (or pytorch-lightning)"
+        )
     return packages
 
 
@@ -146,6 +150,10 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         self._operators: list[OperatorLayer] = []
         self._operator_weights: list[LayerWeight] = []  # operator kernels not captured otherwise
         self._input_sizes: InputSizes | None = None
+        # operator spectra's estimated seconds per snapshot, checked against the first epoch's time
+        self._operator_estimate: float | None = None
+        self._estimate_cost = 0.0  # seconds the estimate itself took
+        self._epoch_started: float | None = None
         self._new_run_dir: tuple[Path, bool] | None = None  # from setup: (directory, versioned)
 
     @property
@@ -229,7 +237,20 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             self._log_results(trainer)
 
     @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.monotonic()
+
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._operator_estimate is not None and self._epoch_started is not None:
+            # the estimate's own products ran in this epoch: they are not training time
+            epoch_seconds = time.monotonic() - self._epoch_started - self._estimate_cost
+            warning = operator_budget_warning(
+                self._operator_estimate, epoch_seconds, self.config.operator_options()
+            )
+            self._operator_estimate = None  # checked once, on the first epoch
+            if warning:
+                self._session.warn(warning)
         if (
             trainer.is_global_zero
             and self._session.started
@@ -339,7 +360,29 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             specs, left_out = operator_specs(self._operators, sizes.sizes)
         for name, reason in left_out.items():
             self._session.warn(f"layer {name} is not analyzed as an operator: {reason}")
+        if specs:
+            self._operator_estimate = self._estimate_operator_seconds(specs)
         return specs
+
+    def _estimate_operator_seconds(self, specs: list[OperatorSpec]) -> float:
+        """Seconds of one core the operator spectra of a snapshot will take (one timed product per
+        layer, on the worker's BLAS thread count), said once; the first epoch's length is checked
+        against it."""
+        options = self.config.operator_options()
+        modules = {layer.name: layer.module for layer in self._operators}
+        started = time.monotonic()
+        with blas_threads_limited(self.config.blas_threads):
+            seconds = sum(
+                estimate_operator_seconds(spec, modules[spec.name].weight.detach().cpu().numpy(), options)
+                for spec in specs
+            )
+        self._estimate_cost = time.monotonic() - started
+        _PACKAGES[0].utilities.rank_zero_info(
+            f"SpectralCallback: operator spectra of {len(specs)} conv layer(s) will take about "
+            f"{seconds:.3g} s of one core per snapshot whose epoch is a multiple of "
+            f"operator_every_n_epochs={options.every_n_epochs}."
+        )
+        return seconds
 
     def _capture(self, epoch: int, step: int) -> None:
         self._session.capture(epoch, step, copy_weights(self._layers + self._operator_weights))

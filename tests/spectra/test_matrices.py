@@ -78,7 +78,7 @@ def test_attention_in_proj_splits_into_q_k_v() -> None:
         "attn.in_proj_weight[v]",
     ]
     np.testing.assert_array_equal(views[0].slices[0], weight)
-    assert (views[0].N, views[0].M) == (3 * embed, embed)
+    assert views[0].slices.shape == (1, 3 * embed, embed)
     blocks = (weight[:embed], weight[embed : 2 * embed], weight[2 * embed :])
     for view, block in zip(views[1:], blocks, strict=True):
         assert view.kind == "attention"
