@@ -17,11 +17,18 @@ try:
     import keras
 except ImportError as error:
     raise ImportError(
-        f"KerasSpectralCallback needs Keras 3 and a backend: pip install 'keras>=3' jax "
+        f"KerasSpectralCallback needs Keras 3 and a backend: pip install 'spectral-callbacks[keras]' jax "
         f"(or torch, or tensorflow). Importing keras failed: {error}"
     ) from error
 
-from ..capture.keras import KerasWeight, analyzable_layers, copy_weights, layer_names, to_numpy
+from ..capture.keras import (
+    KerasWeight,
+    analyzable_layers,
+    copy_weights,
+    layer_names,
+    skipped_weights,
+    to_numpy,
+)
 from ..config import SpectralConfig
 from ..reader import RUN_FILE_NAME, open_run
 from ..selection import LayerFilter
@@ -168,7 +175,9 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         saved = self._saved_state()  # a new session when the previous fit's run file is gone
         session = self._session
         session.open(self.run_dir, saved)
-        captured = session.start([ParameterSpec(w.name, w.kind, w.shape) for w in self._weights])
+        captured = session.start(
+            [ParameterSpec(w.name, w.kind, w.shape) for w in self._weights], skipped=skipped_weights(model)
+        )
         self._weights = [weight for weight in self._weights if weight.name in captured]  # max_evals
         iterations = _optimizer_steps(model)
         # steps never go back, also when a resumed fit starts with a fresh optimizer
@@ -239,8 +248,9 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         weights = analyzable_layers(model, self.config.layers, self.config.exclude)
         if not weights:
             raise ValueError(
-                "KerasSpectralCallback found no analyzable layer (Dense, Conv1D, Conv2D, Embedding, "
-                "MultiHeadAttention) in the model. Received: a model with layers "
+                "KerasSpectralCallback found no analyzable layer (Dense, EinsumDense, Conv1D, Conv2D, "
+                "DepthwiseConv1D/2D, SeparableConv1D/2D, Embedding, MultiHeadAttention) in the model. "
+                "Received: a model with layers "
                 f"{', '.join(layer_names(model)) or '(none)'}"
             )
         return weights

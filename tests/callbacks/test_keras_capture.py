@@ -14,7 +14,13 @@ keras = pytest.importorskip("keras")
 
 from keras_tiny import D_MODEL, HEAD_DIM, HEADS, SEQ, VOCAB, transformer_model  # noqa: E402
 
-from spectral_callbacks.capture.keras import analyzable_layers, copy_weights, layer_names  # noqa: E402
+from spectral_callbacks.capture.keras import (  # noqa: E402
+    analyzable_layers,
+    copy_weights,
+    einsum_matrix_axes,
+    layer_names,
+    skipped_weights,
+)
 
 EXPECTED = {  # name: (kind, torch-layout shape, layer class)
     "emb": ("embedding", (VOCAB, D_MODEL), "Embedding"),
@@ -147,3 +153,205 @@ def test_duplicate_names_are_an_error() -> None:
     model = keras.Sequential([keras.Input((4,)), Twin(name="twin")])
     with pytest.raises(ValueError, match=r"unique names.*Received: duplicate layer names \['twin/proj'\]"):
         analyzable_layers(model)
+
+
+GROUPED_LAYERS = [  # (layer, input shape without batch, expected names and kinds)
+    (lambda: keras.layers.Conv2D(6, (3, 2), groups=3, name="g"), (7, 6, 9), {"g": "grouped_conv2d"}),
+    (lambda: keras.layers.Conv1D(4, 3, groups=4, name="g"), (9, 4), {"g": "depthwise_conv1d"}),
+    (lambda: keras.layers.Conv1D(6, 3, groups=2, name="g"), (9, 4), {"g": "grouped_conv1d"}),
+    (lambda: keras.layers.DepthwiseConv2D((3, 2), depth_multiplier=2, name="d"), (7, 6, 3),
+     {"d": "depthwise_conv2d"}),
+    (lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=3, name="d"), (9, 4),
+     {"d": "depthwise_conv1d"}),
+    (lambda: keras.layers.SeparableConv2D(5, 3, depth_multiplier=2, name="s"), (7, 6, 3),
+     {"s.depthwise": "depthwise_conv2d", "s.pointwise": "conv2d"}),
+    (lambda: keras.layers.SeparableConv1D(5, 3, depth_multiplier=2, name="s"), (9, 4),
+     {"s.depthwise": "depthwise_conv1d", "s.pointwise": "conv1d"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make_layer", "input_shape", "kinds"),
+    GROUPED_LAYERS,
+    ids=["conv2d-groups", "conv1d-depthwise", "conv1d-groups", "depthwise2d", "depthwise1d", "separable2d",
+         "separable1d"],
+)  # fmt: skip
+def test_grouped_kernels_act_as_torchs_grouped_convs(make_layer, input_shape, kinds) -> None:
+    """A ``(groups, out / groups, in / groups, *kernel)`` copy, reshaped to torch's
+    ``(out, in / groups, *kernel)`` and run through torch's conv with ``groups``, gives the Keras
+    layer's output: the groups and their output channels are torch's."""
+    torch = pytest.importorskip("torch")
+    keras.utils.set_random_seed(2)
+    layer = make_layer()
+    model = keras.Sequential([keras.Input(input_shape), layer])
+    x = np.random.default_rng(2).normal(size=(2, *input_shape)).astype("float32")
+    weights = analyzable_layers(model)
+    assert {w.name: w.kind for w in weights} == kinds
+    copies = copy_weights(weights)
+    bias = layer.bias.numpy() if hasattr(layer.bias, "numpy") else keras.ops.convert_to_numpy(layer.bias)
+    conv = torch.nn.functional.conv2d if len(input_shape) == 3 else torch.nn.functional.conv1d
+    channels_first = torch.from_numpy(np.moveaxis(x, -1, 1))
+    for name, kind in kinds.items():
+        weight = copies[name]
+        assert weight.shape == next(w.shape for w in weights if w.name == name)
+        if kind.startswith(("grouped_", "depthwise_")):
+            groups, out_per_group = weight.shape[:2]
+            kernel = torch.from_numpy(weight.reshape(groups * out_per_group, *weight.shape[2:]))
+            channels_first = conv(channels_first, kernel, groups=groups)
+        else:
+            channels_first = conv(channels_first, torch.from_numpy(weight))
+    expected = np.moveaxis(channels_first.numpy(), 1, -1) + bias
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+EINSUM_EQUATIONS = [  # (equation, output shape, input shape without batch)
+    ("ab,bc->ac", (6,), (5,)),
+    ("abc,cd->abd", (3, 6), (3, 5)),
+    ("abc,cde->abde", (3, 2, 4), (3, 5)),
+    ("abcd,cde->abe", (3, 6), (3, 2, 4)),
+    ("abcd,dce->abe", (3, 6), (3, 2, 4)),  # contracted in another order than the input's
+    ("abc,dc->abd", (3, 6), (3, 5)),  # kernel stored (out, in)
+    ("abc,ced->abde", (3, 2, 4), (3, 5)),
+]
+
+
+def _feature_map(layer: keras.layers.Layer, input_shape: tuple[int, ...]) -> np.ndarray:
+    """The layer's linear map from its per-position input features to its output, probed with
+    basis vectors: ``(outputs, inputs)`` of the features it mixes (a bias-free layer)."""
+    sequence, *features = input_shape if len(input_shape) > 1 else (1, *input_shape)
+    size = int(np.prod(features))
+    basis = np.eye(size, dtype="float32").reshape(size, *features)
+    if len(input_shape) > 1:  # the same basis vector at every position; read position 0
+        probe = np.repeat(basis[:, None], sequence, axis=1)
+        outputs = keras.ops.convert_to_numpy(layer(probe))[:, 0]
+    else:
+        outputs = keras.ops.convert_to_numpy(layer(basis))
+    return outputs.reshape(size, -1).T
+
+
+@pytest.mark.parametrize(("equation", "output_shape", "input_shape"), EINSUM_EQUATIONS)
+def test_einsum_dense_is_the_linear_map_it_applies(equation, output_shape, input_shape) -> None:
+    """The ``(out, in)`` matrix has the singular values of the map the layer applies (measured
+    with basis vectors), and is that map when the kernel's axes are in the input's order."""
+    keras.utils.set_random_seed(3)
+    layer = keras.layers.EinsumDense(equation, output_shape, name="e")
+    model = keras.Sequential([keras.Input(input_shape), layer])
+    (weight,) = analyzable_layers(model)
+    assert (weight.name, weight.kind) == ("e", "linear")
+    matrix = copy_weights([weight])["e"]
+    applied = _feature_map(layer, input_shape)
+    assert matrix.shape == applied.shape
+    np.testing.assert_allclose(
+        np.linalg.svd(matrix, compute_uv=False), np.linalg.svd(applied, compute_uv=False), rtol=1e-5
+    )
+    if equation not in ("abcd,dce->abe", "abc,ced->abde"):  # rows or columns in the kernel's order
+        np.testing.assert_allclose(matrix, applied, rtol=1e-6, atol=1e-7)
+
+
+def test_einsum_matrix_axes_and_what_has_no_matrix() -> None:
+    assert einsum_matrix_axes("abc,cde->abde", 3) == ((1, 2), (0,))
+    assert einsum_matrix_axes("...b, bc -> ...c", 2) == ((1,), (0,))
+    with pytest.raises(ValueError, match=r"kernel axes 'b' are in both input and output"):
+        einsum_matrix_axes("abc,bcd->abd", 3)
+    with pytest.raises(ValueError, match=r"kernel term 'cd' does not name the 3 axes"):
+        einsum_matrix_axes("abc,cd->abd", 3)
+    with pytest.raises(ValueError, match=r"Invalid EinsumDense equation='ab->b'"):
+        einsum_matrix_axes("ab->b", 2)
+
+
+class _Odd(keras.layers.Dense):
+    """A Dense subclass whose kernel is 3-D: a layout no rule knows."""
+
+    def build(self, input_shape):
+        self._kernel = self.add_weight(shape=(input_shape[-1], self.units, 2), name="kernel")
+        self.bias = None
+        self.built = True
+
+    def call(self, x):
+        return keras.ops.einsum("bi,iok->bo", x, self.kernel)
+
+
+class _Holder(keras.layers.Layer):
+    """A custom layer owning a matrix of its own and a LayerNormalization."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = keras.layers.LayerNormalization(name="norm")
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(input_shape[-1], 3), name="table")
+
+    def call(self, x):
+        return self.norm(x) @ self.table
+
+
+def _everything_model() -> keras.Model:
+    keras.utils.set_random_seed(4)
+    layers = keras.layers
+    images = keras.Input((6, 6, 3), name="images")
+    x = layers.Conv2D(4, 3, name="conv")(images)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Conv2DTranspose(4, 3, name="deconv")(x)
+    x = layers.Reshape((6, 6, 4, 1))(x)
+    x = layers.Conv3D(2, 3, name="conv3d")(x)
+    x = layers.Reshape((16, 4))(x)
+    x = layers.EinsumDense("abc,bcd->abd", (16, 8), name="per_position")(x)
+    x = layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+    x = layers.LSTM(5, name="lstm")(x)
+    lora = layers.Dense(6, name="lora")
+    quantized = layers.Dense(6, name="quantized")
+    x = _Odd(6, name="odd")(quantized(lora(x)))
+    out = _Holder(name="holder")(layers.Dense(6, name="excluded")(x))
+    model = keras.Model(images, out)
+    lora.enable_lora(2)
+    quantized.quantize("int8")
+    return model
+
+
+def test_skipped_weights_lists_every_weight_not_analyzed_with_its_reason() -> None:
+    model = _everything_model()
+    weights = analyzable_layers(model)
+    assert [w.name for w in weights] == [
+        "conv", "mha.query", "mha.key", "mha.value", "mha.output", "lora", "excluded",
+    ]  # fmt: skip
+    skipped = skipped_weights(model)
+    read = {id(v) for w in weights for v in w.owner.weights if v.name in (w.attribute, *_LORA)}
+    assert len(read) == 7 + 2  # the kernels and the two LoRA factors
+    assert len(skipped) + len(read) == len(model.weights)  # every weight once
+    assert skipped["conv.bias"] == "1-D weight (Conv2D.bias) has no matrix view"
+    assert (
+        skipped["bn.moving_variance"] == "1-D weight (BatchNormalization.moving_variance) has no matrix view"
+    )
+    assert skipped["deconv.kernel"] == "Conv2DTranspose (transposed convolution) is not analyzed"
+    assert skipped["conv3d.kernel"] == "Conv3D is not analyzed"
+    assert skipped["per_position.kernel"].startswith(
+        "EinsumDense equation='abc,bcd->abd': kernel axes 'b' are in both input and output"
+    )
+    assert skipped["mha.query.bias"] == "bias (EinsumDense.bias, shape (2, 4)) has no matrix view"
+    assert skipped["mha.output.bias"] == "1-D weight (EinsumDense.bias) has no matrix view"
+    assert skipped["lstm/lstm_cell.recurrent_kernel"] == (
+        "LSTMCell.recurrent_kernel with shape (5, 20) has no known matrix layout"
+    )
+    assert skipped["quantized.kernel"] == "Dense is quantized (int8); not analyzed"
+    assert skipped["quantized.kernel_scale"] == "1-D weight (Dense.kernel_scale) has no matrix view"
+    assert skipped["odd.kernel"] == "_Odd.kernel with shape (6, 6, 2) has no known matrix layout"
+    assert skipped["holder.table"] == "_Holder.table with shape (6, 3) has no known matrix layout"
+    assert skipped["holder/norm.gamma"] == "1-D weight (LayerNormalization.gamma) has no matrix view"
+    assert not any(key.startswith(("lora.lora", "excluded.kernel", "conv.kernel")) for key in skipped)
+    # a layer left out by a filter still has its matrix: not listed as skipped
+    assert [w.name for w in analyzable_layers(model, exclude="excluded")][-1] == "lora"
+
+
+_LORA = ("lora_kernel_a", "lora_kernel_b")
+
+
+def test_a_lora_dense_is_analyzed_as_the_kernel_it_applies() -> None:
+    keras.utils.set_random_seed(5)
+    layer = keras.layers.Dense(6, use_bias=False, name="fc")
+    model = keras.Sequential([keras.Input((5,)), layer])
+    layer.enable_lora(2)
+    layer.lora_kernel_b.assign(np.ones((2, 6), "float32"))  # zeros at first: make the update count
+    (matrix,) = copy_weights(analyzable_layers(model)).values()
+    x = np.random.default_rng(5).normal(size=(3, 5)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), x @ matrix.T, rtol=1e-5, atol=1e-6)
+    assert skipped_weights(model) == {}
