@@ -129,13 +129,30 @@ def analyze_weights(
     min_evals: int = 8,
     max_evals: int | None = None,
     svd_threads: int | None = None,
+    method: str = "auto",
+    gram_rtol: float | None = None,
 ) -> ModelAnalysis:
     """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason.
 
-    Large matrices go to MKL's SVD when torch carries it (:mod:`spectral_callbacks.mkl_svd`), on
-    ``svd_threads`` threads (None: torch's own setting).
+    Large matrices go to MKL's SVD (and large Gram matrices to MKL's eigensolver) when torch
+    carries it (:mod:`spectral_callbacks.mkl_svd`), on ``svd_threads`` threads (None: torch's own
+    setting). ``method`` chooses how singular values are computed: ``"auto"`` (certified Gram
+    eigenvalues where expected to pass, SVD elsewhere), ``"gram"`` or ``"svd"``, and ``gram_rtol``
+    the Gram path's certified relative error (None: ``spectra.esd.GRAM_RTOL``); see
+    :mod:`spectral_callbacks.spectra.esd`.
+
+    Raises:
+        ValueError: an invalid ``method`` or ``gram_rtol`` (bad layers become skipped rows).
     """
+    from .spectra.esd import GRAM_RTOL, METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"Invalid value for method={method!r}. Must be one of {METHODS}.")
+    gram_rtol = GRAM_RTOL if gram_rtol is None else gram_rtol
+    if not 0 < gram_rtol < 1:
+        raise ValueError(f"Invalid value for gram_rtol={gram_rtol!r}. Must be in (0, 1), e.g. {GRAM_RTOL}.")
     svdvals = functools.partial(mkl_svd.svdvals, threads=svd_threads)
+    eigvalsh = functools.partial(mkl_svd.eigvalsh, threads=svd_threads)
     rows = ModelAnalysis()
     for name, array, kind in items:
         try:
@@ -155,6 +172,9 @@ def analyze_weights(
                         conv2d_norm=conv2d_norm,
                         xmax=xmax,
                         svdvals=svdvals,
+                        method=method,
+                        eigvalsh=eigvalsh,
+                        gram_rtol=gram_rtol,
                     )
                 )
             except ValueError as error:

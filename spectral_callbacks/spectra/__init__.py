@@ -1,7 +1,15 @@
 """The spectral core: pure numpy/scipy, arrays in and numbers out, no I/O and no framework imports."""
 
 from .analyze import EVALS_THRESH, METRIC_NAMES, LayerSpectrum, analyze_matrix, analyze_view
-from .esd import eigenvalues, log10_histogram, singular_values
+from .esd import (
+    GRAM_RTOL,
+    METHODS,
+    SingularValues,
+    compute_singular_values,
+    eigenvalues,
+    log10_histogram,
+    singular_values,
+)
 from .kpm import KPMDensity, MatvecBudgetWarning, kpm_density, top_eigenvalues
 from .matrices import KINDS, MatrixView, SkippedParameter, matrices_of
 from .metrics import frame_potential, matrix_entropy, norm_metrics, rank_metrics
@@ -13,7 +21,9 @@ analyze = analyze_matrix
 
 __all__ = [
     "EVALS_THRESH",
+    "GRAM_RTOL",
     "KINDS",
+    "METHODS",
     "METRIC_NAMES",
     "PADDING_MODES",
     "PHASES",
@@ -25,11 +35,13 @@ __all__ = [
     "MatrixView",
     "MatvecBudgetWarning",
     "PowerLawFit",
+    "SingularValues",
     "SkippedParameter",
     "analyze",
     "analyze_matrix",
     "analyze_view",
     "compare_distributions",
+    "compute_singular_values",
     "eigenvalues",
     "exact_circular_conv_svals",
     "fit_marchenko_pastur",

@@ -1,4 +1,5 @@
-"""One layer's full spectral analysis: SVD once, then every metric from the singular values."""
+"""One layer's full spectral analysis: singular values once (SVD or certified Gram eigenvalues),
+then every metric from them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,26 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .esd import SvdValues, eigenvalues, lapack_svdvals, singular_values
+from .esd import (
+    CONV2D_EIGENVALUE_SCALE,
+    GRAM_RTOL,
+    HALVED_KINDS,
+    SvdValues,
+    Thresholds,
+    compute_singular_values,
+    eigenvalues,
+    lapack_svdvals,
+)
+from .gram import EigValues, lapack_eigvalsh
 from .matrices import MatrixView, SkippedParameter, matrices_of
-from .metrics import frame_potential, matrix_entropy, norm_metrics, rank_metrics
+from .metrics import (
+    entropy_rank_tolerance,
+    frame_potential,
+    matrix_entropy,
+    norm_metrics,
+    rank_metrics,
+    rank_tolerances,
+)
 from .mp import fit_marchenko_pastur, phase_label
 from .powerlaw import fit_power_law
 
@@ -26,6 +44,11 @@ class LayerSpectrum:
     ``status`` is ``"ok"``, ``"warning"`` (all computed, but alpha is doubtful: see ``reason``),
     ``"no-fit"`` (metrics computed but no power law: see ``reason``) or ``"skipped"`` (nothing
     computed: see ``reason``). Missing numbers are NaN with a reason, never silently.
+
+    ``gram_slices`` and ``gram_fallbacks`` say how the singular values were computed (not
+    metrics, left out of :meth:`metrics` and :meth:`row`): the number of slices whose values are
+    certified Gram eigenvalues, and of slices where the Gram path was tried, failed its
+    certificate and was replaced by an SVD (see :mod:`spectral_callbacks.spectra.esd`).
     """
 
     name: str
@@ -66,6 +89,8 @@ class LayerSpectrum:
     phase: str = "unknown"
     evals: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
     svals: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False, compare=False)
+    gram_slices: int = field(default=0, repr=False, compare=False)
+    gram_fallbacks: int = field(default=0, repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
         """The numeric metrics as a flat dict (names in :data:`METRIC_NAMES`).
@@ -80,8 +105,8 @@ class LayerSpectrum:
     def row(self) -> dict[str, object]:
         """Everything but the arrays, e.g. for a table or a DataFrame row."""
         record = asdict(self)
-        record.pop("evals")
-        record.pop("svals")
+        for name in _NOT_IN_ROW:
+            record.pop(name)
         return record
 
     @classmethod
@@ -92,7 +117,8 @@ class LayerSpectrum:
         return cls(skipped.name, kind, n, m, n / m if m else _NAN, 0, "skipped", skipped.reason)
 
 
-_NON_METRICS = {"name", "kind", "status", "reason", "phase", "evals", "svals"}
+_NOT_IN_ROW = ("evals", "svals", "gram_slices", "gram_fallbacks")
+_NON_METRICS = {"name", "kind", "status", "reason", "phase", *_NOT_IN_ROW}
 _SHAPE = {"N", "M", "Q", "num_evals"}
 METRIC_NAMES = tuple(f.name for f in fields(LayerSpectrum) if f.name not in _NON_METRICS)
 
@@ -106,6 +132,8 @@ def analyze_matrix(
     conv2d_norm: bool = True,
     xmax: float | str | None = None,
     min_evals: int = 8,
+    method: str = "auto",
+    gram_rtol: float = GRAM_RTOL,
 ) -> LayerSpectrum:
     """Analyze one weight matrix (or conv kernel in torch layout) as WeightWatcher 0.7.x would.
 
@@ -119,6 +147,13 @@ def analyze_matrix(
         xmax: ``None`` for the untruncated power law, ``"max"`` to truncate at the largest
             eigenvalue (the seed's ``powerlaw.Fit(evals, xmax=max(evals))``), or a number.
         min_evals: fewer pooled eigenvalues than this is an error.
+        method: how the singular values are computed: ``"auto"`` (Gram eigenvalues, kept where
+            certified, for slices of shapes expected to pass; SVD elsewhere), ``"gram"`` (tried on
+            every slice) or ``"svd"`` (an SVD of every slice); see
+            :mod:`spectral_callbacks.spectra.esd`. Every metric means the same.
+        gram_rtol: relative error allowed on every eigenvalue kept from the Gram path (the
+            certificate's tolerance); eigenvalues near :data:`EVALS_THRESH` or a rank tolerance
+            are moreover on the same side of it as the exact ones.
 
     Raises:
         ValueError: the array is not an analyzable real matrix, or its spectrum has no power-law fit.
@@ -138,6 +173,8 @@ def analyze_matrix(
         conv2d_norm=conv2d_norm,
         xmax=xmax,
         strict=True,
+        method=method,
+        gram_rtol=gram_rtol,
     )
 
 
@@ -150,6 +187,9 @@ def analyze_view(
     xmax: float | str | None = None,
     strict: bool = False,
     svdvals: SvdValues = lapack_svdvals,
+    method: str = "auto",
+    eigvalsh: EigValues = lapack_eigvalsh,
+    gram_rtol: float = GRAM_RTOL,
 ) -> LayerSpectrum:
     """Analyze a matrix view; see :func:`analyze_matrix` for the options.
 
@@ -158,13 +198,23 @@ def analyze_view(
         strict: raise ``ValueError`` when the power law cannot be fitted, instead of returning
             the other metrics with ``status="no-fit"``.
         svdvals: the LAPACK call for one slice's singular values (scipy's by default).
+        method, gram_rtol: as in :func:`analyze_matrix`.
+        eigvalsh: the LAPACK call for one Gram matrix's eigenvalues (scipy's by default).
     """
-    svals = singular_values(view, svdvals)
+    dtype = np.dtype(weights_dtype if weights_dtype is not None else view.slices.dtype)
+    eps = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+    computed = compute_singular_values(
+        view,
+        svdvals,
+        method=method,
+        eigvalsh=eigvalsh,
+        rtol=gram_rtol,
+        thresholds=_thresholds(view, eps, normalize=normalize, conv2d_norm=conv2d_norm),
+    )
+    svals = computed.values
     if not np.any(svals > 0):
         raise ValueError(f"{view.name!r} is all zeros; its spectrum is empty.")
     evals = eigenvalues(svals, kind=view.kind, N=view.N, normalize=normalize, conv2d_norm=conv2d_norm)
-    dtype = np.dtype(weights_dtype if weights_dtype is not None else view.slices.dtype)
-    eps = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
     rank = rank_metrics(svals, view.N, view.M, eps)
     frame = frame_potential(view.neurons)
     mp = fit_marchenko_pastur(np.square(svals).ravel() / view.N, view.N, view.M)
@@ -222,4 +272,21 @@ def analyze_view(
         phase=phase_label(mp, alpha, rank.rank_loss, int(evals.size)),
         evals=evals,
         svals=svals,
+        gram_slices=int(np.count_nonzero(computed.gram)),
+        gram_fallbacks=int(np.count_nonzero(computed.fallback)),
+    )
+
+
+def _thresholds(view: MatrixView, eps: float, *, normalize: str | None, conv2d_norm: bool) -> Thresholds:
+    """What the metrics compare ``sigma^2`` with: the power-law fit's :data:`EVALS_THRESH` (on
+    the ESD's scale), the rank tolerances (per slice) and the entropy's (over the view)."""
+    scale = 1.0
+    if conv2d_norm and view.kind in HALVED_KINDS:
+        scale *= CONV2D_EIGENVALUE_SCALE
+    if normalize == "N":
+        scale /= view.N
+    return Thresholds(
+        absolute=(EVALS_THRESH / scale,),
+        per_slice=tuple(t**2 for t in rank_tolerances(view.N, view.M, eps)),
+        per_view=(entropy_rank_tolerance(view.N) ** 2,),
     )

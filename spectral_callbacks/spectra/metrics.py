@@ -17,10 +17,12 @@ __all__ = [
     "FramePotential",
     "NormMetrics",
     "RankMetrics",
+    "entropy_rank_tolerance",
     "frame_potential",
     "matrix_entropy",
     "norm_metrics",
     "rank_metrics",
+    "rank_tolerances",
 ]
 
 # The frame potential normalizes and multiplies blocks of about this many weights (4 MB of
@@ -102,8 +104,9 @@ def rank_metrics(svals: np.ndarray, N: int, M: int, eps: float) -> RankMetrics: 
     """
     svals = np.atleast_2d(np.asarray(svals, dtype=np.float64))
     largest = svals.max(axis=1, keepdims=True)
-    rank = int(np.count_nonzero(svals > largest * N * eps))
-    rank_nr = int(np.count_nonzero(svals > 0.5 * np.sqrt(M + N + 1.0) * largest * eps))
+    numpy_tolerance, nr_tolerance = rank_tolerances(N, M, eps)
+    rank = int(np.count_nonzero(svals > largest * numpy_tolerance))
+    rank_nr = int(np.count_nonzero(svals > largest * nr_tolerance))
     return RankMetrics(
         rank=rank,
         rank_loss=svals.size - rank,
@@ -114,6 +117,12 @@ def rank_metrics(svals: np.ndarray, N: int, M: int, eps: float) -> RankMetrics: 
     )
 
 
+def rank_tolerances(N: int, M: int, eps: float) -> tuple[float, float]:  # noqa: N803
+    """The numerical-rank tolerances of :func:`rank_metrics` relative to ``sigma_max``: numpy's
+    ``N * eps`` and Numerical Recipes' ``0.5 * sqrt(M + N + 1) * eps``."""
+    return N * eps, 0.5 * float(np.sqrt(M + N + 1.0)) * eps
+
+
 def matrix_entropy(svals: np.ndarray, N: int) -> float:  # noqa: N803
     """WeightWatcher's matrix entropy: Shannon entropy of ``sigma^2 / sum(sigma^2)`` over ``ln(rank)``.
 
@@ -121,12 +130,17 @@ def matrix_entropy(svals: np.ndarray, N: int) -> float:  # noqa: N803
     The rank here uses float64's epsilon, as WeightWatcher does.
     """
     svals = np.asarray(svals, dtype=np.float64).ravel()
-    rank = np.count_nonzero(svals > svals.max() * N * np.finfo(np.float64).eps)
+    rank = np.count_nonzero(svals > svals.max() * entropy_rank_tolerance(N))
     if rank <= 1:
         return float("nan")
     p = np.square(svals)
     p = p[p > 0] / p.sum()
     return float(-np.sum(p * np.log(p)) / np.log(rank))
+
+
+def entropy_rank_tolerance(N: int) -> float:  # noqa: N803
+    """The rank tolerance of :func:`matrix_entropy` relative to the largest singular value."""
+    return N * float(np.finfo(np.float64).eps)
 
 
 def frame_potential(neurons: np.ndarray) -> FramePotential:

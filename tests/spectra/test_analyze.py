@@ -130,14 +130,27 @@ def test_truncated_option_matches_powerlaw_truncated_fit() -> None:
     [
         (np.ones(10), {}, "at least 2 dimensions"),
         (np.ones((5, 3)), {}, "cannot be analyzed: 3 eigenvalues < min_evals=8"),
-        (np.ones((30, 10)), {"kind": "attention"}, "splits into 3 matrices"),
+        (np.ones((30, 10)), {"kind": "attention"}, "splits into 4 matrices"),  # whole, q, k, v
         (np.zeros((30, 10)), {}, "all zeros"),
         (np.full((30, 10), np.nan), {}, "NaN or Inf"),
         (np.ones((30, 10), dtype=np.int32), {}, "dtype int32"),
         (np.ones((30, 10)), {}, "distinct positive value"),  # rank one: nothing to fit
         (np.ones((30, 10)), {"normalize": "sqrtN"}, "normalize"),
+        (np.eye(30)[:, :10], {"method": "qr"}, "method='qr'"),
+        (np.eye(30)[:, :10], {"gram_rtol": 0.0}, "rtol=0.0"),
     ],
-    ids=["1-d", "too-small", "attention", "zeros", "nan", "int", "no-fit", "bad-normalize"],
+    ids=[
+        "1-d",
+        "too-small",
+        "attention",
+        "zeros",
+        "nan",
+        "int",
+        "no-fit",
+        "bad-normalize",
+        "bad-method",
+        "bad-gram-rtol",
+    ],
 )
 def test_analyze_matrix_errors(weight: np.ndarray, options: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
