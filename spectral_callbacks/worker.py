@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import queue
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,13 +163,20 @@ class AnalysisWorker:
             if self._pending_dropped:
                 self._put((None, tuple(self._pending_dropped)))
             self._put(None)
-            self._process.join(timeout)
+            self._closed = True  # from here an exit is the end, not a crash to restart after
+            # read the outbox while waiting: a worker blocked writing a large result to a full
+            # pipe could never exit otherwise
+            deadline = time.monotonic() + timeout
+            while self._process.is_alive() and time.monotonic() < deadline:
+                self._process.join(0.05)
+                notes += self.messages()
+        self._closed = True
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(5)
             notes.append(("warning", f"analysis did not finish within close_timeout={timeout}s; stopped it"))
-        self._closed = True
-        notes = notes + self.messages()
+        else:
+            notes += self.messages()  # never read after terminate(): a message may be half written
         self._process = None
         return notes
 
