@@ -15,6 +15,7 @@ __all__ = [
     "ModelAnalysis",
     "PowerLawFit",
     "RunReader",
+    "SnapshotCosts",
     "SpectralCallback",
     "SpectralWarning",
     "__version__",
@@ -35,6 +36,7 @@ _LAZY = {
     "SpectralCallback": "callbacks.lightning",
     "KerasSpectralCallback": "callbacks.keras",
     "SpectralWarning": "session",
+    "SnapshotCosts": "session",
     "RunReader": "reader",
     "open_run": "reader",
 }

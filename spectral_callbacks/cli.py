@@ -174,6 +174,15 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
         "--min-evals", type=int, default=8, metavar="N", help="skip smaller matrices (default 8)"
     )
     analyze.add_argument(
+        "--esd-method", default="auto", metavar="auto|gram|svd",
+        help="how eigenvalues are computed: certified Gram eigenvalues where a matrix's shape is "
+        "expected to pass, SVD elsewhere (auto, default); Gram tried everywhere; SVD everywhere",
+    )  # fmt: skip
+    analyze.add_argument(
+        "--gram-rtol", type=float, metavar="RTOL",
+        help="relative error allowed on any eigenvalue kept from the Gram path (default 1e-4)",
+    )  # fmt: skip
+    analyze.add_argument(
         "--timeout",
         type=float,
         default=10.0,
@@ -197,7 +206,10 @@ def _analyze(args: argparse.Namespace) -> int:
 
     check_outputs(args.out)
     executor = parse_executor(args.executor)
-    options = AnalysisOptions(min_evals=args.min_evals, blas_threads=args.threads)
+    spectra = {"esd_method": args.esd_method}
+    if args.gram_rtol is not None:
+        spectra["gram_rtol"] = args.gram_rtol
+    options = AnalysisOptions(min_evals=args.min_evals, blas_threads=args.threads, **spectra)
     runs = {path for path in args.paths if is_run_path(path)}
     files = [path for path in args.paths if path not in runs]
     results = plan_paths(

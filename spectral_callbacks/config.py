@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 
 from .operator_analysis import OperatorOptions
 from .selection import LayerFilter
+from .spectra.esd import GRAM_RTOL, METHODS
 
 __all__ = ["SpectralConfig"]
 
@@ -38,6 +40,14 @@ class SpectralConfig:
             analyzed (an SVD that size takes minutes every snapshot); the run file says why.
             ``None`` for no limit.
         normalize, conv2d_norm, xmax: ESD conventions, see ``spectra.analyze_matrix``.
+        esd_method: how each slice's eigenvalues are computed: ``"auto"`` (certified Gram
+            eigenvalues where a slice's shape is expected to pass, SVD elsewhere), ``"gram"`` or
+            ``"svd"``; see :mod:`spectral_callbacks.spectra.esd`. The numbers are the same.
+        gram_rtol: relative error allowed on any eigenvalue the Gram path keeps (its certificate).
+        max_overhead: a budget for the analysis' cost to training, as a fraction of training time
+            (``0.03``: 3%), or ``None`` to analyze every due snapshot. A due snapshot is skipped
+            (an index row with the reason) when the capture and analysis seconds of the
+            snapshots taken so far, plus this one's estimate, would exceed the budget.
         histogram_bins: bins of the ``log10(lambda)`` TensorBoard histograms.
         esd_figures: also log an ESD log-log plot with the fitted power law (needs matplotlib).
         blas_threads: BLAS threads of the worker process, so training keeps its cores.
@@ -72,6 +82,9 @@ class SpectralConfig:
     normalize: str | None = None
     conv2d_norm: bool = True
     xmax: float | str | None = None
+    esd_method: str = "auto"
+    gram_rtol: float = GRAM_RTOL
+    max_overhead: float | None = None
     histogram_bins: int = 64
     esd_figures: bool = False
     blas_threads: int = 1
@@ -107,6 +120,18 @@ class SpectralConfig:
             raise ValueError(f"Invalid value for normalize={self.normalize!r}. Must be None or 'N'.")
         if not (self.xmax is None or self.xmax == "max" or isinstance(self.xmax, (int, float))):
             raise ValueError(f"Invalid value for xmax={self.xmax!r}. Must be None, 'max' or a number.")
+        if self.esd_method not in METHODS:
+            raise ValueError(f"Invalid value for esd_method={self.esd_method!r}. Must be one of {METHODS}.")
+        if not _number_in(self.gram_rtol, 0, 1):
+            raise ValueError(
+                f"Invalid value for gram_rtol={self.gram_rtol!r}. "
+                f"Must be a number in (0, 1), e.g. {GRAM_RTOL}."
+            )
+        if self.max_overhead is not None and not _number_in(self.max_overhead, 0, math.inf):
+            raise ValueError(
+                f"Invalid value for max_overhead={self.max_overhead!r}. Must be None or a fraction of "
+                "training time > 0, e.g. 0.03 for 3%."
+            )
         if self.close_timeout <= 0:
             raise ValueError(f"Invalid value for close_timeout={self.close_timeout}. Must be > 0.")
         if self.esd_figures and importlib.util.find_spec("matplotlib") is None:
@@ -129,8 +154,14 @@ class SpectralConfig:
         )
 
     def analysis_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``spectra.analyze_view``."""
-        return {"normalize": self.normalize, "conv2d_norm": self.conv2d_norm, "xmax": self.xmax}
+        """Keyword arguments for ``model.analyze_weights`` (and ``spectra.analyze_view``)."""
+        return {
+            "normalize": self.normalize,
+            "conv2d_norm": self.conv2d_norm,
+            "xmax": self.xmax,
+            "method": self.esd_method,
+            "gram_rtol": self.gram_rtol,
+        }
 
     def to_json(self) -> str:
         """The settings as JSON (layer classes by name), stored in the run file."""
@@ -163,6 +194,15 @@ def _operators(value: Any) -> dict[str, tuple[int, int]] | str | None:
             )
         checked[key] = (int(pair[0]), int(pair[1]))
     return checked
+
+
+def _number_in(value: Any, low: float, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) strictly between ``low`` and ``high``."""
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and low < value < high
+    )
 
 
 def _positive_int(value: Any) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 from . import mkl_svd
 from .capture.names import clean_name
 from .spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
+from .spectra.esd import GRAM_RTOL, METHODS
 from .tables import format_columns
 
 __all__ = [
@@ -77,6 +78,8 @@ def analyze_model(
     conv2d_norm: bool = True,
     xmax: float | str | None = None,
     min_evals: int = 8,
+    method: str = "auto",
+    gram_rtol: float = GRAM_RTOL,
 ) -> ModelAnalysis:
     """Analyze every analyzable weight of a torch module or a ``{name: array}`` mapping.
 
@@ -87,7 +90,8 @@ def analyze_model(
             weights) is analyzed once, under its first name, the others in ``aliases``; names lose
             ``torch.compile``'s ``_orig_mod.`` and a ``DataParallel`` wrapper's ``module.``.
         layers, exclude: for a torch module, layer names, regular expressions or classes.
-        normalize, conv2d_norm, xmax, min_evals: as :func:`spectral_callbacks.spectra.analyze_matrix`.
+        normalize, conv2d_norm, xmax, min_evals, method, gram_rtol: as
+            :func:`spectral_callbacks.spectra.analyze_matrix`.
 
     Returns:
         One row per matrix, in model order; bad or too-small parameters are rows with
@@ -112,7 +116,13 @@ def analyze_model(
             f"received {type(model).__name__}."
         )
     rows = analyze_weights(
-        items, normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, min_evals=min_evals
+        items,
+        normalize=normalize,
+        conv2d_norm=conv2d_norm,
+        xmax=xmax,
+        min_evals=min_evals,
+        method=method,
+        gram_rtol=gram_rtol,
     )
     rows.aliases = aliases
     for name, reason in skipped.items():
@@ -130,7 +140,7 @@ def analyze_weights(
     max_evals: int | None = None,
     svd_threads: int | None = None,
     method: str = "auto",
-    gram_rtol: float | None = None,
+    gram_rtol: float = GRAM_RTOL,
 ) -> ModelAnalysis:
     """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason.
 
@@ -138,17 +148,14 @@ def analyze_weights(
     carries it (:mod:`spectral_callbacks.mkl_svd`), on ``svd_threads`` threads (None: torch's own
     setting). ``method`` chooses how singular values are computed: ``"auto"`` (certified Gram
     eigenvalues where expected to pass, SVD elsewhere), ``"gram"`` or ``"svd"``, and ``gram_rtol``
-    the Gram path's certified relative error (None: ``spectra.esd.GRAM_RTOL``); see
+    the Gram path's certified relative error; see
     :mod:`spectral_callbacks.spectra.esd`.
 
     Raises:
         ValueError: an invalid ``method`` or ``gram_rtol`` (bad layers become skipped rows).
     """
-    from .spectra.esd import GRAM_RTOL, METHODS
-
     if method not in METHODS:
         raise ValueError(f"Invalid value for method={method!r}. Must be one of {METHODS}.")
-    gram_rtol = GRAM_RTOL if gram_rtol is None else gram_rtol
     if not 0 < gram_rtol < 1:
         raise ValueError(f"Invalid value for gram_rtol={gram_rtol!r}. Must be in (0, 1), e.g. {GRAM_RTOL}.")
     svdvals = functools.partial(mkl_svd.svdvals, threads=svd_threads)

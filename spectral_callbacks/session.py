@@ -7,10 +7,12 @@ run files and TensorBoard output are interchangeable.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from .config import SpectralConfig
 from .operator_analysis import OperatorSpec
+from .overhead_budget import OverheadBudget
 from .reader import RUN_FILE_NAME
 from .sinks.tensorboard import metric_names
 from .spectra import SkippedParameter, matrices_of
@@ -25,7 +28,14 @@ from .store import ParameterSpec, new_run_id
 from .thread_lending import ThreadLender, ThreadPool
 from .worker import AnalysisWorker, RunSpec, Snapshot
 
-__all__ = ["SnapshotResult", "SpectralSession", "SpectralWarning", "check_writable", "new_version_dir"]
+__all__ = [
+    "SnapshotCosts",
+    "SnapshotResult",
+    "SpectralSession",
+    "SpectralWarning",
+    "check_writable",
+    "new_version_dir",
+]
 
 # Worker messages are polled at most this often from per-batch hooks: a queue poll and a
 # liveness check per batch would cost training time for nothing. While training lends a thread
@@ -44,6 +54,38 @@ class SnapshotResult(NamedTuple):
     epoch: int
     step: int
     metrics: dict[str, float]
+
+
+@dataclass
+class SnapshotCosts:
+    """What the snapshots of one fit cost, part by part, so the overhead can be accounted for.
+
+    Attributes:
+        taken: snapshots handed to the analysis.
+        skipped: due snapshots ``max_overhead`` skipped.
+        copy_seconds: training's wall time copying weights off the model.
+        handover_seconds: training's wall time putting snapshots in the queue (it waits there
+            when the queue is full and ``on_full="block"``).
+        lent_seconds: wall time training's thread pool ran ``blas_threads`` short for the analysis.
+        analysis_seconds: CPU seconds the analysis process spent on the snapshots it finished.
+    """
+
+    taken: int = 0
+    skipped: int = 0
+    copy_seconds: float = 0.0
+    handover_seconds: float = 0.0
+    lent_seconds: float = 0.0
+    analysis_seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the end of a fit."""
+        skipped = f" ({self.skipped} skipped by max_overhead)" if self.skipped else ""
+        return (
+            f"{self.taken} snapshot(s){skipped}: training spent {self.copy_seconds:.3g} s copying "
+            f"weights and {self.handover_seconds:.3g} s handing them over, and ran "
+            f"{self.lent_seconds:.3g} s a thread short; the analysis used {self.analysis_seconds:.3g} s "
+            "of CPU."
+        )
 
 
 class SpectralSession:
@@ -83,6 +125,8 @@ class SpectralSession:
         self._results: list[SnapshotResult] = []
         self._warned: set[str] = set()
         self._last_relay = 0.0
+        self._budget: OverheadBudget | None = None
+        self._costs = SnapshotCosts()
         self._lender = (
             ThreadLender(*thread_pool, count=config.blas_threads)
             if thread_pool is not None and config.lend_threads
@@ -93,6 +137,12 @@ class SpectralSession:
     def lends_threads(self) -> bool:
         """Whether training's thread pool is lent to the worker while it has snapshots to analyze."""
         return self._lender is not None
+
+    @property
+    def costs(self) -> SnapshotCosts:
+        """What this fit's snapshots cost so far, part by part."""
+        lent = 0.0 if self._lender is None else self._lender.lent_seconds
+        return dataclasses.replace(self._costs, lent_seconds=lent)
 
     @property
     def started(self) -> bool:
@@ -153,6 +203,8 @@ class SpectralSession:
         parameters: Sequence[ParameterSpec],
         operators: Sequence[OperatorSpec] = (),
         skipped: Mapping[str, str] | None = None,
+        *,
+        analysis_costs_training: bool = True,
     ) -> set[str]:
         """Spawn the worker for these parameters; returns at once, with the names to capture.
 
@@ -160,7 +212,8 @@ class SpectralSession:
         for the run file's record. Parameters over ``max_evals`` are left out too (recorded in the
         run file, warned about once).
         ``operators`` are the conv layers whose operator spectra are estimated too; their
-        kernels must be in every snapshot, captured or not.
+        kernels must be in every snapshot, captured or not. ``analysis_costs_training``: whether
+        the analysis runs on the cores training uses (CPU training), for ``max_overhead``.
         """
         config = self.config
         too_large = _too_large(parameters, config.max_evals)
@@ -190,6 +243,10 @@ class SpectralSession:
             spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads
         )
         self._worker.start()
+        if config.max_overhead is not None:
+            self._budget = OverheadBudget(
+                config.max_overhead, time.monotonic(), analysis_counts=analysis_costs_training
+            )
         return {p.name for p in kept}
 
     def metric_names(self) -> list[str]:
@@ -226,11 +283,39 @@ class SpectralSession:
         every = self.config.every_n_steps
         return every is not None and step > self.last_step and step % every == 0
 
-    def capture(self, epoch: int, step: int, arrays: dict[str, np.ndarray]) -> None:
-        """Hand copied weights to the worker (waits only under ``on_full="block"``)."""
-        self._worker.submit(Snapshot(epoch=epoch, step=step, time=time.time(), arrays=arrays))
+    def capture(self, epoch: int, step: int, copy_weights: Callable[[], dict[str, np.ndarray]]) -> bool:
+        """Copy the weights and hand them to the worker (waits only under ``on_full="block"``);
+        ``False`` if ``max_overhead`` skipped the snapshot (recorded in the run file's index).
+
+        The first snapshot of a run is always taken: the budget needs its cost, and a run needs
+        the weights it started from.
+        """
         self.last_step, self.last_epoch = step, epoch
+        now = time.monotonic()
+        budget = self._budget
+        if budget is not None and budget.taken and not budget.admits(now):
+            reason = f"skipped by max_overhead={budget.fraction:g}: " + (
+                f"about {budget.estimate():.3g} s per snapshot"
+                if budget.measured
+                else "the first snapshot's cost not measured yet"
+            )
+            self._worker.record_skipped(epoch, step, time.time(), reason)
+            self._costs.skipped += 1
+            if budget.measured:  # said once, when there is a cost to explain it with (else at close)
+                self.warn(budget.explain(now), once_per="max_overhead")
+            self.relay()
+            return False
+        started = time.perf_counter()
+        arrays = copy_weights()
+        copied = time.perf_counter() - started
+        self._worker.submit(Snapshot(epoch=epoch, step=step, time=time.time(), arrays=arrays))
+        self._costs.taken += 1
+        self._costs.copy_seconds += copied
+        self._costs.handover_seconds += time.perf_counter() - started - copied
+        if budget is not None:
+            budget.taken_at(step, now, copied)
         self.relay(force=True)
+        return True
 
     def relay(self, *, force: bool = False) -> None:
         """Turn the worker's messages into warnings and collect its results for
@@ -257,6 +342,8 @@ class SpectralSession:
             return
         worker, self._worker = self._worker, None
         self._receive(worker.close(self.config.close_timeout))
+        if self._budget is not None and self._budget.skipped:
+            self.warn(self._budget.explain(time.monotonic()), once_per="max_overhead")
         if worker.dropped:
             self.warn(f"{worker.dropped} snapshot(s) dropped because the analysis fell behind "
                       f"(on_full='drop'); they are listed in {self.run_path}")  # fmt: skip
@@ -279,6 +366,11 @@ class SpectralSession:
         for kind, content in messages:
             if kind == "metrics":
                 self._results.append(SnapshotResult(*content))
+                continue
+            if kind == "cost":
+                self._costs.analysis_seconds += content[1]
+                if self._budget is not None:
+                    self._budget.analyzed(*content)
                 continue
             once = kind.startswith(("skipped:", "operator:")) or kind == "write-error"
             self.warn(content, once_per=kind if once else content)

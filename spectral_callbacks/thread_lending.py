@@ -9,6 +9,7 @@ training less than either: the pool rarely scales perfectly with its last thread
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 __all__ = ["ThreadLender", "ThreadPool", "torch_thread_pool"]
@@ -38,6 +39,8 @@ class ThreadLender:
         self._set_threads = set_threads
         self._count = count
         self._full: int | None = None  # the pool's size before lending, while lent
+        self._lent_at = 0.0
+        self.lent_seconds = 0.0  # how long the pool has run short, over all lendings
 
     @property
     def lent(self) -> bool:
@@ -53,11 +56,13 @@ class ThreadLender:
             return
         self._set_threads(full - self._count)
         self._full = full
+        self._lent_at = time.perf_counter()
 
     def give_back(self) -> None:
         """Restore the pool's size, unless the user resized it meanwhile (then theirs stays)."""
         if self._full is None:
             return
         full, self._full = self._full, None
+        self.lent_seconds += time.perf_counter() - self._lent_at
         if self._get_threads() == full - self._count:
             self._set_threads(full)

@@ -105,6 +105,11 @@ class AnalysisWorker:
         with blas_threads_for_children(self.blas_threads), _main_module_hidden():
             self._process.start()
 
+    def record_skipped(self, epoch: int, step: int, when: float, reason: str) -> None:
+        """Have the run file's index list a snapshot the training side did not take, with why
+        (sent with the next message that reaches the worker)."""
+        self._pending_dropped.append((epoch, step, when, reason))
+
     def submit(self, snapshot: Snapshot) -> bool:
         """Queue a snapshot; ``False`` if it was dropped (``on_full="drop"``) or the worker is gone."""
         if self.failed:
@@ -137,7 +142,8 @@ class AnalysisWorker:
         """``(kind, text)`` messages from the worker since the last call (never blocks).
 
         Kind ``"metrics"`` carries ``(epoch, step, scalars)`` of an analyzed snapshot instead of a
-        text, in the order the worker finished them.
+        text, in the order the worker finished them; kind ``"cost"`` ``(step, seconds)``: the CPU
+        seconds the worker spent on that snapshot.
         """
         found, self._notes = self._notes, []
         while self._outbox is not None:
@@ -299,7 +305,9 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             snapshot, dropped = message
             analyzer.record_dropped(dropped)
             if snapshot is not None:
+                started = time.process_time()
                 analyzer.add(snapshot.epoch, snapshot.step, snapshot.time, snapshot.arrays)
+                outbox.put(("cost", (snapshot.step, time.process_time() - started)))
                 outbox.put(("ack", snapshot.step))
     finally:
         writer.close()

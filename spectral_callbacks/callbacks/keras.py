@@ -32,7 +32,8 @@ from ..capture.keras import (
 from ..config import SpectralConfig
 from ..reader import RUN_FILE_NAME, open_run
 from ..selection import LayerFilter
-from ..session import SpectralSession, SpectralWarning, check_writable
+from ..session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..spectra.esd import GRAM_RTOL
 from ..store import ParameterSpec
 from ..thread_lending import torch_thread_pool
 
@@ -73,10 +74,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         save_weights: keep the raw weights of every snapshot in the run file.
         resume: continue an existing run file in ``log_dir`` instead of refusing it.
         weights_dtype, tensorboard, queue_size, on_full, min_evals, max_evals, normalize,
-            conv2d_norm, xmax, histogram_bins, esd_figures, blas_threads, lend_threads,
-            close_timeout: as :class:`spectral_callbacks.config.SpectralConfig` and
-            ``SpectralCallback``. Threads are lent on the torch backend only (jax and
-            TensorFlow size their pools once).
+            conv2d_norm, xmax, esd_method, gram_rtol, max_overhead, histogram_bins, esd_figures,
+            blas_threads, lend_threads, close_timeout: as
+            :class:`spectral_callbacks.config.SpectralConfig` and ``SpectralCallback``. Threads
+            are lent on the torch backend only (jax and TensorFlow size their pools once).
 
     Conv layers' operator spectra (``SpectralCallback(operators=...)``, seed 003) are not
     supported here yet: they need the torch layer's padding options and measured input size.
@@ -107,6 +108,9 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         normalize: str | None = None,
         conv2d_norm: bool = True,
         xmax: float | str | None = None,
+        esd_method: str = "auto",
+        gram_rtol: float = GRAM_RTOL,
+        max_overhead: float | None = None,
         histogram_bins: int = 64,
         esd_figures: bool = False,
         blas_threads: int = 1,
@@ -129,7 +133,8 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             exclude=exclude, save_weights=save_weights, weights_dtype=weights_dtype,
             log_dir=os.fspath(log_dir), tensorboard=tensorboard, queue_size=queue_size,
             on_full=on_full, min_evals=min_evals, max_evals=max_evals, normalize=normalize,
-            conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins, esd_figures=esd_figures,
+            conv2d_norm=conv2d_norm, xmax=xmax, esd_method=esd_method, gram_rtol=gram_rtol,
+            max_overhead=max_overhead, histogram_bins=histogram_bins, esd_figures=esd_figures,
             blas_threads=blas_threads, lend_threads=lend_threads, close_timeout=close_timeout,
         )  # fmt: skip
         self.resume = bool(resume)
@@ -157,6 +162,12 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         """The run's HDF5 file (known once training starts)."""
         return self._session.run_path
 
+    @property
+    def costs(self) -> SnapshotCosts:
+        """What this fit's snapshots have cost so far, part by part (copy, hand-over, lent
+        thread, the analysis' CPU), to account for the overhead; see ``SnapshotCosts``."""
+        return self._session.costs
+
     # -- set-up ---------------------------------------------------------------------------------
     def set_model(self, model: Any) -> None:
         if not isinstance(model, keras.Model):
@@ -176,7 +187,9 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         session = self._session
         session.open(self.run_dir, saved)
         captured = session.start(
-            [ParameterSpec(w.name, w.kind, w.shape) for w in self._weights], skipped=skipped_weights(model)
+            [ParameterSpec(w.name, w.kind, w.shape) for w in self._weights],
+            skipped=skipped_weights(model),
+            analysis_costs_training=_trains_on_cpu(),
         )
         self._weights = [weight for weight in self._weights if weight.name in captured]  # max_evals
         iterations = _optimizer_steps(model)
@@ -281,7 +294,28 @@ class KerasSpectralCallback(keras.callbacks.Callback):
 
     def _capture(self, epoch: int, step: int) -> None:
         self.model  # noqa: B018 - on jax, reading Callback.model syncs the training state into the variables
-        self._session.capture(epoch, step, copy_weights(self._weights))
+        self._session.capture(epoch, step, lambda: copy_weights(self._weights))
+
+
+def _trains_on_cpu() -> bool:
+    """Whether the Keras backend computes on the CPU (no accelerator it would use is visible)."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            return jax.default_backend() == "cpu"
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return not tf.config.list_logical_devices("GPU")
+        if backend == "torch":
+            import torch
+
+            return not torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - unknown: count the analysis as training's cost
+        return True
+    return True
 
 
 def _check_keras_3() -> None:

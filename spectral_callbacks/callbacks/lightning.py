@@ -28,7 +28,8 @@ from ..capture.torch import (
 from ..config import SpectralConfig
 from ..operator_analysis import OperatorSpec, estimate_operator_seconds, operator_budget_warning
 from ..selection import LayerFilter
-from ..session import SpectralSession, SpectralWarning, check_writable
+from ..session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..spectra.esd import GRAM_RTOL
 from ..store import ParameterSpec
 from ..thread_lending import torch_thread_pool
 
@@ -109,6 +110,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         normalize: str | None = None,
         conv2d_norm: bool = True,
         xmax: float | str | None = None,
+        esd_method: str = "auto",
+        gram_rtol: float = GRAM_RTOL,
+        max_overhead: float | None = None,
         histogram_bins: int = 64,
         esd_figures: bool = False,
         blas_threads: int = 1,
@@ -128,7 +132,8 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 exclude=exclude, save_weights=save_weights, weights_dtype=weights_dtype,
                 log_dir=None if log_dir is None else str(log_dir), tensorboard=tensorboard,
                 queue_size=queue_size, on_full=on_full, min_evals=min_evals, max_evals=max_evals,
-                normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, histogram_bins=histogram_bins,
+                normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, esd_method=esd_method,
+                gram_rtol=gram_rtol, max_overhead=max_overhead, histogram_bins=histogram_bins,
                 esd_figures=esd_figures, blas_threads=blas_threads, lend_threads=lend_threads,
                 close_timeout=close_timeout, operators=operators,
                 operator_every_n_epochs=operator_every_n_epochs, operator_top_k=operator_top_k,
@@ -165,6 +170,12 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     def run_path(self) -> Path | None:
         """The run's HDF5 file (known once training starts)."""
         return self._session.run_path
+
+    @property
+    def costs(self) -> SnapshotCosts:
+        """What this fit's snapshots have cost so far, part by part (copy, hand-over, lent
+        thread, the analysis' CPU), to account for the overhead; see ``SnapshotCosts``."""
+        return self._session.costs
 
     # -- set-up ---------------------------------------------------------------------------------
     @override
@@ -339,7 +350,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             self._layers = self._find_layers(pl_module)
         specs = [ParameterSpec(w.name, w.kind, w.shape, w.aliases) for w in self._layers]
         operators = self._operator_specs()
-        captured = self._session.start(specs, operators, self._skipped)
+        captured = self._session.start(
+            specs, operators, self._skipped, analysis_costs_training=pl_module.device.type == "cpu"
+        )
         self._layers = [layer for layer in self._layers if layer.name in captured]
         self._operator_weights = [
             LayerWeight(layer.name, "conv2d", type(layer.module), layer.module.weight)
@@ -385,7 +398,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         return seconds
 
     def _capture(self, epoch: int, step: int) -> None:
-        self._session.capture(epoch, step, copy_weights(self._layers + self._operator_weights))
+        self._session.capture(epoch, step, lambda: copy_weights(self._layers + self._operator_weights))
 
     def _close(self, log_to: pl.Trainer | None = None) -> None:
         """Stop the worker once its queue is done; its last results go to ``log_to``'s loggers,
@@ -393,7 +406,10 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         if self._input_sizes is not None:
             self._input_sizes.remove()
             self._input_sizes = None
+        running = self._session.started
         self._session.close()
+        if running and self._session.costs.taken:
+            _PACKAGES[0].utilities.rank_zero_info(f"SpectralCallback: {self._session.costs.summary()}")
         if log_to is not None:
             self._log_results(log_to)
         else:

@@ -24,6 +24,7 @@ from ..config import SpectralConfig
 from ..model import ModelAnalysis, analyze_weights
 from ..selection import LayerFilter, select_layers
 from ..spectra import LayerSpectrum, SkippedParameter, matrices_of
+from ..spectra.esd import GRAM_RTOL
 from ..store import ParameterSpec
 from .executors import DEFAULT_TIMEOUT, ExecutorSpec, Runner, open_executor, parse_executor
 from .progress import progress_bar
@@ -57,11 +58,22 @@ class AnalysisOptions:
     normalize: str | None = None
     conv2d_norm: bool = True
     xmax: float | str | None = None
+    esd_method: str = "auto"
+    gram_rtol: float = GRAM_RTOL
     blas_threads: int = 1
 
     def __post_init__(self) -> None:
         # the callbacks' settings check these values (post hoc, no layer is too large: max_evals=None)
-        SpectralConfig(**self.spectra_options(), max_evals=None, blas_threads=self.blas_threads)
+        SpectralConfig(
+            min_evals=self.min_evals,
+            normalize=self.normalize,
+            conv2d_norm=self.conv2d_norm,
+            xmax=self.xmax,
+            esd_method=self.esd_method,
+            gram_rtol=self.gram_rtol,
+            max_evals=None,
+            blas_threads=self.blas_threads,
+        )
 
     def spectra_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~spectral_callbacks.model.analyze_weights`."""
@@ -70,6 +82,8 @@ class AnalysisOptions:
             "normalize": self.normalize,
             "conv2d_norm": self.conv2d_norm,
             "xmax": self.xmax,
+            "method": self.esd_method,
+            "gram_rtol": self.gram_rtol,
         }
 
 

@@ -68,7 +68,11 @@ def catch_up_run(path: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> tup
     messages: list[str] = []
     try:
         parameters, weights_dtype = _parameters(writer.file)
-        options = {key: config[key] for key in ("normalize", "conv2d_norm", "xmax") if key in config}
+        options = {
+            key: config[key] for key in ("normalize", "conv2d_norm", "xmax", "gram_rtol") if key in config
+        }
+        if "esd_method" in config:
+            options["method"] = config["esd_method"]
         analyzer = SnapshotAnalyzer(
             writer,
             parameters,

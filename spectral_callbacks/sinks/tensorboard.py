@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -140,7 +141,11 @@ class TensorBoardSink:
     def writer(self):
         if self._writer is None:
             SummaryWriter = _summary_writer_class()  # noqa: N806 - a class
-            self._writer = SummaryWriter(log_dir=str(self.log_dir), filename_suffix=".spectral")
+            # tensorboardX names event files by the second they were opened in: a second writer in
+            # the same directory and second (a resumed fit, a restarted worker) would overwrite the
+            # first one's file without a suffix of its own
+            suffix = f".{uuid.uuid4().hex[:8]}.spectral"
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), filename_suffix=suffix)
         return self._writer
 
     def write_layout(self, layers: Sequence[str], operators: Sequence[str] = ()) -> None:
