@@ -1,6 +1,6 @@
 """Per-snapshot analysis time with certified Gram eigenvalues (``method="auto"``) against the SVD.
 
-Two sets of matrices, analyzed as a snapshot is (``spectral_callbacks.model.analyze_weights``,
+Two sets of matrices, analyzed as a snapshot is (``spectral_callbacks.analysis.model.analyze_weights``,
 every metric, captured float32 weights), on one thread (BLAS, OpenMP and torch):
 
 * ResNet-18 with the ImageNet stem, built from ``transformers.ResNetConfig`` (basic blocks,
@@ -34,7 +34,7 @@ from bench_model import interleaved_best_times
 from common import load_average
 from threadpoolctl import threadpool_limits
 
-from spectral_callbacks.model import analyze_weights
+from spectral_callbacks.analysis.model import analyze_weights
 from spectral_callbacks.spectra.esd import GRAM_RTOL
 
 TARGET_RESNET_SECONDS = 0.6

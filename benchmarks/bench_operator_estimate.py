@@ -20,8 +20,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from transformers import ResNetConfig, ResNetModel
 
+from spectral_callbacks.analysis.operators import OperatorOptions, analyze_operator, estimate_operator_seconds
 from spectral_callbacks.capture.torch import InputSizes, operator_layers, operator_specs
-from spectral_callbacks.operator_analysis import OperatorOptions, analyze_operator, estimate_operator_seconds
 
 
 def main() -> None:

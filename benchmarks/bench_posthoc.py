@@ -11,7 +11,7 @@ Measured in one run, every BLAS on one thread per process:
 
 * floor: ``scipy.linalg.svdvals`` in float64 of the same matrices, already in memory, and the
   same SVDs made as the analysis makes them (tall orientation, tiled float64 copy, and MKL's
-  LAPACK for a smaller side >= 2560 when torch carries it: ``spectral_callbacks.mkl_svd``; the
+  LAPACK for a smaller side >= 2560 when torch carries it: ``spectral_callbacks.analysis.mkl_svd``; the
   streamed R factor is not in it); ours is compared with the faster;
 * floor on 2 processes: the latter shared by two forked processes, largest first (the pool
   started beforehand): the speed-up this machine gives two workers on them, whatever runs them;

@@ -7,7 +7,7 @@ touch of its memory). The speed-up ``2 x alone / together`` is what any two-work
 reach on SVDs of that size. Two LAPACKs: scipy's OpenBLAS (``scipy.linalg.svdvals``), whose
 one-column-at-a-time bidiagonal reduction streams the trailing matrix from memory once it outgrows
 the cache, and, if torch is installed with MKL, MKL's (``torch.linalg.svdvals``), which the
-analysis uses from ``spectral_callbacks.mkl_svd.MKL_MIN_SIDE`` up.
+analysis uses from ``spectral_callbacks.analysis.mkl_svd.MKL_MIN_SIDE`` up.
 Run: ``.venv/bin/python benchmarks/bench_svd_scaling.py [--sizes 2048 3072 4096] [--repeats 2]``
 """
 
@@ -23,7 +23,7 @@ import scipy.linalg
 from common import load_average
 from threadpoolctl import threadpool_limits
 
-from spectral_callbacks import mkl_svd
+from spectral_callbacks.analysis import mkl_svd
 
 _START_TOGETHER: list[multiprocessing.synchronize.Barrier] = []  # inherited by the forked workers
 

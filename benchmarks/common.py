@@ -34,7 +34,7 @@ def svd_floor(matrices: Any) -> list[np.ndarray]:
 def own_svd_floor(matrices: Any) -> list[np.ndarray]:
     """The same, as the analysis makes its LAPACK calls: on the tall orientation, from its float64
     copy, with MKL's LAPACK for large matrices when torch carries it."""
-    from spectral_callbacks import mkl_svd
+    from spectral_callbacks.analysis import mkl_svd
     from spectral_callbacks.spectra.fortran_copy import float64_fortran
 
     tall = (m if m.shape[0] >= m.shape[1] else m.T for m in matrices)

@@ -32,8 +32,8 @@ from experiments.sweep_report import (
     spearman,
     write_figures,
 )
-from spectral_callbacks.compare import MODEL_AVERAGE, CompareTable
-from spectral_callbacks.tables import format_cell
+from spectral_callbacks.formatting import format_cell
+from spectral_callbacks.reporting.compare import MODEL_AVERAGE, CompareTable
 
 __all__ = ["KNOB", "PARAMETER", "STUDY", "VALUES", "main", "section"]
 

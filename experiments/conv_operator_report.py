@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments.results import figure_link, markdown_table, pyplot
 from spectral_callbacks import RunReader, open_run
-from spectral_callbacks.tables import format_cell
+from spectral_callbacks.formatting import format_cell
 
 __all__ = [
     "CSV_COLUMNS",

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from spectral_callbacks.plots import png_bytes
-from spectral_callbacks.tables import format_cell
+from spectral_callbacks.formatting import format_cell
+from spectral_callbacks.reporting.plots import png_bytes
 
 __all__ = [
     "DEFAULT_OUT",

@@ -1,7 +1,7 @@
 """Reading a sweep's runs back for a study's results section.
 
 Everything comes from the run directories (``spectra.h5`` through
-:mod:`spectral_callbacks.compare`, ``config.yaml`` and the sweep's ``metrics.json``), so a
+:mod:`spectral_callbacks.reporting.compare`, ``config.yaml`` and the sweep's ``metrics.json``), so a
 section can be written again from the runs alone, and no number in it is typed by hand.
 """
 
@@ -18,9 +18,15 @@ import yaml
 
 from experiments.results import markdown_table
 from experiments.sweep import read_metrics
-from spectral_callbacks.compare import MODEL_AVERAGE, CompareTable, LabeledRun, compare_table, load_runs
-from spectral_callbacks.report import comparison_images
-from spectral_callbacks.run_params import parameter_values
+from spectral_callbacks.reporting.compare import (
+    MODEL_AVERAGE,
+    CompareTable,
+    LabeledRun,
+    compare_table,
+    load_runs,
+)
+from spectral_callbacks.reporting.report import comparison_images
+from spectral_callbacks.reporting.run_params import parameter_values
 
 __all__ = [
     "SweepResults",
@@ -140,9 +146,9 @@ def write_figures(
 ) -> dict[str, Path]:
     """The metric over training and against the parameter (and the ESD overlays) as PNG files.
 
-    Written through :func:`spectral_callbacks.report.comparison_images` to ``<out_dir>/<metric>.png``,
-    ``<metric>-vs-<parameter>.png`` and, with ``esd``, ``esd.png``; ``average=False`` leaves out
-    the model average (which is over all layers, not only ``layers``).
+    Written through :func:`spectral_callbacks.reporting.report.comparison_images` to
+    ``<out_dir>/<metric>.png``, ``<metric>-vs-<parameter>.png`` and, with ``esd``, ``esd.png``;
+    ``average=False`` leaves out the model average (which is over all layers, not only ``layers``).
 
     Returns:
         ``{"training": path, "parameter": path, "esd": path}`` for the figures written.

@@ -31,14 +31,14 @@ _LAZY = {
     "PowerLawFit": "spectra",
     "analyze_matrix": "spectra",
     "fit_power_law": "spectra",
-    "ModelAnalysis": "model",
-    "analyze_model": "model",
+    "ModelAnalysis": "analysis.model",
+    "analyze_model": "analysis.model",
     "SpectralCallback": "callbacks.lightning",
     "KerasSpectralCallback": "callbacks.keras",
-    "SpectralWarning": "session",
-    "SnapshotCosts": "session",
-    "RunReader": "reader",
-    "open_run": "reader",
+    "SpectralWarning": "live.session",
+    "SnapshotCosts": "live.session",
+    "RunReader": "runfile.reader",
+    "open_run": "runfile.reader",
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .blas_environment import blas_threads_before_numpy
+from .analysis.blas_environment import blas_threads_before_numpy
 
 if TYPE_CHECKING:
     from .posthoc import FileResult
@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     """Exit code 0; 1 if an output could not be written (the others were); bad input raises."""
-    from .compare import compare_table, load_runs
-    from .report import check_outputs, print_comparison, write_outputs
+    from .reporting.compare import compare_table, load_runs
+    from .reporting.report import check_outputs, print_comparison, write_outputs
 
     check_outputs(args.out)
     runs = load_runs(args.runs)
@@ -115,7 +115,7 @@ def _summaries(paths: Sequence[Path], *, every_name: bool = False) -> int:
     Raises:
         FileNotFoundError: a path with no run file at or under it (before anything is printed).
     """
-    from .compare import find_run_files
+    from .reporting.compare import find_run_files
 
     files = list({found.resolve(): found for path in paths for found in find_run_files(path)}.values())
     failed = False
@@ -133,8 +133,8 @@ def _summaries(paths: Sequence[Path], *, every_name: bool = False) -> int:
 
 def _summary(path: Path, *, every_name: bool = False) -> str:
     """The per-layer table of one run, then its parameters not analyzed and its tied parameters."""
-    from .reader import open_run
-    from .tables import not_analyzed_lines, run_table
+    from .reporting.tables import not_analyzed_lines, run_table
+    from .runfile.reader import open_run
 
     with open_run(path) as run:
         return "\n".join([run_table(run), *not_analyzed_lines(run, every_name=every_name)])
@@ -245,8 +245,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _print_result(result: FileResult) -> bool:
     """Print a path's table, or its error on stderr; False when something could not be analyzed."""
-    from .model import TABLE_COLUMNS, skipped_note, table_cells
-    from .tables import print_table
+    from .analysis.model import TABLE_COLUMNS, skipped_note, table_cells
+    from .reporting.tables import print_table
 
     if result.error is not None:
         print(f"spectral-callbacks: {result.error}", file=sys.stderr)

@@ -15,11 +15,11 @@ import h5py
 import numpy as np
 import pytest
 
+from spectral_callbacks.analysis.model import analyze_weights
 from spectral_callbacks.cli import main
-from spectral_callbacks.model import analyze_weights
-from spectral_callbacks.reader import RUN_FILE_NAME, open_run
-from spectral_callbacks.store import ParameterSpec, RunWriter
-from spectral_callbacks.tables import NAMES_SHOWN
+from spectral_callbacks.reporting.tables import NAMES_SHOWN
+from spectral_callbacks.runfile.reader import RUN_FILE_NAME, open_run
+from spectral_callbacks.runfile.store import ParameterSpec, RunWriter
 
 SPECS = (
     ParameterSpec("fc1", "linear", (32, 16)),
@@ -53,11 +53,7 @@ def write_run(
             arrays = {spec.name: rng.standard_normal(spec.shape) for spec in specs}
             spectra = analyze_weights([(spec.name, arrays[spec.name], spec.kind) for spec in specs])
             row = writer.append_index(epoch, 10 * epoch, "captured")
-            for spectrum in spectra:
-                if spectrum.status != "skipped":
-                    writer.append_layer(row, spectrum)
-            writer.flush()
-            writer.set_status(row, "analyzed")
+            writer.record_analysis(row, spectra)
             references.append(spectra)
     finally:
         writer.close()

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from spectral_callbacks import analyze_matrix
-from spectral_callbacks.compare import CompareTable
-from spectral_callbacks.model import ModelAnalysis
-from spectral_callbacks.plots import esd_figure
+from spectral_callbacks.analysis.model import ModelAnalysis
+from spectral_callbacks.reporting.compare import CompareTable
+from spectral_callbacks.reporting.plots import esd_figure
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 requirements = pytest.importorskip("packaging.requirements")
@@ -88,7 +88,7 @@ def test_figures_without_matplotlib_name_the_extra(monkeypatch: pytest.MonkeyPat
 
 
 def test_esd_figures_without_matplotlib_is_refused_up_front(monkeypatch: pytest.MonkeyPatch) -> None:
-    from spectral_callbacks.config import SpectralConfig
+    from spectral_callbacks.live.config import SpectralConfig
 
     real_find_spec = importlib.util.find_spec
     def find_spec(name: str, *args: object) -> object:

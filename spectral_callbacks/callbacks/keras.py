@@ -29,13 +29,13 @@ from ..capture.keras import (
     skipped_weights,
     to_numpy,
 )
-from ..config import SpectralConfig
-from ..reader import RUN_FILE_NAME, open_run
-from ..selection import LayerFilter
-from ..session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..capture.selection import LayerFilter
+from ..live.config import SpectralConfig
+from ..live.session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..live.thread_lending import torch_thread_pool
+from ..runfile.reader import RUN_FILE_NAME, open_run
+from ..runfile.store import ParameterSpec
 from ..spectra.esd import GRAM_RTOL
-from ..store import ParameterSpec
-from ..thread_lending import torch_thread_pool
 
 __all__ = ["KerasSpectralCallback", "SpectralWarning"]
 
@@ -76,10 +76,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         weights_dtype, tensorboard, queue_size, on_full, min_evals, max_evals, normalize,
             conv2d_norm, xmax, esd_method, gram_rtol, max_overhead, histogram_bins, esd_figures,
             blas_threads, lend_threads, close_timeout: as
-            :class:`spectral_callbacks.config.SpectralConfig` and ``SpectralCallback``. Threads
+            :class:`spectral_callbacks.live.config.SpectralConfig` and ``SpectralCallback``. Threads
             are lent on the torch backend only (jax and TensorFlow size their pools once).
 
-    Conv layers' operator spectra (``SpectralCallback(operators=...)``, seed 003) are not
+    Conv layers' operator spectra (``SpectralCallback(operators=...)``; anonymous, 2019) are not
     supported here yet: they need the torch layer's padding options and measured input size.
 
     Raises:

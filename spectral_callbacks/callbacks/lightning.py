@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
-from ..blas_environment import blas_threads_limited
+from ..analysis.blas_environment import blas_threads_limited
+from ..analysis.operators import OperatorSpec, estimate_operator_seconds, operator_budget_warning
+from ..capture.selection import LayerFilter
 from ..capture.torch import (
     InputSizes,
     LayerWeight,
@@ -25,13 +27,11 @@ from ..capture.torch import (
     operator_layers,
     operator_specs,
 )
-from ..config import SpectralConfig
-from ..operator_analysis import OperatorSpec, estimate_operator_seconds, operator_budget_warning
-from ..selection import LayerFilter
-from ..session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..live.config import SpectralConfig
+from ..live.session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..live.thread_lending import torch_thread_pool
+from ..runfile.store import ParameterSpec
 from ..spectra.esd import GRAM_RTOL
-from ..store import ParameterSpec
-from ..thread_lending import torch_thread_pool
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -80,12 +80,12 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     only when ``tensorboard=False``) and to ``trainer.callback_metrics``.
 
     With ``operators``, conv layers are also analyzed as the linear maps they apply to whole
-    feature maps (seed 003): the largest eigenvalues of ``A^T A`` and a KPM histogram of all of
+    feature maps (anonymous, 2019): the largest eigenvalues of ``A^T A`` and a KPM histogram of all of
     them, per snapshot whose epoch is a multiple of ``operator_every_n_epochs``. The input size of
     each layer is measured on the first training batch (with forward pre-hooks, removed after it),
     so the worker starts and the initialization is snapshotted just before the first optimizer step.
 
-    Args: see :class:`spectral_callbacks.config.SpectralConfig`; ``log_dir`` wins over the
+    Args: see :class:`spectral_callbacks.live.config.SpectralConfig`; ``log_dir`` wins over the
     logger's directory when given.
 
     Example:

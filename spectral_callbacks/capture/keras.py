@@ -51,7 +51,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..selection import LayerFilter, select_layers
+from .selection import LayerFilter, select_layers
 
 __all__ = [
     "KerasWeight",

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..operator_analysis import OperatorSpec
-from ..selection import LayerFilter, fullmatch_name, select_layers
 from ..spectra import ConvOperator
+from ..spectra.operators import OperatorSpec
 from .names import clean_name
+from .selection import LayerFilter, fullmatch_name, select_layers
 
 __all__ = [
     "InputSizes",

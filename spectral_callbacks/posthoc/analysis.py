@@ -2,7 +2,7 @@
 
 Planning reads only metadata: parameters that cannot be analyzed (1-D, integer, too few
 eigenvalues) become skipped rows at once; the others are analyzed by tasks that load each tensor
-and analyze it with :func:`spectral_callbacks.model.analyze_weights`, largest first, small ones
+and analyze it with :func:`spectral_callbacks.analysis.model.analyze_weights`, largest first, small ones
 batched (:func:`guided_batches`). Each runs its BLAS on ``blas_threads`` threads in whatever
 process it lands, so the numbers are identical (bit for bit) whatever the executor and the
 number of workers.
@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from ..blas_environment import blas_threads_limited
-from ..config import SpectralConfig
-from ..model import ModelAnalysis, analyze_weights
-from ..selection import LayerFilter, select_layers
+from ..analysis.blas_environment import blas_threads_limited
+from ..analysis.model import ModelAnalysis, analyze_weights
+from ..capture.selection import LayerFilter, select_layers
+from ..live.config import SpectralConfig
+from ..runfile.store import ParameterSpec
 from ..spectra import LayerSpectrum, SkippedParameter, matrices_of
 from ..spectra.esd import GRAM_RTOL
-from ..store import ParameterSpec
 from .executors import DEFAULT_TIMEOUT, ExecutorSpec, Runner, open_executor, parse_executor
 from .progress import progress_bar
 from .sources import ParameterRef, open_source
@@ -76,7 +76,7 @@ class AnalysisOptions:
         )
 
     def spectra_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~spectral_callbacks.model.analyze_weights`."""
+        """Keyword arguments of :func:`~spectral_callbacks.analysis.model.analyze_weights`."""
         return {
             "min_evals": self.min_evals,
             "normalize": self.normalize,

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..blas_environment import blas_threads_limited
+from ..analysis.blas_environment import blas_threads_limited
+from ..analysis.spawning import main_module_hidden
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -107,7 +108,7 @@ def open_executor(
     elif spec.kind == "processes":
         context = process_context()
         with (
-            _main_module_hidden(),
+            main_module_hidden(),
             _forked_blas_on_one_thread(context),
             concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
         ):
@@ -197,7 +198,7 @@ def _dask_client(address: str | None, workers: int, timeout: float) -> Iterator[
         with client:
             yield client
         return
-    with _main_module_hidden(), local_cluster(workers) as cluster, Client(cluster) as client:
+    with main_module_hidden(), local_cluster(workers) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -236,10 +237,3 @@ def local_cluster(workers: int) -> Any:
             dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         )
-
-
-def _main_module_hidden() -> contextlib.AbstractContextManager[None]:
-    """Keep spawned workers from re-running the user's script (one without a main guard)."""
-    from ..worker import _main_module_hidden as hidden  # the live worker's spawn needs the same
-
-    return hidden()

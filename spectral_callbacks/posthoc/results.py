@@ -14,8 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..runfile.store import ParameterSpec, RunWriter, new_run_id
 from ..spectra import LayerSpectrum
-from ..store import ParameterSpec, RunWriter, new_run_id
 from .analysis import AnalysisOptions, FileResult
 
 __all__ = ["CSV_COLUMNS", "OUTPUT_SUFFIXES", "check_outputs", "union_parameters", "write_csv", "write_hdf5"]
@@ -77,18 +77,13 @@ def write_hdf5(path: Path, results: Sequence[FileResult], options: AnalysisOptio
         min_evals=options.min_evals,
     )
     try:
-        layers = set(writer.layer_names)
         for number, result in enumerate(results):
             when = _modified(result.path)
             if result.error is not None:
                 writer.append_index(number, number, "failed", result.error, when)
                 continue
             row = writer.append_index(number, number, "captured", when=when)
-            for spectrum in result.rows:
-                if spectrum.name in layers:
-                    writer.append_layer(row, spectrum)
-            writer.flush()
-            writer.set_status(row, "analyzed")
+            writer.record_analysis(row, result.rows)
     finally:
         writer.close()
 

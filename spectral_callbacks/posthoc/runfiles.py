@@ -2,7 +2,7 @@
 
 A worker that died (or a training process killed) leaves snapshots whose weights are in the run
 file but whose spectra are not. This opens the run as its writer, with the analysis options it was
-recorded with, and lets :class:`~spectral_callbacks.snapshot_analysis.SnapshotAnalyzer` catch up.
+recorded with, and lets :class:`~spectral_callbacks.live.snapshot_analysis.SnapshotAnalyzer` catch up.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..reader import RUN_FILE_NAME, open_run
-from ..snapshot_analysis import SnapshotAnalyzer
-from ..store import ParameterSpec, RunFileBusyError, RunWriter
+from ..live.snapshot_analysis import SnapshotAnalyzer
+from ..runfile.reader import RUN_FILE_NAME, open_run
+from ..runfile.store import ParameterSpec, RunFileBusyError, RunWriter
 
 __all__ = ["catch_up_run", "is_run_path"]
 

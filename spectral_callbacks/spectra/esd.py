@@ -235,7 +235,7 @@ def eigenvalues(
         svals: singular values from :func:`singular_values` (any shape; pooled).
         kind: the view's kind (conv2d eigenvalues may be halved).
         N: the larger side of each slice.
-        normalize: ``None`` (WeightWatcher: ``W^T W``) or ``"N"`` (seed 001: ``W^T W / N``).
+        normalize: ``None`` (WeightWatcher: ``W^T W``) or ``"N"`` (Martin & Mahoney, 2021: ``W^T W / N``).
         conv2d_norm: halve conv2d eigenvalues (grouped ones too) as WeightWatcher does by default.
     """
     if normalize not in (None, "N"):

@@ -1,4 +1,4 @@
-"""Spectra of large implicit symmetric operators (seed 003): Lanczos spikes and KPM bulk histograms.
+"""Spectra of large implicit symmetric operators (anonymous, 2019): Lanczos spikes and KPM bulk histograms.
 
 The operator is only applied to blocks of vectors (e.g. a :class:`ConvOperator`'s ``A^T A``, one
 forward and one transpose convolution per product). The largest eigenvalues come from ARPACK's

@@ -144,7 +144,7 @@ def entropy_rank_tolerance(N: int) -> float:  # noqa: N803
 
 
 def frame_potential(neurons: np.ndarray) -> FramePotential:
-    """Frame potential ``FP = sum_ij <w_i, w_j>^2`` of the unit-normalized rows (seed 002).
+    """Frame potential ``FP = sum_ij <w_i, w_j>^2`` of the unit-normalized rows (Heitmann, 2020).
 
     Over ``n`` unit vectors in dimension ``d`` its minimum is ``max(n, n^2 / d)``, reached exactly
     by tight frames (orthonormal sets when ``n <= d``), so the normalized value is 1 for a tight

@@ -1,4 +1,4 @@
-"""A conv layer as the linear map it applies to a whole feature map (seed 003), and its exact spectrum.
+"""A conv layer as the linear map it applies to a whole feature map (anonymous, 2019), and its exact spectrum.
 
 A 2-D convolution with zero bias on a ``C_in x H x W`` input is a linear map
 ``A: R^(C_in*H*W) -> R^(C_out*H'*W')``, vectors being feature maps flattened in C order (torch's
@@ -16,6 +16,8 @@ P. M. Long, "The singular values of convolutional layers", ICLR 2019, Theorem 6)
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from ._conv import Phase, correlate, outside, pad_index, paddings, pair, stride_phases
 
-__all__ = ["PADDING_MODES", "ConvOperator", "exact_circular_conv_svals"]
+__all__ = ["PADDING_MODES", "ConvOperator", "OperatorSpec", "exact_circular_conv_svals"]
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 
@@ -350,3 +352,66 @@ def exact_circular_conv_svals(
         copies[-1] = 1
     svals = np.repeat(svals, copies, axis=1)
     return np.sort(svals.ravel())[::-1]
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """A 2-D conv layer as an operator on a fixed input size: everything but the kernel.
+
+    Attributes:
+        name: the layer's name, also the name of its kernel in a snapshot (torch layout).
+        input_hw: the ``(H, W)`` of the feature maps the layer receives.
+        stride, padding, padding_mode, dilation, groups: as ``torch.nn.Conv2d``'s (padding an
+            ``(h, w)`` pair, ``"same"`` or ``"valid"``).
+        in_shape, out_shape: ``(C, H, W)`` of the operator's input and output feature maps.
+    """
+
+    name: str
+    input_hw: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] | str
+    padding_mode: str
+    dilation: tuple[int, int]
+    groups: int
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, name: str, operator: ConvOperator, padding: tuple[int, int] | str) -> OperatorSpec:
+        """The spec of a built operator (``padding`` as the layer gave it)."""
+        return cls(
+            name=name,
+            input_hw=(int(operator.in_shape[1]), int(operator.in_shape[2])),
+            stride=operator.stride,
+            padding=padding if isinstance(padding, str) else (int(padding[0]), int(padding[1])),
+            padding_mode=operator.padding_mode,
+            dilation=operator.dilation,
+            groups=operator.groups,
+            in_shape=tuple(int(v) for v in operator.in_shape),
+            out_shape=tuple(int(v) for v in operator.out_shape),
+        )
+
+    @property
+    def dimension(self) -> int:
+        """Size of the Gram operator analyzed: the smaller of ``C_in*H*W`` and ``C_out*H'*W'``."""
+        return min(math.prod(self.in_shape), math.prod(self.out_shape))
+
+    def build(self, weight: np.ndarray) -> ConvOperator:
+        """The operator of a kernel ``(C_out, C_in / groups, kh, kw)``, or of a grouped one captured
+        as ``(groups, C_out / groups, C_in / groups, kh, kw)`` (float64 arithmetic)."""
+        kernel = np.asarray(weight, dtype=np.float64)
+        if kernel.ndim == 5:
+            kernel = kernel.reshape(-1, *kernel.shape[2:])
+        return ConvOperator(
+            kernel,
+            input_hw=self.input_hw,
+            stride=self.stride,
+            padding=self.padding,
+            padding_mode=self.padding_mode,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+
+    def attributes(self) -> dict[str, Any]:
+        """The spec as HDF5-storable attributes (tuples as int arrays), with ``dimension``."""
+        return {**asdict(self), "dimension": self.dimension}

@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 import keras_tiny as tiny  # noqa: E402
 
 from spectral_callbacks import KerasSpectralCallback, open_run  # noqa: E402
-from spectral_callbacks.store import ParameterSpec, RunWriter  # noqa: E402
+from spectral_callbacks.runfile.store import ParameterSpec, RunWriter  # noqa: E402
 
 
 def fit_fails_before_training(

@@ -25,7 +25,7 @@ keras = pytest.importorskip("keras")
 import keras_tiny as tiny  # noqa: E402
 
 from spectral_callbacks import KerasSpectralCallback, open_run  # noqa: E402
-from spectral_callbacks.writer_lock import WriterLock  # noqa: E402
+from spectral_callbacks.runfile.lock import WriterLock  # noqa: E402
 
 # The names the README promises: per-layer scalars as "<metric>/<layer>", averages as "model/<metric>".
 LAYER_METRICS = (

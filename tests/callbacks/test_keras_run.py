@@ -21,8 +21,8 @@ import keras_tiny as tiny  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 from spectral_callbacks import KerasSpectralCallback, SpectralWarning, analyze_matrix, open_run  # noqa: E402
-from spectral_callbacks.model import analyze_weights  # noqa: E402
-from spectral_callbacks.sinks.tensorboard import AVERAGED_METRICS  # noqa: E402
+from spectral_callbacks.analysis.averages import AVERAGED_METRICS  # noqa: E402
+from spectral_callbacks.analysis.model import analyze_weights  # noqa: E402
 from spectral_callbacks.spectra import METRIC_NAMES  # noqa: E402
 
 MAX_EPOCHS = 3

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from spectral_callbacks import SpectralCallback, open_run
-from spectral_callbacks.store import ParameterSpec, RunWriter
+from spectral_callbacks.runfile.store import ParameterSpec, RunWriter
 
 
 def assert_not_trained(trainer, model, initial: dict[str, np.ndarray], tiny) -> None:

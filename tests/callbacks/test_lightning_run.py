@@ -17,8 +17,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing import event_accumulator
 
 from spectral_callbacks import SpectralCallback, SpectralWarning, analyze_matrix, open_run
-from spectral_callbacks.model import analyze_weights
-from spectral_callbacks.sinks.tensorboard import AVERAGED_METRICS
+from spectral_callbacks.analysis.averages import AVERAGED_METRICS
+from spectral_callbacks.analysis.model import analyze_weights
 from spectral_callbacks.spectra import METRIC_NAMES
 
 MAX_EPOCHS = 3

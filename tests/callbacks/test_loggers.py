@@ -248,7 +248,7 @@ def test_tensorboard_logger_gets_the_scalars_when_the_worker_writes_no_events(tm
 
 
 def test_new_version_dir_follows_the_highest_version(tmp_path: Path) -> None:
-    from spectral_callbacks.session import new_version_dir
+    from spectral_callbacks.live.session import new_version_dir
 
     assert new_version_dir(tmp_path / "spectral_logs") == tmp_path / "spectral_logs" / "version_0"
     (tmp_path / "spectral_logs" / "version_7").mkdir()

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from spectral_callbacks import SpectralCallback, SpectralWarning, open_run
-from spectral_callbacks.model import analyze_weights
+from spectral_callbacks.analysis.model import analyze_weights
 
 STEP_SECONDS = 0.05
 BATCHES = 40

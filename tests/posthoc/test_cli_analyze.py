@@ -14,9 +14,9 @@ import pytest
 from posthoc_models import analyzable
 
 from spectral_callbacks import analyze_matrix, analyze_model, open_run
-from spectral_callbacks.blas_environment import BLAS_THREAD_VARIABLES
+from spectral_callbacks.analysis.blas_environment import BLAS_THREAD_VARIABLES
 from spectral_callbacks.cli import main
-from spectral_callbacks.store import ParameterSpec, RunWriter
+from spectral_callbacks.runfile.store import ParameterSpec, RunWriter
 
 
 def run_cli(capsys: pytest.CaptureFixture, *arguments: object) -> tuple[int, str, str]:

@@ -20,7 +20,7 @@ import pytest
 from posthoc_models import analyzable
 
 from spectral_callbacks import analyze_model
-from spectral_callbacks.blas_environment import BLAS_THREAD_VARIABLES
+from spectral_callbacks.analysis.blas_environment import BLAS_THREAD_VARIABLES
 from spectral_callbacks.posthoc import ExecutorError, analysis, analyze_paths, executors, parse_executor
 from spectral_callbacks.posthoc.executors import ExecutorSpec, process_context
 from spectral_callbacks.spectra import METRIC_NAMES

@@ -1,0 +1,257 @@
+"""Post-hoc analysis of a whole model or state dict, one row per matrix (like WeightWatcher's analyze)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..capture.names import clean_name
+from ..formatting import format_columns
+from ..spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
+from ..spectra.esd import GRAM_RTOL, METHODS
+from . import mkl_svd
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "ModelAnalysis",
+    "analyze_model",
+    "analyze_weights",
+    "format_table",
+    "skipped_note",
+    "table_cells",
+]
+
+TABLE_COLUMNS = (
+    "name", "kind", "shape", "alpha", "D", "alpha_weighted", "log_norm",
+    "log_spectral_norm", "stable_rank", "rank_loss", "lambda_min", "phase",
+)  # fmt: skip
+
+
+class ModelAnalysis(list):
+    """A list of :class:`LayerSpectrum` rows with table and DataFrame views.
+
+    Attributes:
+        aliases: for a tied parameter analyzed once, its name -> the other names of the same tensor.
+    """
+
+    aliases: dict[str, tuple[str, ...]]
+
+    def __init__(self, rows: Iterable[LayerSpectrum] = ()):
+        super().__init__(rows)
+        self.aliases = {}
+
+    def analyzed(self) -> list[LayerSpectrum]:
+        """The rows that were analyzed (not skipped)."""
+        return [row for row in self if row.status != "skipped"]
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per matrix.
+
+        Raises:
+            ModuleNotFoundError: pandas is not installed (the ``pandas`` extra installs it).
+        """
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ModuleNotFoundError(
+                f"ModelAnalysis.to_pandas() needs pandas, which could not be imported ({error}): "
+                'pip install "spectral-callbacks[pandas]"',
+                name="pandas",
+            ) from error
+
+        return pd.DataFrame([row.row() for row in self])
+
+    def table(self) -> str:
+        """A readable plain-text table of the analyzed rows, and a line on the skipped ones."""
+        return format_table(self)
+
+
+def analyze_model(
+    model: Any,
+    *,
+    layers: Any = None,
+    exclude: Any = None,
+    normalize: str | None = None,
+    conv2d_norm: bool = True,
+    xmax: float | str | None = None,
+    min_evals: int = 8,
+    method: str = "auto",
+    gram_rtol: float = GRAM_RTOL,
+) -> ModelAnalysis:
+    """Analyze every analyzable weight of a torch module or a ``{name: array}`` mapping.
+
+    Args:
+        model: a ``torch.nn.Module`` (layers found by type, see :mod:`spectral_callbacks.capture.torch`)
+            or a mapping of parameter names to arrays or tensors (kinds guessed from names and
+            shapes; 1-D entries are skipped). Either way a tensor stored under several names (tied
+            weights) is analyzed once, under its first name, the others in ``aliases``; names lose
+            ``torch.compile``'s ``_orig_mod.`` and a ``DataParallel`` wrapper's ``module.``.
+        layers, exclude: for a torch module, layer names, regular expressions or classes.
+        normalize, conv2d_norm, xmax, min_evals, method, gram_rtol: as
+            :func:`spectral_callbacks.spectra.analyze_matrix`.
+
+    Returns:
+        One row per matrix, in model order; bad or too-small parameters are rows with
+        ``status="skipped"`` and a reason, never an exception (for a module, every parameter of
+        no analyzable layer too, after the analyzed ones).
+    """
+    skipped: dict[str, str] = {}
+    if hasattr(model, "named_modules"):
+        from ..capture.torch import copy_weights, find_layers
+
+        found = find_layers(model, layers, exclude)
+        arrays = copy_weights(found.weights)
+        items = [(weight.name, arrays[weight.name], weight.kind) for weight in found.weights]
+        aliases = {weight.name: weight.aliases for weight in found.weights if weight.aliases}
+        skipped = found.skipped
+    elif isinstance(model, Mapping):
+        named, aliases = _distinct_tensors(model)
+        items = [(name, _as_array(value), None) for name, value in named.items()]
+    else:
+        raise TypeError(
+            f"analyze_model takes a torch.nn.Module or a mapping of names to arrays; "
+            f"received {type(model).__name__}."
+        )
+    rows = analyze_weights(
+        items,
+        normalize=normalize,
+        conv2d_norm=conv2d_norm,
+        xmax=xmax,
+        min_evals=min_evals,
+        method=method,
+        gram_rtol=gram_rtol,
+    )
+    rows.aliases = aliases
+    for name, reason in skipped.items():
+        rows.append(LayerSpectrum.skipped(SkippedParameter(name, (), reason), ""))
+    return rows
+
+
+def analyze_weights(
+    items: Iterable[tuple[str, np.ndarray, str | None]],
+    *,
+    normalize: str | None = None,
+    conv2d_norm: bool = True,
+    xmax: float | str | None = None,
+    min_evals: int = 8,
+    max_evals: int | None = None,
+    svd_threads: int | None = None,
+    method: str = "auto",
+    gram_rtol: float = GRAM_RTOL,
+) -> ModelAnalysis:
+    """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason.
+
+    Large matrices go to MKL's SVD (and large Gram matrices to MKL's eigensolver) when torch
+    carries it (:mod:`spectral_callbacks.analysis.mkl_svd`), on ``svd_threads`` threads (None: torch's own
+    setting). ``method`` chooses how singular values are computed: ``"auto"`` (certified Gram
+    eigenvalues where expected to pass, SVD elsewhere), ``"gram"`` or ``"svd"``, and ``gram_rtol``
+    the Gram path's certified relative error; see
+    :mod:`spectral_callbacks.spectra.esd`.
+
+    Raises:
+        ValueError: an invalid ``method`` or ``gram_rtol`` (bad layers become skipped rows).
+    """
+    if method not in METHODS:
+        raise ValueError(f"Invalid value for method={method!r}. Must be one of {METHODS}.")
+    if not 0 < gram_rtol < 1:
+        raise ValueError(f"Invalid value for gram_rtol={gram_rtol!r}. Must be in (0, 1), e.g. {GRAM_RTOL}.")
+    svdvals = functools.partial(mkl_svd.svdvals, threads=svd_threads)
+    eigvalsh = functools.partial(mkl_svd.eigvalsh, threads=svd_threads)
+    rows = ModelAnalysis()
+    for name, array, kind in items:
+        try:
+            views = matrices_of(name, array, kind, min_evals=min_evals, max_evals=max_evals)
+        except ValueError as error:
+            views = SkippedParameter(name, tuple(array.shape), str(error))
+        if isinstance(views, SkippedParameter):
+            rows.append(LayerSpectrum.skipped(views, kind or ""))
+            continue
+        for view in views:
+            try:
+                rows.append(
+                    analyze_view(
+                        view,
+                        weights_dtype=array.dtype,
+                        normalize=normalize,
+                        conv2d_norm=conv2d_norm,
+                        xmax=xmax,
+                        svdvals=svdvals,
+                        method=method,
+                        eigvalsh=eigvalsh,
+                        gram_rtol=gram_rtol,
+                    )
+                )
+            except ValueError as error:
+                skipped = SkippedParameter(view.name, tuple(view.slices.shape[1:]), str(error))
+                rows.append(LayerSpectrum.skipped(skipped, view.kind))
+    return rows
+
+
+def format_table(rows: Iterable[LayerSpectrum]) -> str:
+    """Plain-text table of the analyzed rows, and a line on the skipped ones."""
+    rows = list(rows)
+    table = format_columns(TABLE_COLUMNS, table_cells(rows))
+    note = skipped_note(rows)
+    return f"{table}\n{note}" if note else table
+
+
+def table_cells(rows: Iterable[LayerSpectrum]) -> list[list[object]]:
+    """The cells of :data:`TABLE_COLUMNS` for each analyzed (not skipped) row."""
+    return [[_cell(row, column) for column in TABLE_COLUMNS] for row in rows if row.status != "skipped"]
+
+
+def skipped_note(rows: Iterable[LayerSpectrum]) -> str | None:
+    """A line on the skipped rows (how many, and the first one's reason), or None."""
+    skipped = [row for row in rows if row.status == "skipped"]
+    if not skipped:
+        return None
+    return f"({len(skipped)} parameter(s) skipped, e.g. {skipped[0].name}: {skipped[0].reason})"
+
+
+def _cell(row: LayerSpectrum, column: str) -> object:
+    return f"{row.N}x{row.M}" if column == "shape" else getattr(row, column)
+
+
+def _distinct_tensors(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
+    """The entries of a state dict with each tensor once, under cleaned names, and the aliases.
+
+    Tied weights share memory (``torch.load`` keeps the sharing): an entry whose data pointer,
+    shape, strides and dtype equal an earlier one's is that tensor again. Names lose
+    ``_orig_mod.`` parts, and ``module.`` when every name starts with it (a saved DataParallel).
+    """
+    unwrap = bool(state) and all(str(name).startswith("module.") for name in state)
+    first: dict[tuple, str] = {}
+    named: dict[str, Any] = {}
+    aliases: dict[str, list[str]] = {}
+    for raw_name, value in state.items():
+        name = clean_name(str(raw_name), unwrap) or str(raw_name)
+        key = _memory_key(value)
+        if key is not None and key in first:
+            aliases[first[key]].append(name)
+            continue
+        if key is not None:
+            first[key] = name
+        named[name], aliases[name] = value, []
+    return named, {name: tuple(others) for name, others in aliases.items() if others}
+
+
+def _memory_key(value: Any) -> tuple | None:
+    """What identifies a tensor's memory (None for empty tensors and for other objects)."""
+    if hasattr(value, "data_ptr") and hasattr(value, "stride"):
+        if value.numel() == 0:
+            return None
+        return ("torch", value.device.type, value.data_ptr(), tuple(value.shape), value.stride(), value.dtype)
+    if isinstance(value, np.ndarray) and value.size:
+        return ("numpy", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    return None
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if value.dtype.is_floating_point and value.element_size() < 4:
+            value = value.float()  # numpy has no bfloat16
+    return np.asarray(value)

@@ -1,0 +1,190 @@
+"""What the analysis process does with a snapshot: store it, analyze it, record the result.
+
+Kept apart from the process plumbing in ``worker.py`` so the same steps serve the live worker
+and the offline catch-up of snapshots a dead worker left unanalyzed.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.averages import scalar_metrics
+from ..analysis.model import analyze_weights
+from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum, analyze_operators
+from ..runfile.store import ParameterSpec, RunWriter
+from ..spectra import LayerSpectrum
+
+__all__ = ["SnapshotAnalyzer"]
+
+# (kind, text) for the user. Kinds "skipped:<layer>", "operator:<layer>" and "write-error" are
+# warned about once each (a layer that turns NaN is skipped at every later snapshot); other texts
+# once per text.
+Report = Callable[[str, str], None]
+# (epoch, step, scalars by TensorBoard tag) of each analyzed snapshot, for the user's own loggers.
+Results = Callable[[int, int, dict[str, float]], None]
+_FAILED = object()  # what a write that raised an OSError returns
+_SNAPSHOT_MARGIN_BYTES = 256 * 1024  # metrics, singular values, HDF5 metadata of a snapshot
+
+
+class SnapshotAnalyzer:
+    """Writes snapshots and their spectra to a run file (and optionally TensorBoard).
+
+    Args:
+        writer: the open run file.
+        parameters: the captured parameters, in model order.
+        analysis_options: ``min_evals`` and the ESD conventions for ``analyze_weights``.
+        sink: a TensorBoard sink, or ``None``.
+        report: called with ``(kind, text)`` for anything the user should hear about.
+        weights_dtype: dtype of saved weights, or ``None`` when weights are not saved.
+        operators: conv layers whose operator spectra are estimated after the matrix analysis,
+            on the snapshots ``operator_options`` says are due.
+        operator_options: their schedule and estimator settings.
+        results: called with ``(epoch, step, scalars)`` once a snapshot's spectra are in the run
+            file, ``scalars`` named as the TensorBoard tags (see
+            :func:`spectral_callbacks.analysis.averages.scalar_metrics`); ``None`` to send nothing.
+    """
+
+    def __init__(
+        self,
+        writer: RunWriter,
+        parameters: Sequence[ParameterSpec],
+        analysis_options: dict[str, Any],
+        *,
+        sink: Any = None,
+        report: Report,
+        weights_dtype: str | None,
+        operators: Sequence[OperatorSpec] = (),
+        operator_options: OperatorOptions | None = None,
+        results: Results | None = None,
+    ):
+        self.writer = writer
+        self.parameters = tuple(parameters)
+        self.analysis_options = analysis_options
+        self.sink = sink
+        self.report = report
+        self.weights_dtype = weights_dtype
+        self.operator_options = operator_options or OperatorOptions()
+        self.results = results
+        self._operators = tuple(spec for spec in operators if spec.name in set(writer.operator_names))
+        self._layers = set(writer.layer_names)
+        self._committed_steps = writer.committed_steps()
+
+    def record_dropped(self, dropped: Sequence[tuple[int, int, float, str]]) -> None:
+        """Index rows for snapshots the training side dropped (``on_full="drop"``)."""
+        for epoch, step, when, reason in dropped:
+            self._written(self.writer.append_index, epoch, step, "dropped", reason, when)
+
+    def add(self, epoch: int, step: int, when: float, arrays: dict[str, np.ndarray]) -> None:
+        """Commit a new snapshot's weights and index row, then analyze it.
+
+        A snapshot at a step the file already holds is skipped: the training side hands a
+        restarted worker what the dead one had not acknowledged, and a resumed run its last one.
+        """
+        if step in self._committed_steps:
+            return
+        if not self._room_for(arrays):
+            return
+
+        def commit() -> int:
+            if self.weights_dtype is not None:
+                self.writer.append_weights(
+                    {name: array.astype(self.weights_dtype, copy=False) for name, array in arrays.items()}
+                )
+            return self.writer.append_index(epoch, step, "captured", when=when)
+
+        row = self._written(commit)
+        if row is not _FAILED:
+            self._committed_steps.add(step)
+            self._analyze(row, epoch, step, arrays)
+
+    def catch_up(self) -> int:
+        """Analyze snapshots committed earlier but never analyzed (a worker died); returns how many.
+
+        Their saved weights are used; without saved weights they are marked failed with the reason.
+        """
+        done = 0
+        for row, epoch, step in self.writer.pending():
+            arrays = self.writer.saved_weights(row)
+            if arrays is None:
+                reason = "analysis interrupted and weights not saved (save_weights=False)"
+                self._written(self.writer.set_status, row, "failed", reason)
+                continue
+            self._analyze(row, epoch, step, arrays)
+            done += 1
+        return done
+
+    def _analyze(self, row: int, epoch: int, step: int, arrays: dict[str, np.ndarray]) -> None:
+        try:
+            items = [(p.name, arrays[p.name], p.kind) for p in self.parameters if p.name in arrays]
+            spectra = [s for s in analyze_weights(items, **self.analysis_options) if s.name in self._layers]
+        except Exception as error:  # noqa: BLE001 - recorded, never raised into training
+            self._written(self.writer.set_status, row, "failed", f"{type(error).__name__}: {error}")
+            self.report("warning", f"analysis of epoch {epoch} step {step} failed: {error}")
+            return
+        operators = analyze_operators(self._operators, arrays, self.operator_options, epoch)
+        if self._written(self.writer.record_analysis, row, spectra, operators) is not _FAILED:
+            scalars = scalar_metrics(spectra, operators)
+            if self.sink is not None:
+                self.sink.write_snapshot(step, spectra, scalars)
+                if operators:
+                    self.sink.write_operators(step, operators)
+            if self.results is not None:
+                self.results(epoch, step, scalars)
+        _report_skipped(spectra, epoch, step, self.report)
+        _report_operators(operators, epoch, step, self.report)
+
+    def _room_for(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Whether the disk has room for a snapshot, with a margin; reported when it has not.
+
+        Checked beforehand because HDF5 reports a full disk only sometimes: chunk writes that fail
+        when its cache evicts them are lost without an exception, under an index row saying
+        the snapshot is there.
+        """
+        itemsize = np.dtype(self.weights_dtype).itemsize if self.weights_dtype is not None else 0
+        needed = 2 * sum(array.size for array in arrays.values()) * itemsize + _SNAPSHOT_MARGIN_BYTES
+        free = shutil.disk_usage(Path(self.writer.file.filename).parent).free
+        if free >= needed:
+            return True
+        self._written(_raise_disk_full, free, needed)
+        return False
+
+    def _written(self, write: Callable[..., Any], *args: Any) -> Any:
+        """``write(*args)``'s result; an OS error (disk full, file gone) is reported and gives
+        ``_FAILED`` instead of an exception. Snapshots committed before stay readable.
+        """
+        try:
+            return write(*args)
+        except (OSError, RuntimeError) as error:  # h5py raises either when a write fails
+            self.report(
+                "write-error",
+                f"cannot write to the run file {self.writer.file.filename}: {error}. Snapshots "
+                "already in it are intact; later ones are lost until the write succeeds again",
+            )
+            return _FAILED
+
+
+def _raise_disk_full(free: int, needed: int) -> None:
+    raise OSError(errno.ENOSPC, f"No space left for a snapshot: {free} bytes free, about {needed} needed")
+
+
+def _report_operators(operators: Sequence[OperatorSpectrum], epoch: int, step: int, report: Report) -> None:
+    for operator in operators:
+        if operator.reason:
+            outcome = "approximate" if operator.ok else "failed"
+            text = f"operator spectrum of {operator.name} {outcome} at epoch {epoch} step {step}"
+            report(f"operator:{operator.name}", f"{text}: {operator.reason}")
+
+
+def _report_skipped(spectra: Sequence[LayerSpectrum], epoch: int, step: int, report: Report) -> None:
+    for spectrum in spectra:
+        if spectrum.status == "skipped":
+            report(
+                f"skipped:{spectrum.name}",
+                f"layer {spectrum.name} skipped at epoch {epoch} step {step}: {spectrum.reason}",
+            )

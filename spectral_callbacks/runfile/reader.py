@@ -1,0 +1,366 @@
+"""Reading a run file, also while the worker is still writing it (HDF5 SWMR).
+
+Only committed snapshots are visible: those whose index row says "analyzed" for metrics and
+spectra, and any committed one ("captured", "analyzed" or "failed" analysis) for weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..spectra import METRIC_NAMES, eigenvalues
+from .store import FORMAT_VERSION, LAYER_STATUS, PHASE_CODES, SNAPSHOT_STATUS, group_name
+
+__all__ = ["READABLE_FORMATS", "RUN_FILE_NAME", "RunReader", "open_run"]
+
+RUN_FILE_NAME = "spectra.h5"
+# Format 4 only added /operators: a format-3 file reads as a run without operator spectra.
+READABLE_FORMATS = (3, FORMAT_VERSION)
+_LOCK_RETRY_SECONDS = 10.0
+_LAYER_STATUS_NAMES = {code: name for name, code in LAYER_STATUS.items()}
+
+
+def open_run(path: str | Path) -> RunReader:
+    """Open a run file, or the ``spectra.h5`` inside a run directory, for reading.
+
+    Raises:
+        FileNotFoundError: no run file at ``path``.
+        ValueError: the file is not a spectral-callbacks run file (or is truncated/corrupt).
+    """
+    return RunReader(path)
+
+
+class RunReader:
+    """A read-only view of a run: layers, epochs, metrics per layer and epoch, ESDs and weights."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if path.is_dir():
+            path = path / RUN_FILE_NAME
+        if not path.exists():
+            raise FileNotFoundError(
+                f"No run file at {path}; expected a {RUN_FILE_NAME} written by a callback."
+            )
+        try:
+            self._file = _open_swmr(path)
+        except OSError as error:
+            raise ValueError(
+                f"{path} is not a readable HDF5 run file (truncated or corrupt?): {error}"
+            ) from error
+        if "format_version" not in self._file.attrs or "index" not in self._file:
+            self._file.close()
+            raise ValueError(f"{path} is an HDF5 file but not a spectral-callbacks run file.")
+        version = int(self._file.attrs["format_version"])
+        if version not in READABLE_FORMATS:
+            library = self._file.attrs.get("library_version", "?")
+            self._file.close()
+            raise ValueError(
+                f"{path} is a run file of format {version} (written by spectral-callbacks {library}); "
+                f"this version reads formats {', '.join(map(str, READABLE_FORMATS))}. Analyze its saved "
+                "weights again with the current version, or read it with the version that wrote it."
+            )
+        self.path = path
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The callback settings the run was recorded with."""
+        return json.loads(self._file.attrs["config"])
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """Run metadata: format and library version, framework, run id, creation time."""
+        return {key: self._file.attrs[key] for key in self._file.attrs if key != "config"}
+
+    @property
+    def skipped_parameters(self) -> dict[str, str]:
+        """``{parameter: reason}`` for the model's parameters that have no analyzed matrix.
+
+        Run files written before the attribute existed read as ``{}``.
+        """
+        return self._json_attribute("skipped_parameters")
+
+    @property
+    def parameter_aliases(self) -> dict[str, list[str]]:
+        """``{parameter: [other names]}``: tensors the model holds under several names (tied
+        weights), recorded once under the first name; ``{}`` for runs without the attribute."""
+        return {name: list(others) for name, others in self._json_attribute("parameter_aliases").items()}
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the analyzed matrices, in model order."""
+        return [group.attrs["name"] for group in self._groups("layers")]
+
+    @property
+    def parameters(self) -> list[str]:
+        return [group.attrs["name"] for group in self._groups("parameters")]
+
+    @property
+    def operators(self) -> list[str]:
+        """Names of the conv layers whose operator spectra the run records, in model order."""
+        return [group.attrs["name"] for group in self._groups("operators")]
+
+    def operator_info(self, layer: str) -> dict[str, Any]:
+        """An operator layer's ``input_hw``, ``stride``, ``padding``, ``padding_mode``, ``dilation``,
+        ``groups``, ``in_shape``, ``out_shape`` and ``dimension`` (of its Gram operator), as Python values."""
+        attrs = self._group("operators", layer).attrs
+        return {key: _python(attrs[key]) for key in attrs}
+
+    def operator_epochs(self, layer: str) -> np.ndarray:
+        """Epochs of the analyzed snapshots that have an operator row for ``layer``."""
+        group = self._group("operators", layer)
+        rows = self._analyzed_rows(group)  # refreshes the snapshot column first
+        return self.snapshots()["epoch"][group["snapshot"][...][rows]]
+
+    def operator_spectral_norm(self, layer: str) -> np.ndarray:
+        """The operator's spectral norm ``sigma_max(A) = sqrt(lambda_1)`` at every analyzed snapshot
+        with an operator row (:meth:`operator_epochs`); NaN where its analysis failed."""
+        group = self._group("operators", layer)
+        rows = self._analyzed_rows(group)
+        group["top"].refresh()
+        return np.sqrt(group["top"][:, 0][rows])
+
+    def operator_spectrum(
+        self, layer: str, epoch: int | None = None, *, step: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(top, edges, counts, count_errors)`` of an operator layer at an epoch (its last
+        snapshot) or step, by default the last one: the ``top_k`` largest eigenvalues of its Gram
+        operator (squared singular values, descending) and the KPM histogram of all of them.
+
+        Raises:
+            KeyError: no such operator layer, or no operator row at that epoch or step.
+        """
+        group = self._group("operators", layer)
+        try:
+            row = self._row_at(group, epoch, step, analyzed=True)
+        except KeyError:
+            what = f"step {step}" if step is not None else f"epoch {epoch}"
+            raise KeyError(
+                f"No operator spectrum of {layer!r} at {what} in {self.path}; it has epochs "
+                f"{self.operator_epochs(layer).tolist()} (operator_every_n_epochs="
+                f"{self.config.get('operator_every_n_epochs')})."
+            ) from None
+        for name in ("top", "edges", "counts", "count_errors"):
+            group[name].refresh()
+        return tuple(group[name][row] for name in ("top", "edges", "counts", "count_errors"))
+
+    def layer_info(self, layer: str) -> dict[str, Any]:
+        """Kind, N, M, Q and number of slices of a layer."""
+        return dict(self._layer(layer).attrs)
+
+    def snapshots(self, status: str | None = None) -> dict[str, np.ndarray]:
+        """The index as arrays: ``epoch``, ``step``, ``time``, ``status``, ``reason``; optionally filtered."""
+        index = self._file["index"]
+        columns = {}
+        for name in ("epoch", "step", "time", "status", "reason"):
+            index[name].refresh()
+            columns[name] = index[name][...]
+        size = min(len(column) for column in columns.values())
+        columns = {name: column[:size] for name, column in columns.items()}
+        columns["status"] = np.array([_name_of(code) for code in columns["status"]], dtype=object)
+        columns["reason"] = np.array([text.decode("utf-8") for text in columns["reason"]], dtype=object)
+        if status is not None:
+            keep = columns["status"] == status
+            columns = {name: column[keep] for name, column in columns.items()}
+        return columns
+
+    @property
+    def epochs(self) -> np.ndarray:
+        """Epoch of every analyzed snapshot (0 is the initialization)."""
+        return self.snapshots("analyzed")["epoch"]
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Global step of every analyzed snapshot."""
+        return self.snapshots("analyzed")["step"]
+
+    @property
+    def dropped(self) -> list[tuple[int, int, str]]:
+        """``(epoch, step, reason)`` of every snapshot dropped because the worker was behind."""
+        rows = self.snapshots("dropped")
+        return list(zip(rows["epoch"].tolist(), rows["step"].tolist(), rows["reason"].tolist(), strict=True))
+
+    def metric(self, name: str, layer: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """One metric over the analyzed snapshots: for one layer, or a dict over all layers.
+
+        Raises:
+            KeyError: unknown metric or layer; the message lists the available ones.
+        """
+        if name not in METRIC_NAMES:
+            raise KeyError(f"Unknown metric {name!r}. Available: {', '.join(METRIC_NAMES)}.")
+        if layer is None:
+            return {layer_name: self.metric(name, layer_name) for layer_name in self.layers}
+        group = self._layer(layer)
+        rows = self._analyzed_rows(group)
+        dataset = group["metrics"]
+        dataset.refresh()
+        column = list(dataset.attrs["names"]).index(name)
+        return dataset[:, column][rows]
+
+    def metrics(self, layer: str) -> dict[str, np.ndarray]:
+        """All metrics of one layer over the analyzed snapshots."""
+        return {name: self.metric(name, layer) for name in METRIC_NAMES}
+
+    def layer_status(self, layer: str) -> list[tuple[str, str]]:
+        """``(status, reason)`` of a layer at every analyzed snapshot."""
+        group = self._layer(layer)
+        rows = self._analyzed_rows(group)
+        for name in ("status", "reason"):
+            group[name].refresh()
+        codes = group["status"][...][rows]
+        reasons = group["reason"][...][rows]
+        return [(_LAYER_STATUS_NAMES[int(c)], r.decode("utf-8")) for c, r in zip(codes, reasons, strict=True)]
+
+    def phases(self, layer: str) -> list[str]:
+        """The training phase (Martin & Mahoney's labels, 2021, or "unknown") of a layer at every
+        analyzed snapshot."""
+        group = self._layer(layer)
+        rows = self._analyzed_rows(group)
+        group["phase"].refresh()
+        return [PHASE_CODES[int(code)] for code in group["phase"][...][rows]]
+
+    def svals(self, layer: str, epoch: int | None = None, *, step: int | None = None) -> np.ndarray:
+        """Singular values ``(slices, M)`` of a layer at an epoch (the last snapshot of it) or step."""
+        group = self._layer(layer)
+        row = self._row_at(group, epoch, step, analyzed=True)
+        return group["svals"][row]
+
+    def esd(self, layer: str, epoch: int | None = None, *, step: int | None = None) -> np.ndarray:
+        """The ESD (eigenvalues, ascending) of a layer, with the run's conventions."""
+        attrs = self._layer(layer).attrs
+        config = self.config
+        return eigenvalues(
+            self.svals(layer, epoch, step=step),
+            kind=attrs["kind"],
+            N=int(attrs["N"]),
+            normalize=config.get("normalize"),
+            conv2d_norm=config.get("conv2d_norm", True),
+        )
+
+    def weights(self, parameter: str, epoch: int | None = None, *, step: int | None = None) -> np.ndarray:
+        """Saved weights of a parameter at an epoch or step.
+
+        Raises:
+            KeyError: the run did not save weights, or no such parameter / snapshot.
+        """
+        group = self._group("parameters", parameter)
+        if "weights" not in group:
+            raise KeyError(f"Run {self.path} did not save weights (save_weights=False).")
+        row = self._row_at(group, epoch, step, analyzed=False)
+        return group["weights"][row]
+
+    def _json_attribute(self, name: str) -> dict[str, Any]:
+        """A root attribute holding a JSON object, ``{}`` when absent.
+
+        Raises:
+            ValueError: the attribute is not a JSON object.
+        """
+        text = self._file.attrs.get(name)
+        if text is None:
+            return {}
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f"{self.path}: the attribute {name} is not a JSON object: {str(text)[:80]!r}.")
+        return value
+
+    def _groups(self, root: str) -> list[h5py.Group]:
+        return [self._file[root][key] for key in self._file[root]] if root in self._file else []
+
+    def _group(self, root: str, name: str) -> h5py.Group:
+        key = group_name(name)
+        if root not in self._file or key not in self._file[root]:
+            available = {"layers": self.layers, "operators": self.operators}.get(root, self.parameters)
+            what = "operator layer" if root == "operators" else root[:-1]
+            raise KeyError(
+                f"No {what} {name!r} in {self.path}. Available: {', '.join(available) or '(none)'}."
+            )
+        return self._file[root][key]
+
+    def _layer(self, layer: str) -> h5py.Group:
+        return self._group("layers", layer)
+
+    def _analyzed_rows(self, group: h5py.Group) -> np.ndarray:
+        analyzed = np.flatnonzero(self._status_codes() == SNAPSHOT_STATUS["analyzed"])
+        group["snapshot"].refresh()
+        snapshot = group["snapshot"][...]
+        rows = np.flatnonzero(np.isin(snapshot, analyzed))
+        # one row per snapshot: keep the last written (a resumed run never duplicates, but be safe)
+        _, last = np.unique(snapshot[rows][::-1], return_index=True)
+        return np.sort(rows[::-1][last])
+
+    def _row_at(self, group: h5py.Group, epoch: int | None, step: int | None, *, analyzed: bool) -> int:
+        index = self.snapshots()
+        wanted = {"analyzed"} if analyzed else {"analyzed", "captured", "failed"}
+        committed = np.array([status in wanted for status in index["status"]])
+        if step is not None:
+            match = committed & (index["step"] == step)
+        elif epoch is not None:
+            match = committed & (index["epoch"] == epoch)
+        else:
+            match = committed
+        ids = np.flatnonzero(match)
+        group["snapshot"].refresh()
+        rows = np.flatnonzero(np.isin(group["snapshot"][...], ids))
+        if rows.size == 0:
+            what = f"step {step}" if step is not None else f"epoch {epoch}"
+            raise KeyError(f"No committed snapshot at {what} in {self.path}; epochs: {self.epochs.tolist()}.")
+        return int(rows[-1])
+
+    def _status_codes(self) -> np.ndarray:
+        dataset = self._file["index/status"]
+        dataset.refresh()
+        return dataset[...]
+
+
+def _open_swmr(path: Path) -> h5py.File:
+    """Open for SWMR reading; while the writer opens or closes the file (it holds HDF5's lock for
+    a moment then), retry for up to ``_LOCK_RETRY_SECONDS``."""
+    deadline = time.monotonic() + _LOCK_RETRY_SECONDS
+    while True:
+        try:
+            _check_complete(path)
+            return h5py.File(path, "r", libver="latest", swmr=True)
+        except OSError as error:
+            if "unable to lock file" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _check_complete(path: Path) -> None:
+    """A plain open checks the end of file, which a SWMR open skips: a truncated file fails here.
+
+    A file still open by its writer refuses the plain open; the SWMR open that follows reads it.
+    """
+    try:
+        h5py.File(path, "r", libver="latest").close()
+    except OSError as error:
+        if "already open for write" not in str(error):
+            raise
+
+
+def _python(value: Any) -> Any:
+    """An HDF5 attribute as a Python value: arrays as tuples, numpy scalars as ints, floats, str."""
+    if isinstance(value, np.ndarray):
+        return tuple(value.tolist())
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _name_of(code: int) -> str:
+    return next(name for name, value in SNAPSHOT_STATUS.items() if value == code)
