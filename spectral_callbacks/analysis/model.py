@@ -12,6 +12,7 @@ from ..capture.names import clean_name
 from ..formatting import format_columns
 from ..spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
 from ..spectra.esd import GRAM_RTOL, METHODS
+from ..spectra.matrices import DEFAULT_MIN_EVALS
 from . import mkl_svd
 
 __all__ = [
@@ -77,7 +78,7 @@ def analyze_model(
     normalize: str | None = None,
     conv2d_norm: bool = True,
     xmax: float | str | None = None,
-    min_evals: int = 8,
+    min_evals: int = DEFAULT_MIN_EVALS,
     method: str = "auto",
     gram_rtol: float = GRAM_RTOL,
 ) -> ModelAnalysis:
@@ -136,7 +137,7 @@ def analyze_weights(
     normalize: str | None = None,
     conv2d_norm: bool = True,
     xmax: float | str | None = None,
-    min_evals: int = 8,
+    min_evals: int = DEFAULT_MIN_EVALS,
     max_evals: int | None = None,
     svd_threads: int | None = None,
     method: str = "auto",
@@ -155,9 +156,9 @@ def analyze_weights(
         ValueError: an invalid ``method`` or ``gram_rtol`` (bad layers become skipped rows).
     """
     if method not in METHODS:
-        raise ValueError(f"Invalid value for method={method!r}. Must be one of {METHODS}.")
+        raise ValueError(f"Invalid value for method={method!r}: expected one of {METHODS}.")
     if not 0 < gram_rtol < 1:
-        raise ValueError(f"Invalid value for gram_rtol={gram_rtol!r}. Must be in (0, 1), e.g. {GRAM_RTOL}.")
+        raise ValueError(f"Invalid value for gram_rtol={gram_rtol!r}: expected in (0, 1), e.g. {GRAM_RTOL}.")
     svdvals = functools.partial(mkl_svd.svdvals, threads=svd_threads)
     eigvalsh = functools.partial(mkl_svd.eigvalsh, threads=svd_threads)
     rows = ModelAnalysis()

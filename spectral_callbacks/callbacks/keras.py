@@ -36,6 +36,7 @@ from ..live.thread_lending import torch_thread_pool
 from ..runfile.reader import RUN_FILE_NAME, open_run
 from ..runfile.store import ParameterSpec
 from ..spectra.esd import GRAM_RTOL
+from ..spectra.matrices import DEFAULT_MIN_EVALS
 
 __all__ = ["KerasSpectralCallback", "SpectralWarning"]
 
@@ -103,7 +104,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         tensorboard: bool = True,
         queue_size: int = 4,
         on_full: str = "block",
-        min_evals: int = 8,
+        min_evals: int = DEFAULT_MIN_EVALS,
         max_evals: int | None = 16384,
         normalize: str | None = None,
         conv2d_norm: bool = True,
@@ -125,7 +126,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             not isinstance(every_n_batches, int) or isinstance(every_n_batches, bool) or every_n_batches < 1
         ):
             raise ValueError(
-                f"Invalid value for every_n_batches. Must be an integer >= 1 or None. "
+                f"Invalid value for every_n_batches: expected an integer >= 1 or None. "
                 f"Received: every_n_batches={every_n_batches!r}"
             )
         self.config = SpectralConfig(

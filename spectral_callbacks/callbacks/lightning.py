@@ -32,6 +32,7 @@ from ..live.session import SnapshotCosts, SpectralSession, SpectralWarning, chec
 from ..live.thread_lending import torch_thread_pool
 from ..runfile.store import ParameterSpec
 from ..spectra.esd import GRAM_RTOL
+from ..spectra.matrices import DEFAULT_MIN_EVALS
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -105,7 +106,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         tensorboard: bool = True,
         queue_size: int = 4,
         on_full: str = "block",
-        min_evals: int = 8,
+        min_evals: int = DEFAULT_MIN_EVALS,
         max_evals: int | None = 16384,
         normalize: str | None = None,
         conv2d_norm: bool = True,

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..analysis.operators import OperatorOptions
+from ..analysis.options import DEFAULT_MIN_EVALS, SpectrumOptions, check_integer, check_number
 from ..capture.selection import LayerFilter
-from ..spectra.esd import GRAM_RTOL, METHODS
+from ..spectra.esd import GRAM_RTOL
 
 __all__ = ["SpectralConfig"]
 
@@ -77,7 +78,7 @@ class SpectralConfig:
     tensorboard: bool = True
     queue_size: int = 4
     on_full: str = "block"
-    min_evals: int = 8
+    min_evals: int = DEFAULT_MIN_EVALS
     max_evals: int | None = 16384
     normalize: str | None = None
     conv2d_norm: bool = True
@@ -98,42 +99,31 @@ class SpectralConfig:
     operator_probes: int = 8
 
     def __post_init__(self) -> None:
-        _at_least("every_n_epochs", self.every_n_epochs, 1)
+        check_integer("every_n_epochs", self.every_n_epochs, 1)
         if self.every_n_steps is not None:
-            _at_least("every_n_steps", self.every_n_steps, 1)
-        _at_least("queue_size", self.queue_size, 1)
-        _at_least("min_evals", self.min_evals, 1)
+            check_integer("every_n_steps", self.every_n_steps, 1)
+        check_integer("queue_size", self.queue_size, 1)
+        self.spectrum_options()  # checks min_evals and the ESD conventions
         if self.max_evals is not None:
-            _at_least("max_evals", self.max_evals, self.min_evals)
-        _at_least("histogram_bins", self.histogram_bins, 2)
-        _at_least("blas_threads", self.blas_threads, 1)
+            check_integer("max_evals", self.max_evals, self.min_evals)
+        check_integer("histogram_bins", self.histogram_bins, 2)
+        check_integer("blas_threads", self.blas_threads, 1)
         if not isinstance(self.lend_threads, bool):
-            raise ValueError(f"Invalid value for lend_threads={self.lend_threads!r}. Must be True or False.")
+            raise ValueError(f"Invalid value for lend_threads={self.lend_threads!r}: expected True or False.")
         if self.on_full not in _ON_FULL:
-            raise ValueError(f"Invalid value for on_full={self.on_full!r}. Must be one of {_ON_FULL}.")
+            raise ValueError(f"Invalid value for on_full={self.on_full!r}: expected one of {_ON_FULL}.")
         if self.weights_dtype not in ("float16", "float32", "float64"):
             raise ValueError(
-                f"Invalid value for weights_dtype={self.weights_dtype!r}. "
-                "Must be 'float16', 'float32' or 'float64'."
+                f"Invalid value for weights_dtype={self.weights_dtype!r}: "
+                "expected 'float16', 'float32' or 'float64'."
             )
-        if self.normalize not in (None, "N"):
-            raise ValueError(f"Invalid value for normalize={self.normalize!r}. Must be None or 'N'.")
-        if not (self.xmax is None or self.xmax == "max" or isinstance(self.xmax, (int, float))):
-            raise ValueError(f"Invalid value for xmax={self.xmax!r}. Must be None, 'max' or a number.")
-        if self.esd_method not in METHODS:
-            raise ValueError(f"Invalid value for esd_method={self.esd_method!r}. Must be one of {METHODS}.")
-        if not _number_in(self.gram_rtol, 0, 1):
+        if self.max_overhead is not None and not check_number(self.max_overhead, 0, math.inf):
             raise ValueError(
-                f"Invalid value for gram_rtol={self.gram_rtol!r}. "
-                f"Must be a number in (0, 1), e.g. {GRAM_RTOL}."
-            )
-        if self.max_overhead is not None and not _number_in(self.max_overhead, 0, math.inf):
-            raise ValueError(
-                f"Invalid value for max_overhead={self.max_overhead!r}. Must be None or a fraction of "
+                f"Invalid value for max_overhead={self.max_overhead!r}: expected None or a fraction of "
                 "training time > 0, e.g. 0.03 for 3%."
             )
         if self.close_timeout <= 0:
-            raise ValueError(f"Invalid value for close_timeout={self.close_timeout}. Must be > 0.")
+            raise ValueError(f"Invalid value for close_timeout={self.close_timeout}: expected > 0.")
         if self.esd_figures and importlib.util.find_spec("matplotlib") is None:
             raise ValueError(
                 "Invalid value for esd_figures=True: the figures need matplotlib, which is not installed. "
@@ -141,7 +131,7 @@ class SpectralConfig:
             )
         object.__setattr__(self, "operators", _operators(self.operators))
         for name, low in (("every_n_epochs", 1), ("top_k", 1), ("bins", 1), ("moments", 2), ("probes", 1)):
-            _at_least(f"operator_{name}", getattr(self, f"operator_{name}"), low)
+            check_integer(f"operator_{name}", getattr(self, f"operator_{name}"), low)
 
     def operator_options(self) -> OperatorOptions:
         """Schedule and estimator settings of the operator spectra, for the worker."""
@@ -153,24 +143,20 @@ class SpectralConfig:
             num_probes=self.operator_probes,
         )
 
-    def analysis_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``model.analyze_weights`` (and ``spectra.analyze_view``)."""
-        return {
-            "normalize": self.normalize,
-            "conv2d_norm": self.conv2d_norm,
-            "xmax": self.xmax,
-            "method": self.esd_method,
-            "gram_rtol": self.gram_rtol,
-        }
+    def spectrum_options(self) -> SpectrumOptions:
+        """How the worker analyzes each matrix."""
+        return SpectrumOptions(
+            min_evals=self.min_evals,
+            normalize=self.normalize,
+            conv2d_norm=self.conv2d_norm,
+            xmax=self.xmax,
+            esd_method=self.esd_method,
+            gram_rtol=self.gram_rtol,
+        )
 
     def to_json(self) -> str:
         """The settings as JSON (layer classes by name), stored in the run file."""
         return json.dumps(asdict(self), default=_describe, sort_keys=True)
-
-
-def _at_least(name: str, value: int, low: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ValueError(f"Invalid value for {name}={value!r}. Must be an integer >= {low}.")
 
 
 def _operators(value: Any) -> dict[str, tuple[int, int]] | str | None:
@@ -179,30 +165,23 @@ def _operators(value: Any) -> dict[str, tuple[int, int]] | str | None:
         return value
     if not isinstance(value, Mapping) or not value:
         raise ValueError(
-            f"Invalid value for operators={value!r}. Must be None, 'auto' or a non-empty dict "
+            f"Invalid value for operators={value!r}: expected None, 'auto' or a non-empty dict "
             "{layer name or regex: (H, W) of the layer's input}."
         )
     checked = {}
     for key, size in value.items():
         if not isinstance(key, str) or not key:
-            raise ValueError(f"Invalid key {key!r} in operators. Must be a layer name or regular expression.")
+            raise ValueError(
+                f"Invalid key {key!r} in operators: expected a layer name or regular expression."
+            )
         pair = tuple(size) if isinstance(size, (tuple, list)) else (size,)
         if len(pair) != 2 or not all(_positive_int(v) for v in pair):
             raise ValueError(
-                f"Invalid value for operators[{key!r}]={size!r}. Must be the (H, W) of the layer's input: "
+                f"Invalid value for operators[{key!r}]={size!r}: expected the (H, W) of the layer's input: "
                 "two integers >= 1."
             )
         checked[key] = (int(pair[0]), int(pair[1]))
     return checked
-
-
-def _number_in(value: Any, low: float, high: float) -> bool:
-    """Whether ``value`` is a real number (not a bool) strictly between ``low`` and ``high``."""
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and low < value < high
-    )
 
 
 def _positive_int(value: Any) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 from ..analysis.averages import scalar_metrics
 from ..analysis.model import analyze_weights
 from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum, analyze_operators
+from ..analysis.options import SpectrumOptions
 from ..runfile.store import ParameterSpec, RunWriter
 from ..spectra import LayerSpectrum
 
@@ -38,7 +39,7 @@ class SnapshotAnalyzer:
     Args:
         writer: the open run file.
         parameters: the captured parameters, in model order.
-        analysis_options: ``min_evals`` and the ESD conventions for ``analyze_weights``.
+        spectrum: how each matrix is analyzed (``min_evals``, ESD conventions, eigensolver).
         sink: a TensorBoard sink, or ``None``.
         report: called with ``(kind, text)`` for anything the user should hear about.
         weights_dtype: dtype of saved weights, or ``None`` when weights are not saved.
@@ -54,7 +55,7 @@ class SnapshotAnalyzer:
         self,
         writer: RunWriter,
         parameters: Sequence[ParameterSpec],
-        analysis_options: dict[str, Any],
+        spectrum: SpectrumOptions,
         *,
         sink: Any = None,
         report: Report,
@@ -65,7 +66,7 @@ class SnapshotAnalyzer:
     ):
         self.writer = writer
         self.parameters = tuple(parameters)
-        self.analysis_options = analysis_options
+        self.spectrum = spectrum
         self.sink = sink
         self.report = report
         self.weights_dtype = weights_dtype
@@ -122,7 +123,7 @@ class SnapshotAnalyzer:
     def _analyze(self, row: int, epoch: int, step: int, arrays: dict[str, np.ndarray]) -> None:
         try:
             items = [(p.name, arrays[p.name], p.kind) for p in self.parameters if p.name in arrays]
-            spectra = [s for s in analyze_weights(items, **self.analysis_options) if s.name in self._layers]
+            spectra = [s for s in analyze_weights(items, **self.spectrum.kwargs()) if s.name in self._layers]
         except Exception as error:  # noqa: BLE001 - recorded, never raised into training
             self._written(self.writer.set_status, row, "failed", f"{type(error).__name__}: {error}")
             self.report("warning", f"analysis of epoch {epoch} step {step} failed: {error}")

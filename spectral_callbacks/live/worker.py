@@ -22,6 +22,7 @@ import numpy as np
 
 from ..analysis.blas_environment import blas_threads_for_children
 from ..analysis.operators import OperatorOptions, OperatorSpec
+from ..analysis.options import SpectrumOptions
 from ..analysis.spawning import main_module_hidden
 from ..runfile.store import ParameterSpec, RunWriter
 from .inbox import Inbox
@@ -58,8 +59,7 @@ class RunSpec:
     tensorboard_dir: str | None
     save_weights: bool
     weights_dtype: str
-    min_evals: int
-    analysis_options: dict
+    spectrum: SpectrumOptions
     histogram_bins: int = 64
     esd_figures: bool = False
     resume_after_step: int | None = None
@@ -255,7 +255,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             config_json=spec.config_json,
             framework=spec.framework,
             weights_dtype=spec.weights_dtype if spec.save_weights else None,
-            min_evals=spec.min_evals,
+            min_evals=spec.spectrum.min_evals,
             skipped=dict(spec.skipped),
             resume_after_step=spec.resume_after_step,
             operators=spec.operators,
@@ -275,7 +275,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
     analyzer = SnapshotAnalyzer(
         writer,
         spec.parameters,
-        {"min_evals": spec.min_evals, **spec.analysis_options},
+        spec.spectrum,
         sink=sink,
         report=lambda kind, text: outbox.put((kind, text)),
         weights_dtype=spec.weights_dtype if spec.save_weights else None,

@@ -15,14 +15,13 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..analysis.blas_environment import blas_threads_limited
 from ..analysis.model import ModelAnalysis, analyze_weights
+from ..analysis.options import DEFAULT_MIN_EVALS, SpectrumOptions, check_integer
 from ..capture.selection import LayerFilter, select_layers
-from ..live.config import SpectralConfig
 from ..runfile.store import ParameterSpec
 from ..spectra import LayerSpectrum, SkippedParameter, matrices_of
 from ..spectra.esd import GRAM_RTOL
@@ -54,7 +53,7 @@ class AnalysisOptions:
         ValueError: an invalid value, named with what is allowed.
     """
 
-    min_evals: int = 8
+    min_evals: int = DEFAULT_MIN_EVALS
     normalize: str | None = None
     conv2d_norm: bool = True
     xmax: float | str | None = None
@@ -63,28 +62,19 @@ class AnalysisOptions:
     blas_threads: int = 1
 
     def __post_init__(self) -> None:
-        # the callbacks' settings check these values (post hoc, no layer is too large: max_evals=None)
-        SpectralConfig(
+        self.spectrum()  # checks the analysis options as the callbacks do
+        check_integer("blas_threads", self.blas_threads, 1)
+
+    def spectrum(self) -> SpectrumOptions:
+        """How each matrix is analyzed, as the callbacks' worker takes it."""
+        return SpectrumOptions(
             min_evals=self.min_evals,
             normalize=self.normalize,
             conv2d_norm=self.conv2d_norm,
             xmax=self.xmax,
             esd_method=self.esd_method,
             gram_rtol=self.gram_rtol,
-            max_evals=None,
-            blas_threads=self.blas_threads,
         )
-
-    def spectra_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~spectral_callbacks.analysis.model.analyze_weights`."""
-        return {
-            "min_evals": self.min_evals,
-            "normalize": self.normalize,
-            "conv2d_norm": self.conv2d_norm,
-            "xmax": self.xmax,
-            "method": self.esd_method,
-            "gram_rtol": self.gram_rtol,
-        }
 
 
 @dataclass
@@ -127,7 +117,7 @@ def analyze_parameter(ref: ParameterRef, options: AnalysisOptions) -> list[Layer
     """The task: load one parameter where this runs, and analyze its matrix view(s)."""
     with blas_threads_limited(options.blas_threads):
         items = [(ref.name, ref.load(), ref.kind)]
-        return list(analyze_weights(items, **options.spectra_options(), svd_threads=options.blas_threads))
+        return list(analyze_weights(items, **options.spectrum().kwargs(), svd_threads=options.blas_threads))
 
 
 def analyze_batch(refs: Sequence[ParameterRef], options: AnalysisOptions) -> list[ParameterOutcome]:

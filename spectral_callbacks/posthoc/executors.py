@@ -82,7 +82,7 @@ def parse_executor(text: str) -> ExecutorSpec:
     if match:
         address = match.group("address")
         return ExecutorSpec("dask", address if "://" in address else f"tcp://{address}")
-    raise ExecutorError(f"Invalid executor {text!r}. Must be one of {', '.join(EXECUTORS)}.")
+    raise ExecutorError(f"Invalid executor {text!r}: expected one of {', '.join(EXECUTORS)}.")
 
 
 @contextlib.contextmanager
@@ -102,7 +102,7 @@ def open_executor(
     if workers is None:
         workers = os.cpu_count() or 1
     if workers < 1:
-        raise ExecutorError(f"Invalid value for workers={workers}. Must be >= 1.")
+        raise ExecutorError(f"Invalid value for workers={workers}: expected >= 1.")
     if spec.kind == "local":
         yield Runner(_map_local, 1)
     elif spec.kind == "processes":

@@ -9,6 +9,7 @@ could not be opened is a ``failed`` snapshot with the reason. Weights are not st
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -64,7 +65,7 @@ def union_parameters(results: Sequence[FileResult]) -> list[ParameterSpec]:
 def write_hdf5(path: Path, results: Sequence[FileResult], options: AnalysisOptions) -> None:
     """Write the results in the run-file schema, one snapshot per path (the file must not exist)."""
     config = {
-        **options.spectra_options(),
+        **dataclasses.asdict(options.spectrum()),
         "posthoc": {"paths": [str(r.path) for r in results], "formats": [r.format for r in results]},
     }
     writer = RunWriter.open(

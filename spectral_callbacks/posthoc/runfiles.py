@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..analysis.options import SpectrumOptions
 from ..live.snapshot_analysis import SnapshotAnalyzer
 from ..runfile.reader import RUN_FILE_NAME, open_run
 from ..runfile.store import ParameterSpec, RunFileBusyError, RunWriter
@@ -59,7 +60,7 @@ def catch_up_run(path: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> tup
             config_json=json.dumps(config),
             framework=str(attributes.get("framework", "")),
             weights_dtype=None,
-            min_evals=int(config.get("min_evals", 8)),
+            min_evals=SpectrumOptions.from_config(config).min_evals,
             resume_after_step=_KEEP_ALL,
             lock_timeout=lock_timeout,
         )
@@ -68,15 +69,10 @@ def catch_up_run(path: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> tup
     messages: list[str] = []
     try:
         parameters, weights_dtype = _parameters(writer.file)
-        options = {
-            key: config[key] for key in ("normalize", "conv2d_norm", "xmax", "gram_rtol") if key in config
-        }
-        if "esd_method" in config:
-            options["method"] = config["esd_method"]
         analyzer = SnapshotAnalyzer(
             writer,
             parameters,
-            {"min_evals": int(config.get("min_evals", 8)), **options},
+            SpectrumOptions.from_config(config),
             report=lambda kind, text: messages.append(f"{kind}: {text}"),
             weights_dtype=weights_dtype,
         )

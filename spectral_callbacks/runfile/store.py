@@ -37,6 +37,7 @@ import numpy as np
 from .._version import __version__
 from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum
 from ..spectra import METRIC_NAMES, PHASES, LayerSpectrum, SkippedParameter, matrices_of
+from ..spectra.matrices import DEFAULT_MIN_EVALS
 from .lock import RunFileBusyError, WriterLock
 
 __all__ = [
@@ -95,7 +96,7 @@ class RunWriter:
         config_json: str,
         framework: str,
         weights_dtype: str | None,
-        min_evals: int = 8,
+        min_evals: int = DEFAULT_MIN_EVALS,
         skipped: Mapping[str, str] | None = None,
         resume_after_step: int | None = None,
         lock_timeout: float = WRITER_LOCK_TIMEOUT,

@@ -18,7 +18,7 @@ from .esd import (
     lapack_svdvals,
 )
 from .gram import EigValues, lapack_eigvalsh
-from .matrices import MatrixView, SkippedParameter, matrices_of
+from .matrices import DEFAULT_MIN_EVALS, MatrixView, SkippedParameter, matrices_of
 from .metrics import (
     entropy_rank_tolerance,
     frame_potential,
@@ -131,7 +131,7 @@ def analyze_matrix(
     normalize: str | None = None,
     conv2d_norm: bool = True,
     xmax: float | str | None = None,
-    min_evals: int = 8,
+    min_evals: int = DEFAULT_MIN_EVALS,
     method: str = "auto",
     gram_rtol: float = GRAM_RTOL,
 ) -> LayerSpectrum:

@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["KINDS", "MatrixView", "SkippedParameter", "matrices_of"]
+__all__ = [
+    "DEFAULT_MIN_EVALS","KINDS", "MatrixView", "SkippedParameter", "matrices_of"]
+
+# WeightWatcher's default: matrices with fewer eigenvalues are skipped.
+DEFAULT_MIN_EVALS = 8
 
 KINDS = (
     "linear", "conv1d", "conv2d", "embedding", "attention",
@@ -83,7 +87,7 @@ def matrices_of(
     array: np.ndarray,
     kind: str | None = None,
     *,
-    min_evals: int = 8,
+    min_evals: int = DEFAULT_MIN_EVALS,
     max_evals: int | None = None,
 ) -> list[MatrixView] | SkippedParameter:
     """The matrix views of one parameter, or why it has none.

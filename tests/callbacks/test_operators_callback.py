@@ -192,7 +192,7 @@ def test_invalid_operators_setting_is_refused_on_creation(operators, match) -> N
 )
 def test_invalid_operator_option_is_refused_on_creation(name) -> None:
     with pytest.raises(
-        MisconfigurationException, match=rf"Invalid value for {name}=0\. Must be an integer >= 1"
+        MisconfigurationException, match=rf"Invalid value for {name}=0: expected an integer >= 1"
     ):
         SpectralCallback(operators="auto", **{name: 0})
 

@@ -11,6 +11,7 @@ import pytest
 from run_files import PARAMETERS, RUN_ID, open_writer, random_weights
 
 from spectral_callbacks import analyze_matrix, open_run
+from spectral_callbacks.analysis.options import SpectrumOptions
 from spectral_callbacks.live.snapshot_analysis import SnapshotAnalyzer
 from spectral_callbacks.runfile.store import RunWriter
 
@@ -21,7 +22,7 @@ def make_analyzer(
     return SnapshotAnalyzer(
         writer,
         PARAMETERS,
-        {"min_evals": 8},
+        SpectrumOptions(),
         report=lambda kind, text: messages.append((kind, text)),
         weights_dtype=weights_dtype,
     )

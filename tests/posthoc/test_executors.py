@@ -56,7 +56,7 @@ def test_parse_executor() -> None:
     assert parse_executor("dask://scheduler:8786") == ExecutorSpec("dask", "tcp://scheduler:8786")
     assert parse_executor("dask://tls://10.0.0.1:8786") == ExecutorSpec("dask", "tls://10.0.0.1:8786")
     for bad in ("threads", "dask://", "dask://host", "spark://host:7077"):
-        with pytest.raises(ExecutorError, match="Must be one of local, processes, dask, dask://HOST:PORT"):
+        with pytest.raises(ExecutorError, match="expected one of local, processes, dask, dask://HOST:PORT"):
             parse_executor(bad)
 
 
