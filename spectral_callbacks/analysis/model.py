@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..capture.names import clean_name
+from ..extras import import_extra
 from ..formatting import format_columns
 from ..spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
 from ..spectra.esd import GRAM_RTOL, METHODS
@@ -54,14 +55,7 @@ class ModelAnalysis(list):
         Raises:
             ModuleNotFoundError: pandas is not installed (the ``pandas`` extra installs it).
         """
-        try:
-            import pandas as pd
-        except ImportError as error:
-            raise ModuleNotFoundError(
-                f"ModelAnalysis.to_pandas() needs pandas, which could not be imported ({error}): "
-                'pip install "spectral-callbacks[pandas]"',
-                name="pandas",
-            ) from error
+        pd = import_extra("pandas", "pandas", "ModelAnalysis.to_pandas()")
 
         return pd.DataFrame([row.row() for row in self])
 

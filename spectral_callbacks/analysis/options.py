@@ -63,6 +63,12 @@ class SpectrumOptions:
         return kwargs
 
     @classmethod
+    def of(cls, source: Any) -> SpectrumOptions:
+        """The options named as this class's fields among ``source``'s attributes (the
+        callbacks' settings, post-hoc options)."""
+        return cls(**{name: getattr(source, name) for name in cls.__dataclass_fields__})
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SpectrumOptions:
         """The options among a run file's stored settings; missing ones at their defaults, so run
         files written before an option existed read."""

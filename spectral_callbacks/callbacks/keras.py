@@ -94,6 +94,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
     def __init__(
         self,
         log_dir: str | os.PathLike,
+        *,
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         layers: LayerFilter = None,

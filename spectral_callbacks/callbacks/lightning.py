@@ -97,6 +97,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     def __init__(
         self,
         every_n_epochs: int = 1,
+        *,
         every_n_steps: int | None = None,
         layers: LayerFilter = None,
         exclude: LayerFilter = None,

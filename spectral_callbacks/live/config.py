@@ -145,14 +145,7 @@ class SpectralConfig:
 
     def spectrum_options(self) -> SpectrumOptions:
         """How the worker analyzes each matrix."""
-        return SpectrumOptions(
-            min_evals=self.min_evals,
-            normalize=self.normalize,
-            conv2d_norm=self.conv2d_norm,
-            xmax=self.xmax,
-            esd_method=self.esd_method,
-            gram_rtol=self.gram_rtol,
-        )
+        return SpectrumOptions.of(self)
 
     def to_json(self) -> str:
         """The settings as JSON (layer classes by name), stored in the run file."""

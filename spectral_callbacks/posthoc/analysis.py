@@ -20,11 +20,10 @@ import numpy as np
 
 from ..analysis.blas_environment import blas_threads_limited
 from ..analysis.model import ModelAnalysis, analyze_weights
-from ..analysis.options import DEFAULT_MIN_EVALS, SpectrumOptions, check_integer
+from ..analysis.options import SpectrumOptions, check_integer
 from ..capture.selection import LayerFilter, select_layers
 from ..runfile.store import ParameterSpec
 from ..spectra import LayerSpectrum, SkippedParameter, matrices_of
-from ..spectra.esd import GRAM_RTOL
 from .executors import DEFAULT_TIMEOUT, ExecutorSpec, Runner, open_executor, parse_executor
 from .progress import progress_bar
 from .sources import ParameterRef, open_source
@@ -46,35 +45,23 @@ ParameterOutcome = tuple[list[LayerSpectrum] | None, str | None]
 
 
 @dataclass(frozen=True)
-class AnalysisOptions:
-    """How each matrix is analyzed (see ``spectra.analyze_matrix``) and with how many BLAS threads.
+class AnalysisOptions(SpectrumOptions):
+    """How each matrix is analyzed (:class:`~spectral_callbacks.analysis.options.SpectrumOptions`,
+    the callbacks' checks and defaults) and with how many BLAS threads.
 
     Raises:
         ValueError: an invalid value, named with what is allowed.
     """
 
-    min_evals: int = DEFAULT_MIN_EVALS
-    normalize: str | None = None
-    conv2d_norm: bool = True
-    xmax: float | str | None = None
-    esd_method: str = "auto"
-    gram_rtol: float = GRAM_RTOL
     blas_threads: int = 1
 
     def __post_init__(self) -> None:
-        self.spectrum()  # checks the analysis options as the callbacks do
+        super().__post_init__()
         check_integer("blas_threads", self.blas_threads, 1)
 
     def spectrum(self) -> SpectrumOptions:
-        """How each matrix is analyzed, as the callbacks' worker takes it."""
-        return SpectrumOptions(
-            min_evals=self.min_evals,
-            normalize=self.normalize,
-            conv2d_norm=self.conv2d_norm,
-            xmax=self.xmax,
-            esd_method=self.esd_method,
-            gram_rtol=self.gram_rtol,
-        )
+        """The options of each matrix's analysis alone, as the callbacks' worker takes them."""
+        return SpectrumOptions.of(self)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..analysis.averages import averaged_layers
+from ..extras import import_extra
 from ..runfile.reader import RUN_FILE_NAME, RunReader, open_run
 from ..spectra import METRIC_NAMES
 
@@ -251,14 +252,7 @@ class CompareTable:
         Raises:
             ModuleNotFoundError: pandas is not installed (the ``pandas`` extra installs it).
         """
-        try:
-            import pandas as pd
-        except ImportError as error:
-            raise ModuleNotFoundError(
-                f"CompareTable.to_pandas() needs pandas, which could not be imported ({error}): "
-                'pip install "spectral-callbacks[pandas]"',
-                name="pandas",
-            ) from error
+        pd = import_extra("pandas", "pandas", "CompareTable.to_pandas()")
 
         return pd.DataFrame(self.rows, columns=list(CSV_COLUMNS))
 
