@@ -1,4 +1,4 @@
-"""Spectra of conv layers as whole operators (seed 003): Lanczos and KPM against the exact FFT spectrum.
+"""Spectra of conv layers as whole operators (anonymous, 2019): Lanczos and KPM against exact spectra.
 
 The operators: 3x3 convolutions with circular padding (stride 1), whose exact singular values the 2-D
 FFT gives (``exact_circular_conv_svals``, one small SVD per frequency), so the estimates can be

@@ -145,7 +145,7 @@ def analyze_matrix(
         normalize: ``None`` (ESD of ``W^T W``) or ``"N"`` (of ``W^T W / N``).
         conv2d_norm: halve conv2d eigenvalues as WeightWatcher does.
         xmax: ``None`` for the untruncated power law, ``"max"`` to truncate at the largest
-            eigenvalue (the seed's ``powerlaw.Fit(evals, xmax=max(evals))``), or a number.
+            eigenvalue (``powerlaw.Fit(evals, xmax=max(evals))``), or a number.
         min_evals: fewer pooled eigenvalues than this is an error.
         method: how the singular values are computed: ``"auto"`` (Gram eigenvalues, kept where
             certified, for slices of shapes expected to pass; SVD elsewhere), ``"gram"`` (tried on

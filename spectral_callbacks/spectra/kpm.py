@@ -161,7 +161,7 @@ def kpm_density(
     coefficients ``b_0 = (acos l - acos u) / pi``, ``b_k = 2 (sin(k acos l) - sin(k acos u)) / (pi k)``
     (Di Napoli, Polizzi and Saad 2016).
 
-    Defaults: 50 bins as in the seed. 256 moments resolve ~pi/256 in x (a third of a bin), and 8
+    Defaults: 50 bins, as in (anonymous, 2019). 256 moments resolve ~pi/256 in x (a third of a bin), and 8
     probes leave a noise of ~sqrt(2 c / 8) on a bin holding c eigenvalues, an L1 (in fractions of
     n) of at most sqrt(2 bins / (8 n)) ~ 0.011 at n = 102,400: measured L1 0.008-0.012 on the
     benchmark's convs, against a target of 0.05, for 128 products per probe.
