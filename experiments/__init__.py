@@ -1,1 +1,4 @@
-"""Reproductions of the seeds' studies and the demo; each runs from one command on CPU."""
+"""Reproductions of published studies and the demo; each runs from one command on CPU.
+
+The publications are listed in ``docs/conventions.md``, References.
+"""

@@ -1,12 +1,12 @@
-"""Alpha over training and batch size (seed 001): alpha and alpha_weighted per layer, phases.
+"""Alpha over training and batch size (Martin & Mahoney, 2021): alpha and alpha_weighted per layer, phases.
 
-Seed 001 finds that training drives the power-law exponent alpha of the layers' ESDs into 2-4,
-and that the batch size moves a small model through the 5+1 phases of training, all else equal:
-smaller batches, heavier tails (lower alpha). Here the MiniAlexNet-style net of seed 000
-(``configs/batch_size.yaml``) trains on scikit-learn's digits for 20 epochs with the same learning
-rate and seed for each batch size in :data:`VALUES`. The section reports alpha and alpha_weighted
-per layer over epochs and at the end, the phase label of every layer at every epoch, and
-validation and test accuracy.
+Martin & Mahoney (2021) find that training drives the power-law exponent alpha of the layers'
+ESDs into 2-4, and that the batch size moves a small model through the 5+1 phases of training,
+all else equal: smaller batches, heavier tails (lower alpha). Here the MiniAlexNet-style net of
+Martin (2018) (``configs/batch_size.yaml``) trains on scikit-learn's digits for 20 epochs with
+the same learning rate and random seed for each batch size in :data:`VALUES`. The section reports
+alpha and alpha_weighted per layer over epochs and at the end, the phase label of every layer at
+every epoch, and validation and test accuracy.
 
 The phase labels are the analysis's (:func:`spectral_callbacks.spectra.phase_label`), read back from
 the run file (``open_run(path).phases(layer)``).
@@ -45,10 +45,10 @@ VALUES = ("4", "16", "64", "256")
 SMOKE_VALUES = ("8", "64")
 SMOKE_OVERRIDES = ("--trainer.max_epochs=2", "--data.init_args.max_samples=200")
 METRICS = ("alpha", "alpha_weighted")
-SEED_ALPHA_RANGE = (2.0, 4.0)  # where seed 001 finds the alphas of well-trained layers
+PUBLISHED_ALPHA_RANGE = (2.0, 4.0)  # where Martin & Mahoney (2021) find well-trained layers' alphas
 # Layers with fewer eigenvalues are left out of the alpha-range counts: a power law fitted to 25
-# values (the 1-channel conv1's pooled slices) or 10 (the classifier) says little; seed 001
-# calibrates its estimator on 1,000.
+# values (the 1-channel conv1's pooled slices) or 10 (the classifier) says little; Martin & Mahoney
+# (2021) calibrate their estimator on 1,000.
 MIN_FIT_EVALS = 100
 
 
@@ -105,9 +105,9 @@ def section(
                 links.append(figure_link(written[key], results_file, caption))
     return "\n\n".join(
         [
-            "## Alpha over training and batch size (seed 001)",
+            "## Alpha over training and batch size (Martin & Mahoney, 2021)",
             f"`{command}`: {len(results.runs)} runs, {describe_setup(results)} "
-            "Averages leave out the classifier (the last layer), as the seeds do.",
+            "Averages leave out the classifier (the last layer), as Martin & Mahoney (2021) do.",
             verdict(results, layers, alpha, final, phases),
             f"**At the end of training (epoch {epoch}).** `steps`: optimizer steps taken.",
             markdown_table(header, rows),
@@ -127,8 +127,8 @@ def verdict(
     final: dict[str, dict[str, dict[str, float]]],
     phases: dict[str, dict[str, list[str]]],
 ) -> str:
-    """Sentences on agreement with seed 001, computed from the runs."""
-    low, high = SEED_ALPHA_RANGE
+    """Sentences on agreement with Martin & Mahoney (2021), computed from the runs."""
+    low, high = PUBLISHED_ALPHA_RANGE
     labels = results.labels
     reader = results.runs[0].reader
     fitted = [layer for layer in layers if _num_evals(reader.layer_info(layer)) >= MIN_FIT_EVALS]
@@ -179,17 +179,17 @@ def verdict(
         f"steps ({', '.join(str(results.records[label]['steps']) for label in labels)}): the largest "
         f"batch ends at test accuracy {format_cell(accuracy[labels[-1]])} against "
         f"{format_cell(accuracy[labels[0]])} for the smallest, so less training is part of its lighter "
-        "tails, as in the seed's set-up."
+        "tails, as in Martin & Mahoney's set-up."
     )
     falls = all(b < a for a, b in zip(start_avg, end_avg, strict=True)) and inside[1] > inside[0]
     if falls and rho > 0:
-        agreement = "Agrees with seed 001"
+        agreement = "Agrees with Martin & Mahoney (2021)"
     elif falls:
-        agreement = "Agrees with seed 001 on alpha over training, not on the batch size"
+        agreement = "Agrees with Martin & Mahoney (2021) on alpha over training, not on the batch size"
     elif rho > 0:
-        agreement = "Agrees with seed 001 on the batch size, not on alpha over training"
+        agreement = "Agrees with Martin & Mahoney (2021) on the batch size, not on alpha over training"
     else:
-        agreement = "Does not agree with seed 001"
+        agreement = "Does not agree with Martin & Mahoney (2021)"
     return f"**{agreement}.**\n\n" + "\n".join(f"- {part}" for part in parts)
 
 

@@ -1,21 +1,24 @@
-"""Calibration of the power-law estimator on Pareto samples of known exponent (seed 001).
+"""Calibration of the power-law estimator on Pareto samples of known exponent (Martin & Mahoney, 2021).
 
-Seed 001 draws N = 1000 values from a Pareto law for a range of exponents, fits each sample with
-the ``powerlaw`` package and finds the estimator "works best for exponents between 1.5 and 3.5",
-overestimating small and underestimating large ones. This study repeats that with our estimator
-(:func:`spectral_callbacks.spectra.fit_power_law`, the exact Clauset-Shalizi-Newman fit with the
-``xmin`` search) over ``repeats`` seeded samples per exponent, reporting the mean and standard
-deviation of the fitted alpha and of the selected tail size, and how often the reported
+Martin & Mahoney (2021) draw N = 1000 values from a Pareto law for a range of exponents, fit each
+sample with the ``powerlaw`` package and find the estimator "works best for exponents between 1.5
+and 3.5", overestimating small and underestimating large ones. This study repeats that with our
+estimator (:func:`spectral_callbacks.spectra.fit_power_law`, the exact Clauset-Shalizi-Newman fit
+with the ``xmin`` search) over ``repeats`` seeded samples per exponent, reporting the mean and
+standard deviation of the fitted alpha and of the selected tail size, and how often the reported
 ``sigma = (alpha - 1) / sqrt(n)`` covers the truth. When ``powerlaw`` is installed it also fits
-some of the same samples with ``powerlaw.Fit``'s default parameter range, alpha in [0, 3]
-(SCIENCE.md, "Power-law fit"), to show what that default does to exponents near and above 3.
+some of the same samples with ``powerlaw.Fit``'s default parameter range, alpha in [0, 3] (see
+``docs/conventions.md``, "The numbers"), to show what that default does to exponents near and
+above 3.
 
 Run: ``python -m experiments.calibration`` (``--smoke``: a run of a few seconds, into ``runs/smoke/``).
 
 References:
     A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in empirical data",
     SIAM Review 51(4), 661-703 (2009): eq. (2.7) inverse-CDF sampling, eq. (3.2) sigma.
-    C. H. Martin, M. W. Mahoney, seed 001 ("Quality of the Estimator").
+    C. H. Martin, M. W. Mahoney, "Implicit self-regularization in deep neural networks: evidence
+    from random matrix theory and implications for learning", JMLR 22(165), 1-73 (2021)
+    ("Quality of the Estimator").
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ from spectral_callbacks.spectra import fit_power_law
 __all__ = ["CalibrationPoint", "calibrate", "main", "pareto_sample", "powerlaw_default_alphas"]
 
 STUDY = "calibration"
-# The seed's range, where it calls the estimator good.
-SEED_GOOD_RANGE = (1.5, 3.5)
+# Martin & Mahoney's (2021) range, where they call the estimator good.
+PUBLISHED_GOOD_RANGE = (1.5, 3.5)
 # An exponent counts as well estimated when the fits' root-mean-square error is at most this
 # fraction of it (5% is about the spread of ESD alphas between neighbouring epochs of a layer).
 GOOD_RELATIVE_RMSE = 0.05
@@ -238,7 +241,7 @@ def _figure(points: Sequence[CalibrationPoint], powerlaw_fits: dict[float, np.nd
     std = np.array([p.std for p in points])
     span = np.array([true.min() - 0.2, true.max() + 0.2])
     left.plot(span, span, color="green", lw=1, label="perfect estimate")
-    left.axvspan(*SEED_GOOD_RANGE, color="gray", alpha=0.12, label="seed 001's good range")
+    left.axvspan(*PUBLISHED_GOOD_RANGE, color="gray", alpha=0.12, label="Martin & Mahoney's good range")
     left.errorbar(true, mean, yerr=std, fmt="o", ms=4, capsize=3, label="fit_power_law (mean ± std)")
     if powerlaw_fits:
         keys = sorted(powerlaw_fits)
@@ -285,7 +288,7 @@ def _section(
     table = markdown_table(SUMMARY_COLUMNS, [_summary_row(p) for p in points])
     command = "python -m experiments.calibration" + (" --smoke" if size is SMOKE else "")
     lines = [
-        "## Estimator calibration (seed 001)",
+        "## Estimator calibration (Martin & Mahoney, 2021)",
         "",
         f"`{command}`: {size.repeats} samples of N = {size.n} values per exponent, drawn as "
         "`x = U^(-1/(alpha-1))` (continuous Pareto, xmin = 1) and fitted with `fit_power_law` "
@@ -300,10 +303,10 @@ def _section(
     if contiguous is not None:
         low, high = contiguous
         lines.append(
-            f"**Agreement with seed 001.** Our estimator's RMSE stays within "
+            f"**Agreement with Martin & Mahoney (2021).** Our estimator's RMSE stays within "
             f"{GOOD_RELATIVE_RMSE:.0%} of alpha from {low:g} to {high:g} (largest mean bias "
-            f"{worst_bias.bias:+.3f}, at alpha = {worst_bias.alpha_true:g}); the seed's good range is "
-            f"{SEED_GOOD_RANGE[0]:g}-{SEED_GOOD_RANGE[1]:g}. " + _verdict(points, low, high)
+            f"{worst_bias.bias:+.3f}, at alpha = {worst_bias.alpha_true:g}); their good range is "
+            f"{PUBLISHED_GOOD_RANGE[0]:g}-{PUBLISHED_GOOD_RANGE[1]:g}. " + _verdict(points, low, high)
         )
     if powerlaw_fits:
         capped = {a: v.mean() for a, v in powerlaw_fits.items() if a > 3}
@@ -312,8 +315,9 @@ def _section(
             lines.append(
                 "\n`powerlaw.Fit` with its default alpha range [0, 3] on the same samples gives "
                 f"(true -> mean fitted) {described}: it cannot return an exponent above 3, which "
-                "reproduces the seed's \"underestimates large alpha\": that is the default range's cap, "
-                "not the Clauset estimator's (compare the table above, fitted on the same samples)."
+                'reproduces Martin & Mahoney\'s "underestimates large alpha": that is the default '
+                "range's cap, not the Clauset estimator's (compare the table above, fitted on the same "
+                "samples)."
             )
     else:
         lines.append("\n(`powerlaw` is not installed: the comparison with its default range was skipped.)")
@@ -322,15 +326,15 @@ def _section(
 
 def _verdict(points: Sequence[CalibrationPoint], low: float, high: float) -> str:
     """The agreement sentence, from the numbers: range, bias in standard errors, sigma's coverage."""
-    seed_low, seed_high = SEED_GOOD_RANGE
+    published_low, published_high = PUBLISHED_GOOD_RANGE
     bias_in_errors = max(abs(p.bias) / (p.std / np.sqrt(p.alpha.size)) for p in points if p.std > 0)
     coverage = float(np.mean([p.coverage for p in points]))
     understated = float(np.mean([p.rmse / p.sigma.mean() for p in points]))
-    if low <= seed_low and high >= seed_high:
-        where = "in the seed's range" + (" and beyond it" if high > seed_high else "")
+    if low <= published_low and high >= published_high:
+        where = "in their range" + (" and beyond it" if high > published_high else "")
         verdict = f"So we agree that the estimator is good {where}"
     else:
-        verdict = "So the range where the estimator is good differs from the seed's"
+        verdict = "So the range where the estimator is good differs from theirs"
     return (
         f"{verdict}: on pure Pareto samples the largest mean bias is {bias_in_errors:.1f} standard "
         "errors of the mean, and the error is a spread that grows with alpha like "

@@ -1,5 +1,5 @@
-"""The conv operator study's report (seed 003): each conv's spectral norm over a run, what it did
-before and after the learning-rate decay, figures, CSV rows and the RESULTS.md section.
+"""The conv operator study's report (anonymous, 2019): each conv's spectral norm over a run, what
+it did before and after the learning-rate decay, figures, CSV rows and the RESULTS.md section.
 
 Everything is read from the run files (``RunReader.operator_spectral_norm``, ``operator_spectrum``)
 and the validation accuracies the study saved next to them; no number is typed in.
@@ -136,7 +136,7 @@ class LayerTrend:
 
     @property
     def seed_course(self) -> bool:
-        """Seed 003's course: the norm grows until the learning rate is cut, then decreases."""
+        """The course the anonymous manuscript (2019) reports: the norm grows until the cut, then falls."""
         return self.before == "rises until the decay" and self.after == "falls"
 
 
@@ -253,7 +253,7 @@ def section(
     ]
     return "\n\n".join(
         [
-            "## Conv operator spectra with a learning-rate decay (seed 003)",
+            "## Conv operator spectra with a learning-rate decay (anonymous, 2019)",
             setup,
             _verdict(trends, accuracy, schedule),
             markdown_table(header, rows),
@@ -264,16 +264,20 @@ def section(
 
 
 def _verdict(trends: Trends, accuracy: Mapping[str, Mapping[int, float]], schedule: Schedule) -> str:
-    """The agreement with seed 003 in bold, then one bullet per run and one on the tails."""
+    """The agreement with the anonymous manuscript (2019) in bold, then a bullet per run, one on the tails."""
     courses = {value: [t.seed_course for t in layers.values()] for value, layers in trends.items()}
     if all(all(run) for run in courses.values()):
-        agreement = "Agrees with seed 003: every conv layer's spectral norm grows until the decay, then falls"
+        agreement = (
+            "Agrees with the anonymous manuscript (2019): every conv layer's spectral norm grows until the "
+            "decay, then falls"
+        )
     elif any(any(run) for run in courses.values()):
         agreeing = ", ".join(value for value, run in courses.items() if any(run))
-        agreement = f"Agrees with seed 003 only in part (weight decay {agreeing})"
+        agreement = f"Agrees with the anonymous manuscript (2019) only in part (weight decay {agreeing})"
     else:
         agreement = (
-            "Does not agree with seed 003: no conv layer's spectral norm grows until the decay and then falls"
+            "Does not agree with the anonymous manuscript (2019): no conv layer's spectral norm grows until "
+            "the decay and then falls"
         )
     bullets = [_run_bullet(value, layers, schedule) for value, layers in trends.items()]
     first_value, first = next(iter(trends.items()))
@@ -283,19 +287,19 @@ def _verdict(trends: Trends, accuracy: Mapping[str, Mapping[int, float]], schedu
         for layer, trend in first.items()
     )
     bullets.append(
-        "Spectra decay faster as training goes on, as the seed also reports: the share of the eigenvalues "
-        f"of `A^T A` below lambda_1/10 (weight decay {first_value}) is {shares}; the histograms grow a "
-        "tail of spikes far above the initial bulk."
+        "Spectra decay faster as training goes on, as the manuscript also reports: the share of the "
+        f"eigenvalues of `A^T A` below lambda_1/10 (weight decay {first_value}) is {shares}; the histograms "
+        "grow a tail of spikes far above the initial bulk."
     )
     at_decay = ", ".join(
         f"{format_cell(accuracy[value].get(schedule.decay_epoch, math.nan))} (weight decay {value})"
         for value in trends
     )
     bullets.append(
-        f"How this differs from the seed: {schedule.epochs * schedule.steps_per_epoch} SGD steps in all "
-        f"on a small task, with a validation accuracy of {at_decay} when the learning rate is cut, and "
-        "one cut, against the seed's squeeze_net trained on ImageNet at batch 128 with cuts after 30 and "
-        "60 epochs; the seed does not give its weight decay."
+        f"How this differs from the manuscript: {schedule.epochs * schedule.steps_per_epoch} SGD steps in "
+        f"all on a small task, with a validation accuracy of {at_decay} when the learning rate is cut, and "
+        "one cut, against the manuscript's squeeze_net trained on ImageNet at batch 128 with cuts after 30 "
+        "and 60 epochs; the manuscript does not give its weight decay."
     )
     return f"**{agreement}.** (Changes under {100 * FLAT:g}% count as flat.)\n\n" + "\n".join(
         f"- {bullet}" for bullet in bullets

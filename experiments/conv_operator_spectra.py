@@ -1,21 +1,23 @@
-"""Conv operator spectra over training, with a learning-rate decay halfway (seed 003).
+"""Conv operator spectra over training, with a learning-rate decay halfway (anonymous, 2019).
 
-Seed 003 trains a squeeze_net on ImageNet with plain SGD, cuts the learning rate to 10% after 30
-and again after 60 epochs, and estimates each conv layer's spectrum as the linear map it applies to
-whole feature maps after every epoch (ARPACK spikes + a KPM histogram of the bulk). It reports that
-the largest eigenvalues "grow steadily" for 30 epochs and that "as soon as the learning rate is
-reduced to 10%, the operator norms of the linear maps start to decrease", and that spectra decay
-faster (heavier tails) as training goes on. Here a Conv-2-style net (two 3x3 convs, max pooling,
-one hidden FC layer) trains on the synthetic 3x32x32 stand-in for CIFAR-10 with SGD and momentum,
-``StepLR(gamma=0.1)`` halfway, once per weight decay, with ``SpectralCallback(operators="auto")``;
-the section reports each conv's spectral norm ``sigma_max(A)`` per epoch, whether it rises and
-then falls after the decay, the KPM histograms at a few epochs and the validation accuracy.
+The anonymous manuscript (2019) trains a squeeze_net on ImageNet with plain SGD, cuts the learning
+rate to 10% after 30 and again after 60 epochs, and estimates each conv layer's spectrum as the
+linear map it applies to whole feature maps after every epoch (ARPACK spikes + a KPM histogram of
+the bulk). It reports that the largest eigenvalues "grow steadily" for 30 epochs and that "as soon
+as the learning rate is reduced to 10%, the operator norms of the linear maps start to decrease",
+and that spectra decay faster (heavier tails) as training goes on. Here a Conv-2-style net (two 3x3
+convs, max pooling, one hidden FC layer) trains on the synthetic 3x32x32 stand-in for CIFAR-10 with
+SGD and momentum, ``StepLR(gamma=0.1)`` halfway, once per weight decay, with
+``SpectralCallback(operators="auto")``; the section reports each conv's spectral norm
+``sigma_max(A)`` per epoch, whether it rises and then falls after the decay, the KPM histograms at
+a few epochs and the validation accuracy.
 
 Run: ``python -m experiments.conv_operator_spectra`` (about 3 minutes on 2 busy cores; ``--smoke``:
 seconds, into ``runs/smoke/``; ``--report-only``: rewrite the section from existing runs).
 
 References:
-    Seed 003, "Evolution of Eigenvalue Decay in Deep Networks", section 3 and figure 2.
+    Anonymous, "Evolution of eigenvalue decay in deep networks", manuscript under anonymous review
+    (2019), section 3 and figure 2.
     H. Sedghi, V. Gupta, P. M. Long, "The singular values of convolutional layers", ICLR 2019.
 """
 
@@ -66,7 +68,7 @@ __all__ = [
 ]
 
 STUDY = "conv_operator_spectra"
-LR, MOMENTUM, GAMMA = 0.01, 0.9, 0.1  # the Conv-2 config's SGD; the seed's cut to 10%
+LR, MOMENTUM, GAMMA = 0.01, 0.9, 0.1  # the Conv-2 config's SGD; the manuscript's cut to 10%
 NOISE = 3.0  # pixel noise of the synthetic images, fixed per image
 INPUT_NOISE = 4.0  # fresh pixel noise per training batch: no image is seen twice, as in ImageNet training
 WEIGHT_DECAYS = ("0", "1e-2")

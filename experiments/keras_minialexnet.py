@@ -1,6 +1,6 @@
-"""Seed 000 in Keras 3: a MiniAlexNet on CIFAR-10 with L2 on its FC layers, watched by KerasSpectralCallback.
+"""Martin (2018) in Keras 3: a MiniAlexNet on CIFAR-10, L2 on its FC layers, watched by KerasSpectralCallback.
 
-The seed trains a small AlexNet (two 5x5 conv layers with max pooling, then fully connected layers
+Martin (2018) trains a small AlexNet (two 5x5 conv layers with max pooling, then fully connected layers
 of 384 and 192 units and the classifier) with L2 regularization of the FC layers, and finds that
 too much of it collapses their rank: the smallest eigenvalue of ``W^T W`` drops to zero. One run
 per ``--l2`` value goes to ``<log-dir>/l2_<value>`` (a run file and TensorBoard events), so
@@ -35,7 +35,7 @@ __all__ = ["load_cifar10", "main", "mini_alexnet", "synthetic_images"]
 
 CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 NUM_CLASSES = 10
-FC_LAYERS = ("fc1", "fc2")  # the regularized layers, whose rank the seed watches
+FC_LAYERS = ("fc1", "fc2")  # the regularized layers, whose rank Martin (2018) watches
 SUMMARY_METRICS = ("alpha", "log_norm", "stable_rank", "lambda_min", "rank_loss")
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -110,9 +110,9 @@ def synthetic_images(
 
 # -- model --------------------------------------------------------------------------------------------
 def mini_alexnet(l2: float, channels: Sequence[int] = (64, 64), hidden: Sequence[int] = (384, 192)) -> Any:
-    """Seed 000's MiniAlexNet in Keras 3: [conv 5x5, ReLU, max pool 3x3/2] x 2, FC 384, FC 192, classifier.
+    """Martin's (2018) MiniAlexNet in Keras 3: [conv 5x5, ReLU, max pool 3x3/2] x 2, FC 384, FC 192, output.
 
-    As the seed's Keras model: Glorot-normal kernels, biases 0.1, L2 of ``l2`` on the FC kernels.
+    As in Martin's Keras model: Glorot-normal kernels, biases 0.1, L2 of ``l2`` on the FC kernels.
     Layers are named ``conv1, conv2, fc1, fc2, out`` (the Lightning experiments' names).
     """
     import keras
@@ -197,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> dict[float, Path]:
             for layer in FC_LAYERS:
                 summary.append([layer, f"{l2:g}", *[run.metric(m, layer)[-1] for m in SUMMARY_METRICS]])
     print(
-        f"\nFC layers at epoch {last} by L2 (seed 000: more L2, smaller lambda_min, until the rank collapses)"
+        f"\nFC layers at epoch {last} by L2 (Martin, 2018: more L2, smaller lambda_min, until the rank "
+        "collapses)"
     )
     rows = sorted(summary, key=lambda row: (row[0], float(row[1])))
     print(format_columns(["layer", "l2", *SUMMARY_METRICS], rows))
@@ -224,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     training = parser.add_argument_group("training")
     training.add_argument(
         "--l2", type=float, nargs="+", default=None,
-        help="L2 on fc1 and fc2, one run each (default: 0.0003 0.0005, the seed's; 0.0005 0.05 synthetic)",
+        help="L2 on fc1 and fc2, one run each (default: 0.0003 0.0005, Martin's; 0.0005 0.05 synthetic)",
     )  # fmt: skip
     training.add_argument("--epochs", type=int, default=None, help="default: 5 with --synthetic, else 20")
     training.add_argument("--channels", type=int, nargs=2, default=None,
@@ -240,12 +241,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fill_defaults(args: argparse.Namespace) -> None:
-    """Sizes not given: small ones for --synthetic (a minute or two on 2 cores), else the seed's."""
+    """Sizes not given: small ones for --synthetic (a minute or two on 2 cores), else Martin's (2018)."""
     small = args.synthetic
     args.samples = args.samples if args.samples is not None else (2000 if small else 0)
     args.epochs = args.epochs if args.epochs is not None else (5 if small else 20)
     args.channels = args.channels or ([16, 16] if small else [64, 64])
-    # a few synthetic epochs need a stronger L2 than the seed's 20 CIFAR-10 epochs to shrink the FC spectra
+    # a few synthetic epochs need a stronger L2 than Martin's 20 CIFAR-10 epochs to shrink the FC spectra
     args.l2 = args.l2 or ([0.0005, 0.05] if small else [0.0003, 0.0005])
 
 

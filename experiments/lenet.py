@@ -1,6 +1,6 @@
-"""LeNet-300-100 on scikit-learn's digits, trained with SpectralCallback: the seed 002 studies' model.
+"""LeNet-300-100 on scikit-learn's digits, trained with SpectralCallback: the model of Heitmann (2020).
 
-Seed 002 trains LeCun et al.'s LeNet-300-100 (fully connected 784-300-100-10, Gaussian Glorot
+Heitmann (2020) trains LeCun et al.'s LeNet-300-100 (fully connected 784-300-100-10, Gaussian Glorot
 initialization, SGD with momentum 0.9, batch 64) on MNIST. Nothing may be downloaded here, so the
 input is scikit-learn's 8x8 digits: a 64-300-100-10 network. Its first layer has 300 neurons in a
 64-dimensional input space (MNIST's has them in 784 dimensions), so its rows cannot all be
@@ -12,7 +12,8 @@ The digits' 20% validation split is the held-out test set: training runs a fixed
 epochs and nothing is selected on it.
 
 References:
-    Y. LeCun et al., "Gradient-based learning applied to document recognition", Proc. IEEE 86(11)
+    J. N. Heitmann, "Sources of redundancy in neural networks", semester project, LTS4, EPFL
+    (2020). Y. LeCun et al., "Gradient-based learning applied to document recognition", Proc. IEEE 86(11)
     (1998). X. Glorot and Y. Bengio, "Understanding the difficulty of training deep feedforward
     neural networks", AISTATS (2010).
 """
@@ -100,7 +101,7 @@ def train_lenet(
         epochs: training epochs (the run file has epochs 0, the initialization, to ``epochs``).
         seed: seed of the initialization, the data split and the batch order.
         lr: SGD learning rate.
-        batch_size: training batch size (seed 002: 64).
+        batch_size: training batch size (Heitmann, 2020: 64).
         overwrite: delete a run file already in ``run_dir`` first (each run of a study trains anew).
     """
     import lightning.pytorch as pl

@@ -1,14 +1,14 @@
-"""Classifiers for the experiments: the seeds' networks and one LightningModule that trains them.
+"""Classifiers for the experiments: the studied publications' networks and a LightningModule to train them.
 
 Networks (every one an ``nn.Sequential`` with named layers, taking ``input_shape`` and
 ``num_classes``, which the experiments' CLI fills in from the data module):
 
-- :class:`MLP`: ReLU multilayer perceptron; ``hidden=(300, 100)`` is LeNet-300-100 (seed 002).
+- :class:`MLP`: ReLU multilayer perceptron; ``hidden=(300, 100)`` is LeNet-300-100 (Heitmann, 2020).
 - :class:`ConvNet`: blocks of 3x3 convolutions, each block followed by 2x2 max pooling, then
   fully connected layers. ``channels=[[64, 64]]``, ``[[64, 64], [128, 128]]`` and
   ``[[64, 64], [128, 128], [256, 256]]`` with ``hidden=(256, 256)`` are Conv-2/4/6 of Frankle &
   Carbin (ICLR 2019, fig. 2); with ``batch_norm=True`` it is a small VGG (Simonyan & Zisserman 2015).
-- :class:`MiniAlexNet`: seed 000's small AlexNet: two 5x5 conv layers with 3x3/2 max pooling,
+- :class:`MiniAlexNet`: the small AlexNet of Martin (2018): two 5x5 conv layers with 3x3/2 max pooling,
   then fully connected 384 and 192 and the classifier.
 
 Fully connected layers are named ``fc1, fc2, ...`` and the output layer ``out``, so run files
@@ -119,7 +119,7 @@ class ConvNet(nn.Sequential):
 
 
 class MiniAlexNet(nn.Sequential):
-    """Seed 000's small AlexNet: conv 5x5, max pool 3x3/2, conv 5x5, max pool 3x3/2, FC, FC, classifier.
+    """Martin's (2018) small AlexNet: conv 5x5, max pool 3x3/2, conv 5x5, max pool 3x3/2, FC, FC, classifier.
 
     On 3x32x32 images the first FC layer sees ``channels[1] * 8 * 8`` features; on the 1x8x8
     digits, ``channels[1] * 2 * 2``.
@@ -127,8 +127,8 @@ class MiniAlexNet(nn.Sequential):
     Args:
         input_shape: ``(channels, height, width)`` of one image.
         num_classes: outputs of the last layer.
-        channels: output channels of the two conv layers (the seed's Keras model: 64 each here).
-        hidden: widths of the fully connected layers (the seed's: 384 and 192).
+        channels: output channels of the two conv layers (Martin's Keras model: 64 each here).
+        hidden: widths of the fully connected layers (Martin's: 384 and 192).
 
     Raises:
         ValueError: ``input_shape`` is not an image shape.
@@ -174,7 +174,7 @@ class Classifier(pl.LightningModule):
     - ``fc_l2``: the penalty ``fc_l2 * ||W||_F^2`` for the weight ``W`` of each layer in
       ``l2_layers`` (by default the hidden fully connected layers: every ``nn.Linear`` but the
       classifier) added to the loss, as Keras' ``kernel_regularizer=l2(fc_l2)`` on the Dense
-      layers of seed 000's MiniAlexNet. With plain SGD it equals a weight decay of ``2 * fc_l2``
+      layers of Martin's (2018) MiniAlexNet. With plain SGD it equals a weight decay of ``2 * fc_l2``
       on those weights only.
 
     The arguments but ``network`` are saved as hyperparameters (``hparams.yaml`` of the logger,

@@ -1,12 +1,13 @@
-"""Cosine-similarity graph of a layer's neurons across training epochs (seed 002, section 3.2).
+"""Cosine-similarity graph of a layer's neurons across training epochs (Heitmann, 2020, section 3.2).
 
-For the rows ``w_i`` of a layer's weight (one per neuron) at each epoch, seed 002 takes the cosine
-similarities ``X_ij = <u_i, u_j>`` of the unit rows, turns them into edge weights with a Gaussian
-kernel ``A_ij = exp(-(1 - X_ij) / sigma^2)``, and keeps the edges whose weight reaches a threshold
-``t``. It then watches the graph evolve: weight vectors move together, one big cluster forms, with
-outliers outside it. Here the graph is summarized per epoch by its number of edges, its average
-clustering coefficient, the size of its largest connected component and its isolated neurons, read
-from the weights SpectralCallback saved in the run file (``open_run(path).weights(layer, epoch)``).
+For the rows ``w_i`` of a layer's weight (one per neuron) at each epoch, Heitmann (2020) takes the
+cosine similarities ``X_ij = <u_i, u_j>`` of the unit rows, turns them into edge weights with a
+Gaussian kernel ``A_ij = exp(-(1 - X_ij) / sigma^2)``, and keeps the edges whose weight reaches a
+threshold ``t``. It then watches the graph evolve: weight vectors move together, one big cluster
+forms, with outliers outside it. Here the graph is summarized per epoch by its number of edges, its
+average clustering coefficient, the size of its largest connected component and its isolated
+neurons, read from the weights SpectralCallback saved in the run file
+(``open_run(path).weights(layer, epoch)``).
 
 Choice of sigma and threshold: ``A_ij >= t`` is the same as ``X_ij >= 1 + sigma^2 ln t``, so the
 unweighted graph depends only on that cosine cutoff ``c``; sigma only scales the edge weights (we
@@ -15,14 +16,15 @@ relative to chance: two independent random directions in ``d`` dimensions have a
 and standard deviation about ``1 / sqrt(d)`` (exactly, ``(1 + X) / 2 ~ Beta((d-1)/2, (d-1)/2)``),
 so with ``c = z / sqrt(d)`` for ``z`` of 3 to 4 the initialization's (random Gaussian) rows give
 a graph with only the few edges chance predicts, and the edges beyond those are alignment created
-by training. The main cutoff is ``z = 3`` (``c = 0.375`` for the 64 inputs of fc1; the seed's
+by training. The main cutoff is ``z = 3`` (``c = 0.375`` for the 64 inputs of fc1; Heitmann's
 figure 5 uses cutoffs 0.25 and 0.48); 3.5 and 4 show that the trend does not hang on it.
 
 Run: ``python -m experiments.neuron_graph`` (``--smoke``: a run of a few seconds, into ``runs/smoke/``;
 ``--run`` to read an existing run file instead of training).
 
 References:
-    J. N. Heitmann, "Sources of Redundancy in Neural Networks" (seed 002), section 3.2.
+    J. N. Heitmann, "Sources of redundancy in neural networks", semester project, LTS4, EPFL
+    (2020), section 3.2.
     D. J. Watts and S. H. Strogatz, "Collective dynamics of 'small-world' networks", Nature 393
     (1998), for the clustering coefficient.
 """
@@ -104,7 +106,7 @@ class GraphStats:
 
 
 def kernel_weights(cosines: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
-    """Edge weights ``exp(-(1 - X_ij) / sigma^2)`` from cosine similarities (seed 002); diagonal 0."""
+    """Edge weights ``exp(-(1 - X_ij) / sigma^2)`` from cosine similarities (Heitmann, 2020); diagonal 0."""
     weights = np.exp(-(1.0 - np.asarray(cosines, dtype=np.float64)) / sigma**2)
     np.fill_diagonal(weights, 0.0)
     return weights
@@ -244,7 +246,7 @@ def _stats_figure(rows: Sequence[Sequence[float]], layer: str):
 
 
 def _drawing(first: tuple[int, np.ndarray], last: tuple[int, np.ndarray], layer: str):
-    """The main-cutoff graph at the first and last epoch, node size by row norm (seed 002, fig. 3)."""
+    """The main-cutoff graph at the first and last epoch, node size by row norm (Heitmann, 2020, fig. 3)."""
     import networkx as nx
 
     plt = pyplot()
@@ -296,7 +298,7 @@ def _section(
         source = f"LeNet-300-100 on the digits, seed 0, {recipe} (the pruning study's first network)"
     return "\n".join(
         [
-            "## Cosine-similarity graph of a layer's neurons across epochs (seed 002)",
+            "## Cosine-similarity graph of a layer's neurons across epochs (Heitmann, 2020)",
             "",
             f"`{command}`: the neurons (rows) of `{args.layer}` at every epoch of {source}, read back "
             "from the run file's saved weights. "
@@ -318,7 +320,7 @@ def _section(
 
 
 def _agreement(main: Sequence[Sequence[float]], nodes: int, dimension: int, moved: float) -> str:
-    """The sentence on seed 002's observation: rows move together, one big cluster plus outliers."""
+    """The sentence on Heitmann's (2020) observation: rows move together, one big cluster plus outliers."""
     column = {name: i for i, name in enumerate(COLUMNS)}
     first, last = main[0], main[-1]
 
@@ -340,14 +342,15 @@ def _agreement(main: Sequence[Sequence[float]], nodes: int, dimension: int, move
     )
     if clustered:
         verdict = (
-            f"**Agreement with seed 002: yes.** At the main cutoff {numbers}: the rows align and one big "
-            "cluster forms with outliers around it, as the seed describes for a first FC layer (its fig. "
-            "3b), which it reads as the rows gathering in the low-rank subspace that dominates the output."
+            f"**Agreement with Heitmann (2020): yes.** At the main cutoff {numbers}: the rows align and "
+            "one big cluster forms with outliers around it, as Heitmann describes for a first FC layer (his "
+            "fig. 3b), which he reads as the rows gathering in the low-rank subspace that dominates the "
+            "output."
         )
     else:
         verdict = (
-            f"**Agreement with seed 002: not reproduced.** At the main cutoff {numbers}: no big cluster "
-            "beyond chance forms here."
+            f"**Agreement with Heitmann (2020): not reproduced.** At the main cutoff {numbers}: no big "
+            "cluster beyond chance forms here."
         )
     return (
         f"{verdict} The alignment is modest: training moves the layer by "

@@ -1,4 +1,4 @@
-"""The phase-of-training figure: seed 001's 5+1 phase labels per layer, run and epoch.
+"""The phase-of-training figure: the 5+1 phase labels (Martin & Mahoney, 2021) per layer, run and epoch.
 
 The labels are those the analysis gives each snapshot (:func:`spectral_callbacks.spectra.phase_label`),
 read from the run file with ``open_run(path).phases(layer)``; ``"unknown"`` where a layer had no

@@ -1,29 +1,30 @@
-"""Pruning LeNet-300-100's neurons by frame potential, magnitude or at random; rank-k elbows (seed 002).
+"""Pruning LeNet-300-100's neurons by frame potential, magnitude or at random; rank-k elbows (Heitmann, 2020).
 
-Seed 002 (section 3.1) removes units of a trained layer without retraining and compares test
+Heitmann (2020, section 3.1) removes units of a trained layer without retraining and compares test
 accuracy against the fraction removed, for greedy criteria on the layer's rows ``w_i``:
 
-- magnitude (``max_mag``, the seed's *Magnitude pruning*): remove the row of smallest norm
+- magnitude (``max_mag``, Heitmann's *Magnitude pruning*): remove the row of smallest norm
   ``||w_i||``, repeat. It keeps the pruned matrix's Frobenius norm as large as possible.
-  ``min_mag`` removes the largest norm first (the seed's harmful counterpart).
-- frame potential (``max_fp``, the seed's *Frame-potential pruning*): with unit rows ``u_i``,
+  ``min_mag`` removes the largest norm first (his harmful counterpart).
+- frame potential (``max_fp``, his *Frame-potential pruning*): with unit rows ``u_i``,
   remove the row of smallest contribution ``c_i = sum_j <u_i, u_j>^2`` to the frame potential
   ``FP = sum_ij <u_i, u_j>^2 = sum_i c_i``, then update the others' contributions (``c_j`` loses
   ``<u_j, u_i>^2``) and repeat. Removing row ``i`` lowers FP by ``2 c_i - 1``, so each step keeps
   the pruned matrix's FP as large as possible: it drops the least redundant directions, the
-  outliers the seed expected to align poorly with the data. ``min_fp`` removes the largest
-  contribution first (the most redundant rows) and minimizes the FP; the seed found it harmful.
+  outliers he expected to align poorly with the data. ``min_fp`` removes the largest
+  contribution first (the most redundant rows) and minimizes the FP; he found it harmful.
 - ``random``: a random order, averaged over several draws.
 
 A removed unit has its row and bias set to zero: its ReLU output is zero, as if it were gone.
-Section 3.3 of the seed replaces a layer's ``W`` by its best rank-``k`` approximation ``W_k``
-(Eckart-Young-Mirsky) and picks ``k`` by the elbow method on the residuals; here each FC layer
-in turn, for every ``k``, with both elbows reported (see :func:`residual_elbow`).
+Section 3.3 of Heitmann (2020) replaces a layer's ``W`` by its best rank-``k`` approximation
+``W_k`` (Eckart-Young-Mirsky) and picks ``k`` by the elbow method on the residuals; here each FC
+layer in turn, for every ``k``, with both elbows reported (see :func:`residual_elbow`).
 
 Run: ``python -m experiments.pruning`` (``--smoke``: a run of a few seconds, into ``runs/smoke/``).
 
 References:
-    J. N. Heitmann, "Sources of Redundancy in Neural Networks" (seed 002), sections 3.1 and 3.3.
+    J. N. Heitmann, "Sources of redundancy in neural networks", semester project, LTS4, EPFL
+    (2020), sections 3.1 and 3.3.
     J. J. Benedetto and M. Fickus, "Finite normalized tight frames", Adv. Comput. Math. 18 (2003).
     C. Eckart and G. Young, "The approximation of one matrix by another of lower rank",
     Psychometrika 1 (1936). V. Satopaa et al., "Finding a 'Kneedle' in a haystack", ICDCS
@@ -67,11 +68,11 @@ __all__ = [
 
 STUDY = "pruning"
 CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
-PRUNED_LAYERS = LAYERS[:2]  # the hidden layers; the seed's figure 2a prunes the first
+PRUNED_LAYERS = LAYERS[:2]  # the hidden layers; Heitmann's figure 2a prunes the first
 PRUNING_COLUMNS = ["seed", "layer", "criterion", "draw", "fraction", "units_removed", "accuracy"]
 RANK_COLUMNS = ["seed", "layer", "k", "accuracy", "residual", "norm_kept_pct"]
-# The seed's rank (its elbow for every first FC layer, and CIFAR-10's number of classes).
-SEED_RANK = 10
+# Heitmann's (2020) rank: his elbow for every first FC layer, and CIFAR-10's number of classes.
+PUBLISHED_RANK = 10
 # The accuracy elbow: the smallest k whose accuracy reaches this share of the full layer's.
 ACCURACY_SHARE = 0.99
 TABLE_FRACTIONS = (0.3, 0.5, 0.7, 0.9)
@@ -152,7 +153,7 @@ def low_rank(weight: np.ndarray, k: int) -> np.ndarray:
 
 
 def residual_elbow(residuals: np.ndarray) -> int:
-    """Elbow of a decreasing residual curve ``r(k)``, ``k = 1..len(residuals)`` (the seed's choice of k).
+    """Elbow of a decreasing residual curve ``r(k)``, ``k = 1..len(residuals)`` (Heitmann's choice of k).
 
     Kneedle (Satopaa et al. 2011): with ``k`` and ``r`` both rescaled to [0, 1], the elbow is the
     ``k`` farthest below the chord from the first point to the last, i.e. the maximum of
@@ -277,20 +278,20 @@ def _pruning_curves(rows: Sequence[Sequence[object]]) -> pd.DataFrame:
 
 
 def _elbows(rows: Sequence[Sequence[object]]) -> pd.DataFrame:
-    """Per layer (mean over networks): full rank and accuracy, both elbows, the seed's k=10 columns."""
+    """Per layer (mean over networks): full rank and accuracy, both elbows, Heitmann's k=10 columns."""
 
     def per_network(table: pd.DataFrame) -> pd.Series:
         table = table.sort_values("k")
         full = table["accuracy"].iloc[-1]
-        at = table.iloc[min(SEED_RANK, len(table)) - 1]
+        at = table.iloc[min(PUBLISHED_RANK, len(table)) - 1]
         return pd.Series(
             {
                 "rank": len(table),
                 "full_accuracy": full,
                 "residual_elbow": residual_elbow(table["residual"].to_numpy()),
                 "accuracy_elbow": table["k"][table["accuracy"] >= ACCURACY_SHARE * full].min(),
-                f"norm_kept_pct_at_{SEED_RANK}": at["norm_kept_pct"],
-                f"accuracy_drop_pts_at_{SEED_RANK}": 100.0 * (full - at["accuracy"]),
+                f"norm_kept_pct_at_{PUBLISHED_RANK}": at["norm_kept_pct"],
+                f"accuracy_drop_pts_at_{PUBLISHED_RANK}": 100.0 * (full - at["accuracy"]),
             }
         )
 

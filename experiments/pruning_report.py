@@ -1,7 +1,7 @@
 """Figures and the RESULTS.md section of the pruning study (:mod:`experiments.pruning`).
 
-The agreement sentences are computed from the study's numbers: which of seed 002's findings hold,
-and where the elbows fall relative to its k = 10.
+The agreement sentences are computed from the study's numbers: which of Heitmann's (2020) findings
+hold, and where the elbows fall relative to his k = 10.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from experiments.pruning import (
     ACCURACY_SHARE,
     CRITERIA,
     PRUNED_LAYERS,
+    PUBLISHED_RANK,
     RANK_COLUMNS,
-    SEED_RANK,
     SMOKE,
     TABLE_FRACTIONS,
     Size,
@@ -69,12 +69,12 @@ def rank_figure(ranks: Sequence[Sequence[object]], elbows: pd.DataFrame):
     left.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
     for axes in (left, right):
         axes.set_xlabel("rank k of the approximation W_k")
-        axes.axvline(SEED_RANK, color="gray", ls="--", lw=1)
+        axes.axvline(PUBLISHED_RANK, color="gray", ls="--", lw=1)
     left.set_ylabel("test accuracy with that layer replaced by W_k")
     left.set_title(f"accuracy (dotted: smallest k reaching {ACCURACY_SHARE:.0%} of full)", fontsize=10)
     left.legend(fontsize=7)
     right.set_ylabel("||W - W_k||_F / ||W||_F")
-    right.set_title(f"residual and its elbow (circles); dashed: k = {SEED_RANK}", fontsize=10)
+    right.set_title(f"residual and its elbow (circles); dashed: k = {PUBLISHED_RANK}", fontsize=10)
     right.legend(fontsize=7)
     figure.tight_layout()
     return figure
@@ -112,14 +112,14 @@ def section(
     full = elbows["full_accuracy"].iloc[0]
     return "\n".join(
         [
-            "## Pruning by frame potential, magnitude and at random; rank-k elbows (seed 002)",
+            "## Pruning by frame potential, magnitude and at random; rank-k elbows (Heitmann, 2020)",
             "",
             f"`{command}`: LeNet-300-100 as 64-300-100-10 on scikit-learn's digits, {size.seeds} "
             f"network{'s' if size.seeds > 1 else ''} (seeds 0-{size.seeds - 1}) trained "
             f"{describe_training(size.epochs)}; test accuracy on the {test_size} held-out digits, "
             f"{full:.4f} unpruned (mean). Units are removed without retraining; random: "
             f"{size.random_draws} orders per network; means over networks (and orders). The rules are "
-            "in `experiments/pruning.py`: `max_mag` and `max_fp` are the seed's *Magnitude* and "
+            "in `experiments/pruning.py`: `max_mag` and `max_fp` are Heitmann's *Magnitude* and "
             "*Frame-potential pruning* (smallest norm, smallest FP contribution first), `min_*` their "
             "reverses.",
             "",
@@ -131,10 +131,10 @@ def section(
             "",
             frame_table,
             "",
-            f"Rank-k: each layer in turn replaced by `W_k`; `residual_elbow` is the seed's elbow of "
+            f"Rank-k: each layer in turn replaced by `W_k`; `residual_elbow` is Heitmann's elbow of "
             f"`||W - W_k||_F` (kneedle: the k farthest below the chord of the rescaled curve), "
             f"`accuracy_elbow` the smallest k reaching {ACCURACY_SHARE:.0%} of the full accuracy; the "
-            f"`_at_{SEED_RANK}` columns are the seed's figure 8 (`100 ||W_k||_F / ||W||_F` and the "
+            f"`_at_{PUBLISHED_RANK}` columns are Heitmann's figure 8 (`100 ||W_k||_F / ||W||_F` and the "
             "accuracy lost, in points); `num_spikes`: eigenvalues above the Marchenko-Pastur bulk at "
             "the end (run file).",
             "",
@@ -149,7 +149,7 @@ def section(
     )
 
 
-# Seed 002's findings (section 3.1): (better criterion, worse criterion) and, when it holds, why.
+# Heitmann's (2020) findings (section 3.1): (better criterion, worse criterion) and, when it holds, why.
 FINDINGS = {
     "magnitude beats frame-potential pruning (`max_mag` > `max_fp`)": (
         "max_mag",
@@ -160,7 +160,7 @@ FINDINGS = {
     "`max_fp` beats random pruning": (
         "max_fp",
         "random",
-        "the seed's reading is that the rows least aligned with the others are outliers that align "
+        "Heitmann's reading is that the rows least aligned with the others are outliers that align "
         "poorly with the data",
     ),
     "`min_fp` is worse than random pruning": (
@@ -170,8 +170,8 @@ FINDINGS = {
         "neuron-graph study)",
     ),
 }
-# Seed 002's figure 8, first FC layer of Conv-2 at k = 10: 100 ||W_k||_F / ||W||_F and a - a_proj.
-SEED_CONV2_AT_10 = (71.61, 5.21)
+# Heitmann's (2020) figure 8, first FC layer of Conv-2 at k = 10: 100 ||W_k||_F / ||W||_F and a - a_proj.
+PUBLISHED_CONV2_AT_10 = (71.61, 5.21)
 
 
 def _pruning_agreement(curves: pd.DataFrame, networks: pd.Series) -> str:
@@ -180,7 +180,7 @@ def _pruning_agreement(curves: pd.DataFrame, networks: pd.Series) -> str:
     ``networks``: that mean per ``(layer, criterion, seed)`` (random: also over its draws).
     """
     area = networks.groupby(["layer", "criterion"]).mean()
-    lines = ["**Agreement with seed 002 (pruning).** Mean accuracy over the fractions, best first:"]
+    lines = ["**Agreement with Heitmann (2020) on pruning.** Mean accuracy over the fractions, best first:"]
     for name in PRUNED_LAYERS:
         ranking = area[name].sort_values(ascending=False)
         lines.append(f"{LAYER_LABELS[name]}: " + " > ".join(f"{c} {v:.3f}" for c, v in ranking.items()) + ".")
@@ -195,7 +195,7 @@ def _pruning_agreement(curves: pd.DataFrame, networks: pd.Series) -> str:
             verdicts.append((word, f"{word} in {where}"))
         held = all(word == "holds" for word, _ in verdicts)
         checked = "; ".join(part for _, part in verdicts)
-        lines.append(f"The seed's finding that {text}: {checked}" + (f"; {reason}." if held else "."))
+        lines.append(f"Heitmann's finding that {text}: {checked}" + (f"; {reason}." if held else "."))
     crossings = []
     for name in PRUNED_LAYERS:
         gap = curves.loc[(name, "max_fp"), "mean"] - curves.loc[(name, "random"), "mean"]
@@ -212,9 +212,9 @@ def _pruning_agreement(curves: pd.DataFrame, networks: pd.Series) -> str:
 
 
 def _rank_agreement(elbows: pd.DataFrame) -> str:
-    """The seed's elbow at k = 10 (its number of classes) for the first FC layers, against ours."""
+    """Heitmann's elbow at k = 10 (his number of classes) for the first FC layers, against ours."""
     hidden = elbows.loc[list(PRUNED_LAYERS)]
-    near = hidden["residual_elbow"].between(SEED_RANK / 2, 2 * SEED_RANK).all()
+    near = hidden["residual_elbow"].between(PUBLISHED_RANK / 2, 2 * PUBLISHED_RANK).all()
     first = elbows.loc[LAYERS[0]]
     described = ", ".join(
         f"{LAYER_LABELS[n]} {r['residual_elbow']:.3g} (accuracy elbow {r['accuracy_elbow']:.3g}, "
@@ -223,18 +223,18 @@ def _rank_agreement(elbows: pd.DataFrame) -> str:
     )
     if not near:
         return (
-            f"**Agreement with seed 002 (rank-k).** Residual elbows: {described}: not near the seed's "
-            f"elbow at k = {SEED_RANK}, its number of classes (within a factor of two), in this run."
+            f"**Agreement with Heitmann (2020) on rank-k.** Residual elbows: {described}: not near his "
+            f"elbow at k = {PUBLISHED_RANK}, his number of classes (within a factor of two), in this run."
         )
-    kept = first[f"norm_kept_pct_at_{SEED_RANK}"]
+    kept = first[f"norm_kept_pct_at_{PUBLISHED_RANK}"]
     outside = 1 - (kept / 100) ** 2
-    seed_kept, seed_drop = SEED_CONV2_AT_10
+    published_kept, published_drop = PUBLISHED_CONV2_AT_10
     return (
-        f"**Agreement with seed 002 (rank-k).** Residual elbows: {described}. This agrees with the "
-        f"seed's elbow at k = {SEED_RANK}, its (and our) number of classes, within a factor of two. "
-        f"At k = {SEED_RANK} fc1 keeps {kept:.1f}% of its Frobenius norm ({1 - outside:.0%} of the "
-        f"squared norm) and loses {first[f'accuracy_drop_pts_at_{SEED_RANK}']:.2f} accuracy points (the "
-        f"seed's Conv-2: {seed_kept}% and {seed_drop} points): the other {outside:.0%} of the squared "
+        f"**Agreement with Heitmann (2020) on rank-k.** Residual elbows: {described}. This agrees with "
+        f"his elbow at k = {PUBLISHED_RANK}, his (and our) number of classes, within a factor of two. "
+        f"At k = {PUBLISHED_RANK} fc1 keeps {kept:.1f}% of its Frobenius norm ({1 - outside:.0%} of the "
+        f"squared norm) and loses {first[f'accuracy_drop_pts_at_{PUBLISHED_RANK}']:.2f} accuracy points (his "
+        f"Conv-2: {published_kept}% and {published_drop} points): the other {outside:.0%} of the squared "
         f"norm is a bulk the rest of the network largely ignores, and what it uses is "
         "a low-rank part of about one direction per class, of the order of the number of spikes above "
         "the Marchenko-Pastur bulk."

@@ -1,6 +1,6 @@
-"""Regularization sweep (seed 000): L2 on the FC layers against lambda_min, rank loss and alpha.
+"""Regularization sweep (Martin, 2018): L2 on the FC layers against lambda_min, rank loss and alpha.
 
-Seed 000 trains a small AlexNet on CIFAR-10 for 20 epochs with an L2 penalty on its fully
+Martin (2018) trains a small AlexNet on CIFAR-10 for 20 epochs with an L2 penalty on its fully
 connected layers and sees the smallest eigenvalue ``lambda_min`` of their ``W^T W`` fall as the
 penalty grows (0.0414 at 0.0003, 0.008 at 0.0005), until the rank collapses. Here the same
 MiniAlexNet-style net (``configs/reg_sweep.yaml``: conv 5x5 64, pool, conv 5x5 64, pool, FC 384,
@@ -36,7 +36,7 @@ STUDY = "reg_sweep"
 MODULE = "experiments.reg_sweep"
 KNOB = "model.init_args.fc_l2"
 PARAMETER = "fc_l2"
-# 0 and the seed's range, then larger until the FC layers collapse: L2's shrinkage compounds per SGD
+# 0 and Martin's (2018) range, then larger until the FC layers collapse: L2's shrinkage compounds per SGD
 # step, and 20 epochs of the 1,257 digits are far fewer steps than 20 epochs of CIFAR-10.
 VALUES = ("0", "1e-4", "3e-4", "5e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1")
 SMOKE_VALUES = ("0", "1e-1")
@@ -47,9 +47,9 @@ SMOKE_OVERRIDES = (
 )
 METRICS = ("lambda_min", "rank_loss", "alpha")  # figures, per epoch
 TABLE_METRICS = ("lambda_min", "rank_loss", "alpha", "log_norm")  # table at the end
-SEED_LAMBDA_MIN = {3e-4: 0.0414, 5e-4: 0.008}  # seed 000's fc layer at these strengths
+PUBLISHED_LAMBDA_MIN = {3e-4: 0.0414, 5e-4: 0.008}  # Martin (2018): an FC layer's at these strengths
 CHANCE_LEVEL = 0.2  # test accuracy below this (chance: 0.1 for 10 classes) means the model has collapsed
-SEED_STEPS = 20 * 50_000 // 32  # seed 000: 20 epochs of CIFAR-10, at Keras' default batch size
+PUBLISHED_STEPS = 20 * 50_000 // 32  # Martin (2018): 20 epochs of CIFAR-10, at Keras' default batch size
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -92,10 +92,10 @@ def section(
                 links.append(figure_link(written[key], results_file, _caption(metric, key, epoch)))
     return "\n\n".join(
         [
-            "## Regularization sweep (seed 000)",
+            "## Regularization sweep (Martin, 2018)",
             f"`{command}`: {len(results.runs)} runs, {describe_setup(results)} "
             f"`fc_l2` is the penalty `fc_l2 * ||W||^2` on {', '.join(f'`{short_layer(x)}`' for x in fc)} "
-            "added to the loss (Keras' `l2(fc_l2)` regularizer, as in the seed).",
+            "added to the loss (Keras' `l2(fc_l2)` regularizer, the one Martin (2018) uses).",
             verdict(results, fc, finals, accuracy),
             f"**At the end of training (epoch {epoch}).**",
             markdown_table(header, rows),
@@ -113,7 +113,7 @@ def verdict(
     finals: dict[str, dict[str, dict[str, float]]],
     accuracy: dict[str, float],
 ) -> str:
-    """Sentences on agreement with seed 000, computed from the values at the end of training."""
+    """Sentences on agreement with Martin (2018), computed from the values at the end of training."""
     labels = results.labels
     strengths = [results.values[label] for label in labels]
     lambda_min, rank_loss = finals["lambda_min"], finals["rank_loss"]
@@ -129,7 +129,7 @@ def verdict(
         )
         + "."
     ]
-    parts += [sentence for sentence in (_seed_pair(results, fc, lambda_min),) if sentence]
+    parts += [sentence for sentence in (_published_pair(results, fc, lambda_min),) if sentence]
     collapsed = [label for label in labels if any(rank_loss[layer][label] > 0 for layer in fc)]
     full_rank = [label for label in labels if label not in collapsed]
     if len(full_rank) > 1:
@@ -141,8 +141,8 @@ def verdict(
         lost = ", ".join(f"{short_layer(layer)} {format_cell(rank_loss[layer][first])}" for layer in fc)
         norm = min(10 ** (finals["log_norm"][layer][first] - finals["log_norm"][layer][none]) for layer in fc)
         together = (
-            " On this grid the numerical rank goes only with the whole layer, and accuracy with it, as the "
-            "seed puts it: rank collapse means over-regularization."
+            " On this grid the numerical rank goes only with the whole layer, and accuracy with it, as "
+            "Martin's blog puts it: rank collapse means over-regularization."
             if accuracy[first] < CHANCE_LEVEL
             else ""
         )
@@ -159,52 +159,53 @@ def verdict(
         )
     falls = all(value < 0 for value in rho.values())
     if falls and collapsed:
-        agreement = "Agrees with seed 000"
+        agreement = "Agrees with Martin (2018)"
     elif falls:
-        agreement = "Agrees with seed 000 on the direction, without a rank collapse"
+        agreement = "Agrees with Martin (2018) on the direction, without a rank collapse"
     else:
-        agreement = "Does not agree with seed 000"
-    if falls and _weaker_than_seed(results, fc, lambda_min):
-        agreement += ", at stronger penalties than the seed's"
+        agreement = "Does not agree with Martin (2018)"
+    if falls and _weaker_than_published(results, fc, lambda_min):
+        agreement += ", at stronger penalties than the blog's"
     parts.append(
         "Why: each SGD step multiplies the penalized weights by about 1 - 2 lr fc_l2 on top of what the "
         "data gradient does, and the data sustain only the directions the task uses, so the other "
         "directions (the smallest eigenvalues) decay geometrically with the number of steps; fewer "
-        "steps than the seed's need a proportionally stronger penalty for the same decay."
+        "steps than Martin's need a proportionally stronger penalty for the same decay."
     )
     return f"**{agreement}.**\n\n" + "\n".join(f"- {part}" for part in parts)
 
 
-def _weaker_than_seed(
+def _weaker_than_published(
     results: SweepResults, fc: Sequence[str], lambda_min: dict[str, dict[str, float]]
 ) -> bool:
-    """Whether lambda_min falls by less than half the seed's factor between the seed's strengths."""
+    """Whether lambda_min falls by less than half Martin's (2018) factor between his two strengths."""
     by_value = {value: label for label, value in results.values.items()}
-    low, high = sorted(SEED_LAMBDA_MIN)
+    low, high = sorted(PUBLISHED_LAMBDA_MIN)
     if low not in by_value or high not in by_value:
         return False
-    seed = SEED_LAMBDA_MIN[low] / SEED_LAMBDA_MIN[high]
+    published = PUBLISHED_LAMBDA_MIN[low] / PUBLISHED_LAMBDA_MIN[high]
     return all(
-        lambda_min[layer][by_value[low]] / lambda_min[layer][by_value[high]] < seed / 2 for layer in fc
+        lambda_min[layer][by_value[low]] / lambda_min[layer][by_value[high]] < published / 2 for layer in fc
     )
 
 
-def _seed_pair(
+def _published_pair(
     results: SweepResults, fc: Sequence[str], lambda_min: dict[str, dict[str, float]]
 ) -> str | None:
-    """Our lambda_min ratio between the seed's two strengths, next to the seed's, if both were run."""
+    """Our lambda_min ratio between Martin's (2018) two strengths, next to his, if both were run."""
     by_value = {value: label for label, value in results.values.items()}
-    low, high = sorted(SEED_LAMBDA_MIN)
+    low, high = sorted(PUBLISHED_LAMBDA_MIN)
     if low not in by_value or high not in by_value:
         return None
+    theirs = PUBLISHED_LAMBDA_MIN[low], PUBLISHED_LAMBDA_MIN[high]
     ratios = [lambda_min[layer][by_value[low]] / lambda_min[layer][by_value[high]] for layer in fc]
     shown = ", ".join(f"{short_layer(layer)} {format_cell(r)}" for layer, r in zip(fc, ratios, strict=True))
     steps = results.records[by_value[low]]["steps"]
     return (
         f"From fc_l2 = {format_cell(low)} to {format_cell(high)} it falls by a factor of {shown} here, in "
-        f"the seed by {format_cell(SEED_LAMBDA_MIN[low] / SEED_LAMBDA_MIN[high])} ({SEED_LAMBDA_MIN[low]} "
-        f"to {SEED_LAMBDA_MIN[high]}); our runs take {steps} SGD steps, the seed's 20 epochs of CIFAR-10 "
-        f"about {SEED_STEPS} (at Keras' default batch size of 32; the seed does not give its own)."
+        f"Martin (2018) by {format_cell(theirs[0] / theirs[1])} ({theirs[0]} to {theirs[1]}); our runs "
+        f"take {steps} SGD steps, Martin's 20 epochs of CIFAR-10 about {PUBLISHED_STEPS}"
+        " (at Keras' default batch size of 32; the blog does not give its own)."
     )
 
 
@@ -227,7 +228,7 @@ def _smallest_first(
 
 
 def _alpha_trend(results: SweepResults, fc: Sequence[str], alpha: dict[str, dict[str, float]]) -> str | None:
-    """Alpha against the strength, and where it drops below 2 (the seeds' very heavy-tailed range)."""
+    """Alpha against the strength, and where it drops below 2 (very heavy-tailed: Martin & Mahoney, 2021)."""
     labels = results.labels
     strengths = [results.values[label] for label in labels]
     rho = ", ".join(

@@ -7,19 +7,18 @@ expected values come from analyzing the same arrays directly, not from the run f
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from run_files import append_snapshot, open_writer
 
-from spectral_callbacks.analysis.model import analyze_weights
 from spectral_callbacks.cli import main
 from spectral_callbacks.reporting.tables import NAMES_SHOWN
 from spectral_callbacks.runfile.reader import RUN_FILE_NAME, open_run
-from spectral_callbacks.runfile.store import ParameterSpec, RunWriter
+from spectral_callbacks.runfile.store import ParameterSpec
 
 SPECS = (
     ParameterSpec("fc1", "linear", (32, 16)),
@@ -43,18 +42,15 @@ def write_run(
 ) -> list[list]:
     """A closed run file; returns each epoch's analysis of the arrays written (the reference)."""
     rng = np.random.default_rng(seed)
-    writer = RunWriter.open(
-        path, run_id=f"run-{seed}", parameters=specs, config_json=json.dumps({"every_n_epochs": 1}),
-        framework="test", weights_dtype=None, skipped=skipped,
+    writer = open_writer(
+        path, parameters=specs, run_id=f"run-{seed}", config={"every_n_epochs": 1}, weights_dtype=None,
+        skipped=skipped,
     )  # fmt: skip
     references = []
     try:
         for epoch in range(epochs):
             arrays = {spec.name: rng.standard_normal(spec.shape) for spec in specs}
-            spectra = analyze_weights([(spec.name, arrays[spec.name], spec.kind) for spec in specs])
-            row = writer.append_index(epoch, 10 * epoch, "captured")
-            writer.record_analysis(row, spectra)
-            references.append(spectra)
+            references.append(append_snapshot(writer, epoch, 10 * epoch, arrays, specs=specs))
     finally:
         writer.close()
     return references

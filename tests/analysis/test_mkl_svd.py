@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from known_spectra import spread_singular_values, with_singular_values
 
 from spectral_callbacks.analysis import mkl_svd
 from spectral_callbacks.analysis.model import analyze_weights
@@ -21,15 +22,12 @@ SIDE = mkl_svd.MKL_MIN_SIDE + 7
 EPS64 = np.finfo(np.float64).eps
 
 
-def known_spectrum(side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``H1 diag(s) H2`` with Householder reflections ``H = I - 2 v v^T``: dense, with singular
-    values ``s`` over six decades, built in O(side^2)."""
+def graded_square(side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A dense square matrix with singular values ``s`` over six decades, and ``s``; built from
+    Householder reflections, in O(side^2)."""
     rng = np.random.default_rng(seed)
-    s = np.sort(np.logspace(-4, 2, side) * rng.uniform(0.5, 1.5, side))[::-1]
-    v, w = (x / np.linalg.norm(x) for x in rng.standard_normal((2, side)))
-    sw = s * w
-    matrix = np.diag(s) - 2 * np.outer(v, v * s) - 2 * np.outer(sw, w) + 4 * (v @ sw) * np.outer(v, w)
-    return matrix, s
+    s = spread_singular_values(side, (-4, 2), rng)
+    return with_singular_values(s, side, rng, reflections=True), s
 
 
 class SvdSpy:
@@ -48,7 +46,7 @@ class SvdSpy:
 @pytest.fixture(scope="module")
 def large() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A large matrix, its known singular values, and MKL's on one thread."""
-    matrix, s = known_spectrum(SIDE, seed=0)
+    matrix, s = graded_square(SIDE, seed=0)
     return matrix, s, mkl_svd.svdvals(np.asfortranarray(matrix), threads=1)
 
 
@@ -75,7 +73,7 @@ def test_analyze_weights_sends_large_layers_to_mkl_with_the_same_numbers_every_t
 
 def test_small_matrices_stay_with_scipy(monkeypatch) -> None:
     spy = SvdSpy(monkeypatch)
-    matrix, _ = known_spectrum(mkl_svd.MKL_MIN_SIDE - 1, seed=1)
+    matrix, _ = graded_square(mkl_svd.MKL_MIN_SIDE - 1, seed=1)
     tall_but_narrow = np.random.default_rng(2).standard_normal((3 * mkl_svd.MKL_MIN_SIDE, 64))
     for source in (matrix[:, :300], tall_but_narrow):
         expected = lapack_svdvals(np.asfortranarray(source))
@@ -107,7 +105,7 @@ class EigvalshSpy:
 
 def test_a_large_gram_matrix_goes_to_mkls_eigensolver_within_the_bound(monkeypatch) -> None:
     side = mkl_svd.MKL_EIGH_MIN_SIDE + 3
-    matrix, s = known_spectrum(side, seed=3)
+    matrix, s = graded_square(side, seed=3)
     gram, roundings = gram_matrix(matrix)
     trace = float(np.trace(gram))
     spy = EigvalshSpy(monkeypatch)

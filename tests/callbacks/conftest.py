@@ -15,22 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny_layout import BATCH_SIZE, NUM_BATCHES, NUM_CLASSES, TINY_LAYERS
 from torch import nn
 from torch.nn import functional
 
-BATCH_SIZE = 8
-NUM_BATCHES = 4  # optimizer steps per epoch
-NUM_CLASSES = 10
-
-# Analyzable layers of TinyNet and the shape of each weight. Every one has at least 8
-# eigenvalues (min_evals), so each is one analyzed layer in the run file:
-# conv: 9 slices of (8, 3) -> 27 eigenvalues; fc1: 16; fc2: 16; head: 10.
-TINY_LAYERS = {
-    "conv": (8, 3, 3, 3),
-    "fc1": (16, 8 * 8 * 8),
-    "fc2": (16, 16),
-    "head": (NUM_CLASSES, 16),
-}
 AUX_LAYER = ("aux", (12, 12))  # optional layer outside the forward pass: never updated
 
 

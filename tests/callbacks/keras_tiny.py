@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-
-BATCH_SIZE = 8
-NUM_BATCHES = 4  # optimizer steps per epoch
-NUM_CLASSES = 10
-
-# Name -> torch-layout shape, as tests/callbacks/conftest.py's TINY_LAYERS.
-TINY_LAYERS = {
-    "conv": (8, 3, 3, 3),
-    "fc1": (16, 8 * 8 * 8),
-    "fc2": (16, 16),
-    "head": (NUM_CLASSES, 16),
-}
-KINDS = {"conv": "conv2d", "fc1": "linear", "fc2": "linear", "head": "linear"}
+from tiny_layout import BATCH_SIZE, NUM_CLASSES, TINY_LAYERS
+from tiny_layout import KINDS as KINDS  # re-exported: the tests read the layout from this module
+from tiny_layout import NUM_BATCHES as NUM_BATCHES
 
 
 def make_model(seed: int = 0, lr: float = 0.05) -> keras.Model:

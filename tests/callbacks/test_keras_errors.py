@@ -13,22 +13,23 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import keras_tiny as tiny  # noqa: E402
+from training_checks import fails_before_training  # noqa: E402
 
 from spectral_callbacks import KerasSpectralCallback, open_run  # noqa: E402
 from spectral_callbacks.runfile.store import ParameterSpec, RunWriter  # noqa: E402
 
 
 def fit_fails_before_training(
-    model: keras.Model, callback: KerasSpectralCallback, error: type, match: str
+    model: keras.Model, callback: KerasSpectralCallback, error: type, match: str, *, fit=tiny.fit
 ) -> str:
-    """``model.fit`` must raise before the first step; returns the message."""
-    initial = [weights.copy() for weights in model.get_weights()]
-    with pytest.raises(error, match=match) as raised:
-        tiny.fit(model, [callback])
-    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
-    for before, after in zip(initial, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(before, after)
-    return str(raised.value)
+    """``fit(model, [callback])`` must raise before the first step; returns the message."""
+    return fails_before_training(
+        lambda: fit(model, [callback]),
+        weights=lambda: dict(enumerate(model.get_weights())),
+        steps=lambda: int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        error=error,
+        match=match,
+    )
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -94,14 +95,14 @@ def test_model_without_analyzable_layers_lists_its_layers(tmp_path: Path) -> Non
         ]
     )
     model.compile(optimizer="sgd", loss="mse")
-    initial = [weights.copy() for weights in model.get_weights()]
     callback = KerasSpectralCallback(tmp_path / "spectral")
     x = np.ones((16, 8, 8, 3), "float32")
-    with pytest.raises(ValueError, match="no analyzable layer") as error:
-        model.fit(x, x.reshape(16, -1), batch_size=8, epochs=1, verbose=0, callbacks=[callback])
-    assert "Received: a model with layers flat (Flatten), bn (BatchNormalization)" in str(error.value)
-    for before, after in zip(initial, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(before, after)
+
+    def fit(model: keras.Model, callbacks: list) -> None:
+        model.fit(x, x.reshape(16, -1), batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+
+    message = fit_fails_before_training(model, callback, ValueError, "no analyzable layer", fit=fit)
+    assert "Received: a model with layers flat (Flatten), bn (BatchNormalization)" in message
     assert not (tmp_path / "spectral").exists()
 
 

@@ -23,16 +23,11 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import keras_tiny as tiny  # noqa: E402
+from logged_names import AVERAGED, LAYER_METRICS  # noqa: E402
 
 from spectral_callbacks import KerasSpectralCallback, open_run  # noqa: E402
 from spectral_callbacks.runfile.lock import WriterLock  # noqa: E402
 
-# The names the README promises: per-layer scalars as "<metric>/<layer>", averages as "model/<metric>".
-LAYER_METRICS = (
-    "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "frame_potential",
-    "frame_potential_normalized", "rank_loss", "lambda_min", "num_spikes", "mp_softrank",
-)  # fmt: skip
-AVERAGED = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
 EPOCHS = 3
 ARRIVAL_SECONDS = 0.5  # the results travel after the run file has the snapshot
 WAIT_TIMEOUT_SECONDS = 60.0

@@ -7,7 +7,6 @@ readable by TensorBoard itself.
 
 from __future__ import annotations
 
-import math
 import types
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ keras = pytest.importorskip("keras")
 
 import keras_tiny as tiny  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
+from tensorboard_events import assert_esd_histograms, assert_layer_scalars, read_events  # noqa: E402
 
 from spectral_callbacks import KerasSpectralCallback, SpectralWarning, analyze_matrix, open_run  # noqa: E402
 from spectral_callbacks.analysis.averages import AVERAGED_METRICS  # noqa: E402
@@ -28,10 +28,6 @@ from spectral_callbacks.spectra import METRIC_NAMES  # noqa: E402
 MAX_EPOCHS = 3
 EPOCHS = list(range(MAX_EPOCHS + 1))
 STEPS = [epoch * tiny.NUM_BATCHES for epoch in EPOCHS]
-TB_SCALARS = (
-    "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
-    "frame_potential", "rank_loss", "lambda_min",
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -119,40 +115,15 @@ def test_alphas_equal_analyze_matrix_on_the_models_matrices(run: types.SimpleNam
 
 @pytest.fixture(scope="module")
 def events(run: types.SimpleNamespace) -> event_accumulator.EventAccumulator:
-    accumulator = event_accumulator.EventAccumulator(
-        str(run.log_dir), size_guidance={event_accumulator.HISTOGRAMS: 0, event_accumulator.SCALARS: 0}
-    )
-    accumulator.Reload()
-    return accumulator
+    return read_events(run.log_dir)
 
 
 def test_tensorboard_esd_histograms(run: types.SimpleNamespace, events) -> None:
-    histograms = events.Tags()["histograms"]
-    for name in tiny.TINY_LAYERS:
-        recorded = events.Histograms(f"esd/{name}")
-        assert [event.step for event in recorded] == STEPS, histograms
-        for event, epoch in zip(recorded, EPOCHS, strict=True):
-            logs = np.log10(run.reader.esd(name, epoch))
-            assert event.histogram_value.num == logs.size
-            assert event.histogram_value.min == pytest.approx(logs.min(), rel=1e-6, abs=1e-9)
-            assert event.histogram_value.max == pytest.approx(logs.max(), rel=1e-6, abs=1e-9)
+    assert_esd_histograms(events, run.reader, tiny.TINY_LAYERS, EPOCHS, STEPS)
 
 
 def test_tensorboard_scalars_per_layer(run: types.SimpleNamespace, events) -> None:
-    scalars = events.Tags()["scalars"]
-    for name in tiny.TINY_LAYERS:
-        for metric in TB_SCALARS:
-            stored = run.reader.metric(metric, name)
-            finite = [
-                (step, value) for step, value in zip(STEPS, stored, strict=True) if math.isfinite(value)
-            ]
-            assert finite, (name, metric)
-            assert f"{metric}/{name}" in scalars, scalars
-            recorded = events.Scalars(f"{metric}/{name}")
-            assert [event.step for event in recorded] == [step for step, _ in finite]
-            assert [event.value for event in recorded] == pytest.approx(
-                [value for _, value in finite], rel=1e-6, abs=1e-30
-            )
+    assert_layer_scalars(events, run.reader, tiny.TINY_LAYERS, STEPS)
     for metric in AVERAGED_METRICS:
         assert [event.step for event in events.Scalars(f"model/{metric}")] == STEPS
 

@@ -8,30 +8,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
+from training_checks import fails_before_training
 
 from spectral_callbacks import SpectralCallback, open_run
 from spectral_callbacks.runfile.store import ParameterSpec, RunWriter
 
 
-def assert_not_trained(trainer, model, initial: dict[str, np.ndarray], tiny) -> None:
-    assert trainer.global_step == 0
-    for name, weights in tiny.weights_of(model).items():
-        np.testing.assert_array_equal(weights, initial[name])
-
-
 def fit_fails_before_training(tmp_path: Path, tiny, callback: SpectralCallback, match: str) -> str:
     """Fit a fresh tiny model; the callback must raise before the first step. Returns the message."""
     model = tiny.make_model()
-    initial = tiny.weights_of(model)
     trainer = tiny.make_trainer(tmp_path, [callback])
-    with pytest.raises(MisconfigurationException, match=match) as error:
-        trainer.fit(model, tiny.make_loader())
-    assert_not_trained(trainer, model, initial, tiny)
-    return str(error.value)
+    return fails_before_training(
+        lambda: trainer.fit(model, tiny.make_loader()),
+        weights=lambda: tiny.weights_of(model),
+        steps=lambda: trainer.global_step,
+        error=MisconfigurationException,
+        match=match,
+    )
 
 
 # -- settings --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard_events import assert_esd_histograms, assert_layer_scalars, read_events
 
 from spectral_callbacks import SpectralCallback, SpectralWarning, analyze_matrix, open_run
 from spectral_callbacks.analysis.averages import AVERAGED_METRICS
@@ -23,11 +24,6 @@ from spectral_callbacks.spectra import METRIC_NAMES
 
 MAX_EPOCHS = 3
 EPOCHS = list(range(MAX_EPOCHS + 1))
-# Scalars the design promises in TensorBoard per layer and snapshot.
-TB_SCALARS = (
-    "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
-    "frame_potential", "rank_loss", "lambda_min",
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +127,7 @@ def test_numbers_equal_a_recomputation_on_the_saved_weights(run: types.SimpleNam
 
 @pytest.fixture(scope="module")
 def events(run: types.SimpleNamespace) -> event_accumulator.EventAccumulator:
-    accumulator = event_accumulator.EventAccumulator(
-        run.logger.log_dir,
-        size_guidance={event_accumulator.HISTOGRAMS: 0, event_accumulator.SCALARS: 0},
-    )
-    accumulator.Reload()
-    return accumulator
+    return read_events(run.logger.log_dir)
 
 
 def test_tensorboard_event_files_are_in_the_loggers_directory(run: types.SimpleNamespace) -> None:
@@ -145,35 +136,11 @@ def test_tensorboard_event_files_are_in_the_loggers_directory(run: types.SimpleN
 
 
 def test_tensorboard_esd_histograms(run: types.SimpleNamespace, events, tiny) -> None:
-    histograms = events.Tags()["histograms"]
-    for name in tiny.LAYERS:
-        tag = f"esd/{name}"
-        assert tag in histograms, histograms
-        recorded = events.Histograms(tag)
-        assert [event.step for event in recorded] == run.steps
-        for event, epoch in zip(recorded, EPOCHS, strict=True):
-            logs = np.log10(run.reader.esd(name, epoch))
-            histogram = event.histogram_value
-            assert histogram.num == logs.size
-            assert histogram.min == pytest.approx(logs.min(), rel=1e-6, abs=1e-9)
-            assert histogram.max == pytest.approx(logs.max(), rel=1e-6, abs=1e-9)
-            assert histogram.sum == pytest.approx(logs.sum(), rel=1e-6, abs=1e-6)
-            assert sum(histogram.bucket) == logs.size
+    assert_esd_histograms(events, run.reader, tiny.LAYERS, EPOCHS, run.steps)
 
 
 def test_tensorboard_scalars_per_layer(run: types.SimpleNamespace, events, tiny) -> None:
-    scalars = events.Tags()["scalars"]
-    for name in tiny.LAYERS:
-        for metric in TB_SCALARS:
-            stored = run.reader.metric(metric, name)
-            finite = [step for step, value in zip(run.steps, stored, strict=True) if math.isfinite(value)]
-            assert finite, (name, metric)
-            tag = f"{metric}/{name}"
-            assert tag in scalars, scalars
-            recorded = events.Scalars(tag)
-            assert [event.step for event in recorded] == finite
-            expected = [value for value in stored if math.isfinite(value)]
-            assert [event.value for event in recorded] == pytest.approx(expected, rel=1e-6, abs=1e-30)
+    assert_layer_scalars(events, run.reader, tiny.LAYERS, run.steps)
 
 
 def test_tensorboard_model_averages_leave_out_the_last_layer(run, events, tiny) -> None:

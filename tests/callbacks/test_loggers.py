@@ -21,16 +21,11 @@ import numpy as np
 import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from tensorboard.backend.event_processing import event_accumulator
+from logged_names import AVERAGED, LAYER_METRICS
+from tensorboard_events import read_events
 
 from spectral_callbacks import SpectralCallback, SpectralWarning, open_run
 
-# The names the README promises: per-layer scalars as "<metric>/<layer>", averages as "model/<metric>".
-LAYER_METRICS = (
-    "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "frame_potential",
-    "frame_potential_normalized", "rank_loss", "lambda_min", "num_spikes", "mp_softrank",
-)  # fmt: skip
-AVERAGED = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
 MAX_EPOCHS = 2
 
 
@@ -182,8 +177,7 @@ def spectral_scalars_in(directory: Path) -> dict[str, dict[int, float]]:
     """Tag -> {step: value} of the scalars with a '/' in every event file of ``directory``."""
     found: dict[str, dict[int, float]] = {}
     for path in sorted(directory.glob("events.out.tfevents.*")):
-        events = event_accumulator.EventAccumulator(str(path), size_guidance={event_accumulator.SCALARS: 0})
-        events.Reload()
+        events = read_events(path)
         for tag in events.Tags()["scalars"]:
             if "/" in tag:
                 found.setdefault(tag, {}).update({event.step: event.value for event in events.Scalars(tag)})

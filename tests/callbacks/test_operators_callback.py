@@ -1,4 +1,4 @@
-"""Conv layers analyzed as operators on whole feature maps (seed 003) by ``SpectralCallback``.
+"""Conv layers analyzed as operators on whole feature maps (anonymous, 2019) by ``SpectralCallback``.
 
 Two fits share the work: one names the layer and its input size, with a circular-padded conv
 whose exact spectrum the 2-D FFT gives (Sedghi et al. 2019), and a TensorBoard logger; one uses
@@ -16,7 +16,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from tensorboard.backend.event_processing import event_accumulator
+from tensorboard_events import read_events
 from torch import nn
 
 from spectral_callbacks import SpectralCallback, SpectralWarning, open_run
@@ -96,9 +96,7 @@ def test_top_eigenvalues_equal_the_exact_fft_spectrum(named) -> None:
 
 
 def test_tensorboard_has_operator_histograms_and_spectral_norms(named, tiny) -> None:
-    events = event_accumulator.EventAccumulator(
-        named.log_dir, size_guidance={event_accumulator.HISTOGRAMS: 0, event_accumulator.SCALARS: 0}
-    ).Reload()
+    events = read_events(named.log_dir)
     steps = [epoch * tiny.NUM_BATCHES for epoch in range(MAX_EPOCHS + 1)]
     histograms = events.Histograms("operator_esd/conv")
     assert [event.step for event in histograms] == steps

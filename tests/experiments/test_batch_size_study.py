@@ -1,4 +1,5 @@
-"""Alpha over training and batch size (seed 001): the smoke run's outputs, its phases the run files'."""
+"""Alpha over training and batch size (Martin & Mahoney, 2021): the smoke run's outputs, its phases
+the run files'."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_smoke_run_writes_runs_figures_and_a_well_formed_section(smoke):
             assert np.all(np.isfinite(reader.metric("alpha", "network.fc1")))
     assert steps["8"] > steps["64"]  # same epochs, more steps with smaller batches
     section = section_of(results, STUDY)
-    assert section.strip().startswith("## Alpha over training and batch size (seed 001)")
+    assert section.strip().startswith("## Alpha over training and batch size (Martin & Mahoney, 2021)")
     assert re.search(r"\*\*(Agrees|Does not agree)[^*]*\.\*\*", section)
     final_rows = [line for line in section.splitlines() if re.match(r"\| (8|64) \| \d+ \|", line)]
     assert len(final_rows) == 2

@@ -37,4 +37,4 @@ def test_smoke_run_writes_well_formed_outputs(smoke):
     assert_png(out / "calibration.png")
     section = section_of(results, "calibration")
     assert "(results/calibration/calibration.png)" in section
-    assert "| alpha_true |" in section and "Agreement with seed 001" in section
+    assert "| alpha_true |" in section and "Agreement with Martin & Mahoney (2021)" in section

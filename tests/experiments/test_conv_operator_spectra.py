@@ -1,4 +1,4 @@
-"""Conv operator spectra study (seed 003): the smoke run's runs, CSV, figures and section; the
+"""Conv operator spectra study (anonymous, 2019): the smoke run's runs, CSV, figures and section; the
 learning-rate schedule; and the course of a spectral norm read from its numbers."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_smoke_run_writes_runs_csv_figures_and_a_section(smoke) -> None:
     for name in ("spectral_norm.png", "esd.png"):
         assert_png(out / name)
     section = section_of(results, STUDY)
-    assert section.strip().startswith("## Conv operator spectra with a learning-rate decay (seed 003)")
+    assert section.strip().startswith("## Conv operator spectra with a learning-rate decay (anonymous, 2019)")
     assert "python -m experiments.conv_operator_spectra --smoke" in section
     assert re.search(r"\*\*(Agrees|Does not agree)[^*]*\.\*\*", section)
     for value in WEIGHT_DECAYS:

@@ -1,4 +1,4 @@
-"""The Keras MiniAlexNet experiment (seed 000): CIFAR-10 batches, synthetic data, and tiny runs."""
+"""The Keras MiniAlexNet experiment (Martin, 2018): CIFAR-10 batches, synthetic data, and tiny runs."""
 
 from __future__ import annotations
 

@@ -79,4 +79,4 @@ def test_smoke_run_writes_well_formed_outputs(smoke):
     for name in ("graph_stats.png", "graphs.png"):
         assert_png(out / name)
     section = section_of(results, "neuron_graph")
-    assert "(results/neuron_graph/graph_stats.png)" in section and "Agreement with seed 002" in section
+    assert "(results/neuron_graph/graph_stats.png)" in section and "Agreement with Heitmann (2020)" in section

@@ -118,4 +118,5 @@ def test_smoke_run_writes_well_formed_outputs(smoke):
         assert_png(out / name)
     section = section_of(results, "pruning")
     assert "(results/pruning/pruning.png)" in section and "(results/pruning/rank.png)" in section
-    assert "Agreement with seed 002 (pruning)" in section and "Agreement with seed 002 (rank-k)" in section
+    assert "Agreement with Heitmann (2020) on pruning" in section
+    assert "Agreement with Heitmann (2020) on rank-k" in section

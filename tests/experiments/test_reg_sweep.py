@@ -1,4 +1,4 @@
-"""Regularization sweep (seed 000): the smoke run's outputs, bad input, and the direction L2 pushes.
+"""Regularization sweep (Martin, 2018): the smoke run's outputs, bad input, and the direction L2 pushes.
 
 The smoke run (fc_l2 = 0 and 0.1, two epochs of 140 digits in batches of 16, a fixed seed)
 writes its runs, figures and section into a temporary directory, never into the real RESULTS.md;
@@ -34,7 +34,7 @@ def test_smoke_run_writes_runs_figures_and_a_well_formed_section(smoke):
             assert reader.epochs.tolist() == [0, 1, 2]
             assert {"network.fc1", "network.fc2"} <= set(reader.layers)
     section = section_of(results, STUDY)
-    assert section.strip().startswith("## Regularization sweep (seed 000)")
+    assert section.strip().startswith("## Regularization sweep (Martin, 2018)")
     assert "python -m experiments.reg_sweep --smoke" in section
     assert re.search(r"\*\*(Agrees|Does not agree)[^*]*\.\*\*", section)
     table = [line for line in section.splitlines() if line.startswith("| 0 |") or line.startswith("| 0.1 |")]
@@ -80,7 +80,7 @@ def test_an_unknown_metric_stops_before_any_run_and_lists_the_names(tmp_path, ca
 
 @pytest.mark.slow
 def test_stronger_l2_leaves_the_fc_layers_a_smaller_lambda_min(smoke):
-    """Seed 000's direction, where it is large at any size: fc_l2 = 0.1 against none, same seed.
+    """Martin's (2018) direction, where it is large at any size: fc_l2 = 0.1 against none, same seed.
 
     With SGD (lr 0.01, momentum 0.9) each step multiplies fc1 and fc2 by about
     1 - 2 lr fc_l2 / (1 - momentum) = 0.98 on top of what the data gradient does, so the smoke

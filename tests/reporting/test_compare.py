@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import doctest
-import json
 import math
 import re
 import subprocess
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_files import append_snapshot, open_writer
 
 from spectral_callbacks.analysis.averages import model_averages
-from spectral_callbacks.analysis.model import analyze_weights
 from spectral_callbacks.cli import main
 from spectral_callbacks.reporting import report, run_params
 from spectral_callbacks.reporting.compare import (
@@ -60,31 +59,19 @@ def synthetic_weights(strength: float, epoch: int, specs=SPECS, *, seed: int = 0
     return arrays
 
 
-def append_snapshot(writer: RunWriter, epoch: int, arrays: dict[str, np.ndarray], specs, *, commit=True):
-    """What the worker does for one snapshot; returns the analyzed rows (skipped ones included)."""
-    row = writer.append_index(epoch, 10 * epoch, "captured")
-    spectra = analyze_weights([(spec.name, arrays[spec.name], spec.kind) for spec in specs])
-    if commit:
-        writer.record_analysis(row, spectra)
-        return spectra
-    for spectrum in spectra:  # a worker stopped before its commit
-        writer.append_layer(row, spectrum)
-    return spectra
-
-
-def open_writer(path: Path, specs=SPECS) -> RunWriter:
-    return RunWriter.open(
-        path, run_id=path.parent.name, parameters=specs, config_json=json.dumps({"every_n_epochs": 1}),
-        framework="test", weights_dtype=None,
-    )  # fmt: skip
+def compared_writer(path: Path, specs=SPECS) -> RunWriter:
+    """A writer for a run of the comparison: no saved weights, its directory's name as run id."""
+    return open_writer(
+        path, parameters=specs, run_id=path.parent.name, config={"every_n_epochs": 1}, weights_dtype=None
+    )
 
 
 def write_run(path: Path, strength: float, specs=SPECS, *, epochs: int = EPOCHS) -> list:
     """A closed run file; returns the analysis of each epoch (the independent reference)."""
-    writer = open_writer(path, specs)
+    writer = compared_writer(path, specs)
     try:
         return [
-            append_snapshot(writer, epoch, synthetic_weights(strength, epoch, specs), specs)
+            append_snapshot(writer, epoch, 10 * epoch, synthetic_weights(strength, epoch, specs), specs=specs)
             for epoch in range(epochs)
         ]
     finally:
@@ -190,14 +177,14 @@ def test_model_average_leaves_out_the_last_layer(runs, runs_root, metric: str) -
 def test_model_average_follows_the_sink_when_layers_are_skipped(tmp_path: Path) -> None:
     """A skipped layer (all zeros) is left out; the classifier still is; same as model/<metric>."""
     path = tmp_path / "run" / RUN_FILE_NAME
-    writer = open_writer(path)
+    writer = compared_writer(path)
     expected = []
     try:
         for epoch in range(3):
             arrays = synthetic_weights(0.0002, epoch)
             if epoch == 1:
                 arrays["fc1"] = np.zeros_like(arrays["fc1"])
-            rows = append_snapshot(writer, epoch, arrays, SPECS)
+            rows = append_snapshot(writer, epoch, 10 * epoch, arrays, specs=SPECS)
             expected.append(model_averages(rows)["alpha"])
     finally:
         writer.close()
@@ -399,11 +386,11 @@ def test_an_epoch_missing_in_some_run(runs, tmp_path: Path) -> None:
 def test_compare_follows_a_live_run(runs_root, tmp_path: Path) -> None:
     root, _ = runs_root
     live = tmp_path / "l2_0.0002" / RUN_FILE_NAME
-    writer = open_writer(live)
+    writer = compared_writer(live)
     try:
         for epoch in range(2):
-            append_snapshot(writer, epoch, synthetic_weights(0.0002, epoch), SPECS)
-        append_snapshot(writer, 2, synthetic_weights(0.0002, 2), SPECS, commit=False)  # being analyzed
+            append_snapshot(writer, epoch, 10 * epoch, synthetic_weights(0.0002, epoch), specs=SPECS)
+        append_snapshot(writer, 2, 20, synthetic_weights(0.0002, 2), specs=SPECS, commit=False)  # analyzing
         opened = load_runs([root / "l2_0.0001", live.parent])
         try:
             table = compare_table(opened, "alpha")
@@ -412,7 +399,7 @@ def test_compare_follows_a_live_run(runs_root, tmp_path: Path) -> None:
             assert len(comparison_images(opened, table)[0]) == 3
 
             writer.set_status(2, "analyzed")
-            append_snapshot(writer, 3, synthetic_weights(0.0002, 3), SPECS)
+            append_snapshot(writer, 3, 30, synthetic_weights(0.0002, 3), specs=SPECS)
             table = compare_table(opened, "alpha")
             assert table.epochs("l2_0.0002") == [0, 1, 2, 3]
             np.testing.assert_array_equal(

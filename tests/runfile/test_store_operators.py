@@ -3,12 +3,12 @@ by ``RunReader`` (committed snapshots only), cut on resume; and failures recorde
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from run_files import append_snapshot, open_writer
 
 from spectral_callbacks import open_run
 from spectral_callbacks.analysis.operators import (
@@ -35,36 +35,27 @@ SPEC = OperatorSpec.of(
 )
 
 
-def open_writer(path: Path, resume_after_step: int | None = None) -> RunWriter:
-    return RunWriter.open(
-        path,
-        run_id="operators",
-        parameters=(),
-        config_json=json.dumps({"operator_every_n_epochs": OPTIONS.every_n_epochs}),
-        framework="test",
-        weights_dtype=None,
-        resume_after_step=resume_after_step,
-        operators=(SPEC,),
-        operator_options=OPTIONS,
-    )
+# the run of these tests: operator rows only (no parameter analyzed as a matrix), no saved weights
+OPERATOR_RUN = {
+    "parameters": (),
+    "run_id": "operators",
+    "config": {"operator_every_n_epochs": OPTIONS.every_n_epochs},
+    "weights_dtype": None,
+    "operators": (SPEC,),
+    "operator_options": OPTIONS,
+}
 
 
-def snapshot(writer: RunWriter, epoch: int, *, commit: bool = True) -> int:
+def snapshot(writer: RunWriter, epoch: int, *, commit: bool = True) -> None:
     """What the worker does: index row, operator rows of a due epoch, then "analyzed"."""
-    row = writer.append_index(epoch, 10 * epoch, "captured")
     operators = analyze_operators([SPEC], {SPEC.name: kernel(epoch)}, OPTIONS, epoch)
-    if commit:
-        writer.record_analysis(row, [], operators)
-        return row
-    for spectrum in operators:  # a worker stopped before its commit
-        writer.append_operator(row, spectrum)
-    return row
+    append_snapshot(writer, epoch, 10 * epoch, {}, specs=(), operators=operators, commit=commit)
 
 
 @pytest.fixture
 def run_path(tmp_path: Path) -> Path:
     path = tmp_path / RUN_FILE_NAME
-    writer = open_writer(path)
+    writer = open_writer(path, **OPERATOR_RUN)
     for epoch in range(4):
         snapshot(writer, epoch)
     snapshot(writer, 4, commit=False)  # written, never committed: invisible
@@ -104,7 +95,7 @@ def test_missing_epoch_or_layer_says_what_there_is(run_path: Path) -> None:
 
 
 def test_resume_cuts_operator_rows_after_the_checkpoint(run_path: Path) -> None:
-    writer = open_writer(run_path, resume_after_step=10)
+    writer = open_writer(run_path, **OPERATOR_RUN, resume_after_step=10)
     snapshot(writer, 2)  # training resumed at epoch 1 redoes epoch 2 with other weights
     writer.close()
     with open_run(run_path) as run:

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from weightwatcher_runs import weightwatcher_analysis
 
 from spectral_callbacks.spectra import (
     EVALS_THRESH,
@@ -26,7 +27,7 @@ WW_COLUMNS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stabl
 def ww_model_and_frame():
     """A small torch model (three Linear, one Conv2d; every layer >= 50 eigenvalues) and WW's analysis."""
     torch = pytest.importorskip("torch")
-    ww = pytest.importorskip("weightwatcher")
+    pytest.importorskip("weightwatcher")
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(16, 48, kernel_size=3),
@@ -38,9 +39,7 @@ def ww_model_and_frame():
     heavy = np.random.default_rng(0).standard_t(2.0, size=(200, 300)) / 30
     with torch.no_grad():
         model[3].weight.copy_(torch.from_numpy(heavy.astype(np.float32)))  # a trained-like heavy tail
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        frame = ww.WeightWatcher(model=model).analyze()
+    frame = weightwatcher_analysis(model)
     weights = [layer.weight.detach().numpy() for layer in (model[0], model[2], model[3], model[4])]
     return weights, frame
 

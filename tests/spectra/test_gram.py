@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from known_spectra import with_singular_values
 
 from spectral_callbacks.spectra import EVALS_THRESH, analyze_matrix, analyze_view, matrices_of
 from spectral_callbacks.spectra.esd import (
@@ -40,16 +41,6 @@ def view_of(weight: np.ndarray, kind: str | None = None):
     views = matrices_of("w", weight, kind)
     assert isinstance(views, list)
     return views[0]
-
-
-def orthonormal(rows: int, columns: int, rng: np.random.Generator) -> np.ndarray:
-    return np.linalg.qr(rng.standard_normal((rows, columns)))[0]
-
-
-def known_spectrum(rows: int, columns: int, s: np.ndarray, seed: int) -> np.ndarray:
-    """``U diag(s) V^T`` (float64) with orthonormal factors from QR: singular values ``s``."""
-    rng = np.random.default_rng(seed)
-    return (orthonormal(rows, columns, rng) * s) @ orthonormal(columns, columns, rng).T
 
 
 def rank_deficient(rows: int, columns: int, rank: int, seed: int) -> np.ndarray:
@@ -120,7 +111,7 @@ def test_every_gram_eigenvalue_is_within_the_bound_of_numpys(case, shape, dtype)
     elif case == "graded columns":
         weight = rng.standard_normal(shape) * np.logspace(-4, 4, shape[1])
     elif case == "ill-conditioned":
-        weight = known_spectrum(*shape, np.logspace(0, -12, shape[1]), seed=1)
+        weight = with_singular_values(np.logspace(0, -12, shape[1]), shape[0], np.random.default_rng(1))
     else:
         weight = rng.standard_normal(shape)
     weight = weight.astype(dtype)
@@ -135,7 +126,7 @@ def test_every_gram_eigenvalue_is_within_the_bound_of_numpys(case, shape, dtype)
 def test_a_certified_slice_has_every_eigenvalue_within_rtol() -> None:
     """Singular values over two decades (eigenvalues over four): certified, each within rtol."""
     s = np.logspace(0, -2, 50)
-    weight = known_spectrum(200, 50, s, seed=2)
+    weight = with_singular_values(s, 200, np.random.default_rng(2))
     evals, delta = gram_eigenvalues(weight)
     assert certified(evals, delta, GRAM_RTOL)
     expected, reference_error = reference_evals(weight)
@@ -152,7 +143,8 @@ def test_a_certified_slice_has_every_eigenvalue_within_rtol() -> None:
 def test_the_certificate_fails_exactly_on_ill_conditioned_slices(case: str, falls_back: bool) -> None:
     """Eigenvalue ratios of 1e2 and 1e6 are far inside float64's reach; 1e12 and 1e24 are not."""
     condition = float(case.split()[-1])
-    weight = known_spectrum(300, 40, np.geomspace(1, 1 / condition, 40), seed=3).astype(np.float32)
+    s = np.geomspace(1, 1 / condition, 40)
+    weight = with_singular_values(s, 300, np.random.default_rng(3)).astype(np.float32)
     result = compute_singular_values(view_of(weight), method="gram")
     assert result.fallback.tolist() == [falls_back] and result.gram.tolist() == [not falls_back]
     assert np.isnan(result.bound[0]) == falls_back
@@ -197,7 +189,7 @@ def test_in_a_conv_view_exactly_the_rank_deficient_slices_fall_back() -> None:
 def planted(value: float, seed: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """A well-conditioned 120 x 40 matrix whose 20th eigenvalue (sigma^2) is ``value``."""
     s = np.sqrt(np.r_[np.linspace(4.0, 1.0, 19), value, np.linspace(0.9, 0.5, 20)])
-    return known_spectrum(120, 40, s, seed), s
+    return with_singular_values(s, 120, np.random.default_rng(seed)), s
 
 
 @pytest.mark.parametrize(
@@ -264,7 +256,7 @@ def parity_weight(case: str) -> tuple[np.ndarray, str | None]:
     if case == "square float32":
         return rng.standard_normal((120, 120)).astype(np.float32), None
     if case == "ill-conditioned":
-        return known_spectrum(200, 50, np.logspace(0, -12, 50), seed=9), None
+        return with_singular_values(np.logspace(0, -12, 50), 200, np.random.default_rng(9)), None
     if case == "rank-deficient":
         return rank_deficient(150, 60, 20, seed=10).astype(np.float32), None
     if case == "conv student-t":

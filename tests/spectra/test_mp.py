@@ -120,7 +120,7 @@ def test_analyze_reports_the_mp_edge_of_halved_conv2d_eigenvalues() -> None:
 
 @pytest.mark.parametrize("strength", [150.0, 300.0])
 def test_gaussian_bulk_with_few_strong_spikes_is_bulk_plus_spikes(strength: float) -> None:
-    """Seed 001's Bulk+Spikes: an MP bulk and a few separated outliers (here 3 of 250)."""
+    """Martin & Mahoney's (2021) Bulk+Spikes: an MP bulk and a few separated outliers (here 3 of 250)."""
     weight = SCALE * np.random.default_rng(0).standard_normal((1000, 250))
     weight += planted_signal(1000, 250, (strength, 0.8 * strength, 0.7 * strength), seed=4)
     result = analyze_matrix(weight)

@@ -116,7 +116,7 @@ def test_fit_matches_powerlaw_with_wide_alpha_range(name: str) -> None:
 
 @pytest.mark.parametrize("true_alpha", [1.5, 2.0, 2.5, 3.0, 3.5])
 def test_fit_recovers_known_pareto_exponent(true_alpha: float) -> None:
-    """Seed 001's calibration: on Pareto samples the estimator is good for alpha in 1.5-3.5."""
+    """Martin & Mahoney's (2021) calibration: on Pareto samples the estimator is good for alpha in 1.5-3.5."""
     data = pareto(true_alpha, 2000, seed=100 + int(10 * true_alpha))
     fit = fit_power_law(data)
     assert abs(fit.alpha - true_alpha) < 5 * fit.sigma

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from known_spectra import spread_singular_values, with_singular_values
 
 from spectral_callbacks.spectra import matrices_of, singular_values
 from spectral_callbacks.spectra.streaming_qr import (
@@ -17,13 +18,11 @@ from spectral_callbacks.spectra.streaming_qr import (
 EPS64 = np.finfo(np.float64).eps
 
 
-def known_spectrum(rows: int, columns: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``U diag(s) V^T`` with orthonormal ``U``, ``V`` and ``s`` over eight decades, and ``s``."""
+def graded_matrix(rows: int, columns: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``rows x columns`` matrix with singular values ``s`` over eight decades, and ``s``."""
     rng = np.random.default_rng(seed)
-    u, _ = np.linalg.qr(rng.standard_normal((rows, columns)))
-    v, _ = np.linalg.qr(rng.standard_normal((columns, columns)))
-    s = np.sort(np.logspace(-6, 2, columns) * rng.uniform(0.5, 1.5, columns))[::-1]
-    return (u * s) @ v.T, s
+    s = spread_singular_values(columns, (-6, 2), rng)
+    return with_singular_values(s, rows, rng), s
 
 
 def svals_of_r(matrix: np.ndarray, **options) -> np.ndarray:
@@ -33,7 +32,7 @@ def svals_of_r(matrix: np.ndarray, **options) -> np.ndarray:
 @pytest.mark.parametrize("block_rows", [None, 7, 64, 1000])
 def test_r_factor_keeps_a_known_spectrum_to_rounding(block_rows: int | None) -> None:
     """Blocks smaller than, equal to and larger than the matrix, with a partial last block."""
-    matrix, s = known_spectrum(301, 24, seed=0)
+    matrix, s = graded_matrix(301, 24, seed=0)
     svals = svals_of_r(matrix, block_rows=block_rows)
     # an orthogonal reduction is backward stable: absolute error ~ eps * ||W||, small ones included
     np.testing.assert_allclose(svals, s, rtol=0, atol=50 * EPS64 * s[0])
@@ -98,7 +97,7 @@ def test_streams_well_only_for_large_very_tall_slices_of_moderate_width() -> Non
 def test_a_very_tall_layer_takes_the_streamed_path_and_matches_numpy(orientation: str) -> None:
     """An embedding-like layer: the SVD path's singular values equal LAPACK's full SVD (the default
     path takes the Gram matrix's eigenvalues for such a slice; see test_gram.py)."""
-    matrix, _ = known_spectrum(8 * 130 + 11, 130, seed=4)
+    matrix, _ = graded_matrix(8 * 130 + 11, 130, seed=4)
     weight = matrix.astype(np.float32) if orientation.startswith("tall") else matrix.T.astype(np.float32)
     assert streams_well(*matrix.shape)
     (view,) = matrices_of("embedding", weight)

@@ -19,19 +19,16 @@ TensorFlow side and prints one line ``RESULT <json>``; see :func:`tensorflow_sid
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+from weightwatcher_runs import weightwatcher_analysis
 
 BATCH_SIZE = 8
 NUM_BATCHES = 2
@@ -128,13 +125,7 @@ def weightwatcher_rows(model: keras.Model) -> dict[str, dict[str, Any]]:
     On the torch backend WeightWatcher takes a Keras model for a torch module (its classes derive
     from ``torch.nn.Module``) and finds no layer in it, hence the TensorFlow backend.
     """
-    import weightwatcher
-
-    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        frame = weightwatcher.WeightWatcher(model=model).analyze()
+    frame = weightwatcher_analysis(model)
     return {
         str(row["name"]): {column: _plain(row[column]) for column in WW_COLUMNS}
         for _, row in frame.iterrows()

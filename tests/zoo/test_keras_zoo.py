@@ -74,6 +74,7 @@ from spectral_callbacks.posthoc import analyze_paths  # noqa: E402
 pytestmark = pytest.mark.slow  # about a minute in all: two backends, three models, WeightWatcher
 
 BACKENDS = ("torch", "tensorflow")
+HELPERS = str(Path(__file__).parents[1] / "helpers")
 RELATIVE = 1e-6
 SMALL_N_CUTOFF = 20  # weightwatcher.WW_powerlaw.SMALL_N_CUTOFF in 0.7.7
 FIT_METRICS = ("alpha", "D", "xmin", "num_pl_spikes")
@@ -120,6 +121,8 @@ def tensorflow_side(torch_side: types.SimpleNamespace) -> dict[str, Any]:
         "KERAS_BACKEND": "tensorflow",
         "CUDA_VISIBLE_DEVICES": "",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        # keras_models imports shared test modules, on sys.path in this process by tests/conftest.py
+        "PYTHONPATH": os.pathsep.join(filter(None, [HELPERS, os.environ.get("PYTHONPATH")])),
     }
     start = time.perf_counter()
     done = subprocess.run(

@@ -30,9 +30,6 @@ No model here has a packed ``nn.MultiheadAttention`` projection, so the run file
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import math
 import types
 import warnings
@@ -47,6 +44,7 @@ weightwatcher = pytest.importorskip("weightwatcher")
 
 from torch import nn  # noqa: E402 - after the skips above
 from torch_models import MODELS, ZooModel  # noqa: E402
+from weightwatcher_runs import weightwatcher_analysis  # noqa: E402
 
 from spectral_callbacks import SpectralCallback, analyze_model, open_run  # noqa: E402
 
@@ -87,11 +85,7 @@ class ZooModule(pl.LightningModule):
 
 def weightwatcher_rows(model: nn.Module) -> dict[str, dict[str, float]]:
     """WeightWatcher's default ``analyze()``, one dict per row by ``longname``, its output silenced."""
-    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        frame = weightwatcher.WeightWatcher(model=model).analyze()
+    frame = weightwatcher_analysis(model)
     return {str(row["longname"]): row.to_dict() for _, row in frame.iterrows()}
 
 
