@@ -250,6 +250,20 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             self._log_results(trainer)
 
     @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Validation at the end of a training epoch sees the epoch's final weights (no optimizer
+        # step comes between): the snapshot due after the epoch is taken now, so that its analysis
+        # runs while training waits for validation instead of during the next epoch.
+        if (
+            trainer.is_global_zero
+            and self._session.started
+            and not trainer.sanity_checking
+            and trainer.is_last_batch
+            and self._session.due_epoch(trainer.current_epoch + 1)
+        ):
+            self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
+
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = time.monotonic()
 

@@ -283,3 +283,36 @@ def test_lent_threads_come_back_during_validation(tmp_path: Path, tiny, torch_th
     trainer.fit(model, tiny.make_loader(), tiny.make_loader(num_batches=100))
     assert probe.threads[0] == 1 and probe.threads[-1] == 2
     assert torch_thread_resizes.lent_and_given_back()
+
+
+class TakenAtValidation(Callback):
+    """Records, at each validation's start, how many snapshots the spectral callback has taken."""
+
+    def __init__(self, spectral: SpectralCallback) -> None:
+        self.spectral = spectral
+        self.taken: list[int] = []
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.taken.append(self.spectral.costs.taken)
+
+
+def test_the_epoch_end_snapshot_is_taken_as_validation_starts_with_the_epochs_weights(
+    tmp_path: Path, tiny
+) -> None:
+    """Validation after the last batch holds the epoch's final weights: the snapshot is taken there,
+    so its analysis overlaps validation; a validation in the middle of an epoch takes none."""
+    model = tiny.make_model()
+    model.validation_step = lambda batch, batch_idx: None
+    callback = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False)
+    probe, recorder = TakenAtValidation(callback), tiny.WeightRecorder()
+    loader = tiny.make_loader(num_batches=8)
+    trainer = tiny.make_trainer(tmp_path, [callback, probe, recorder], max_epochs=2, val_check_interval=0.5)
+    trainer.fit(model, loader, tiny.make_loader(num_batches=2))
+    # per epoch: a validation mid-epoch (nothing new), then one after the last batch (the epoch's)
+    assert probe.taken == [1, 2, 2, 3]
+    with open_run(callback.run_path) as run:
+        assert run.epochs.tolist() == [0, 1, 2]
+        for epoch in (1, 2):
+            for name, weight in recorder.at_epoch[epoch].items():
+                np.testing.assert_array_equal(run.weights(name, epoch=epoch), weight)
