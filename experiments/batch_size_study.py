@@ -32,8 +32,7 @@ from experiments.sweep_report import (
     spearman,
     write_figures,
 )
-from spectral_callbacks.formatting import format_cell
-from spectral_callbacks.reporting.compare import MODEL_AVERAGE, CompareTable
+from spectral_callbacks import MODEL_AVERAGE, CompareTable, format_cell
 
 __all__ = ["KNOB", "PARAMETER", "STUDY", "VALUES", "main", "section"]
 

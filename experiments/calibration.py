@@ -40,7 +40,7 @@ from experiments.results import (
     write_csv,
     write_section,
 )
-from spectral_callbacks.spectra import fit_power_law
+from spectral_callbacks import fit_power_law
 
 __all__ = ["CalibrationPoint", "calibrate", "main", "pareto_sample", "powerlaw_default_alphas"]
 

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from experiments.results import figure_link, markdown_table, pyplot
-from spectral_callbacks import RunReader, open_run
-from spectral_callbacks.formatting import format_cell
+from spectral_callbacks import RunReader, format_cell, open_run
 
 __all__ = [
     "CSV_COLUMNS",

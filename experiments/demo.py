@@ -16,8 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from experiments.data import DigitsDataModule
 from experiments.models import Classifier, mlp, small_cnn
-from spectral_callbacks import SpectralCallback, open_run
-from spectral_callbacks.reporting.tables import run_table
+from spectral_callbacks import SpectralCallback, open_run, run_table
 
 
 def main() -> None:

@@ -157,9 +157,7 @@ def main(argv: Sequence[str] | None = None) -> dict[float, Path]:
     if existing:
         parser.error(f"run files exist already: {', '.join(existing)}; pass another --log-dir")
     keras = _import_keras(args.backend, parser)
-    from spectral_callbacks import KerasSpectralCallback, open_run
-    from spectral_callbacks.formatting import format_columns
-    from spectral_callbacks.reporting.tables import run_table
+    from spectral_callbacks import KerasSpectralCallback, format_columns, open_run, run_table
 
     data = synthetic_images(args.samples, seed=args.seed) if args.synthetic else load_cifar10(args.data_dir)
     x_train, y_train, x_test, y_test = data

@@ -107,8 +107,7 @@ def train_lenet(
     import lightning.pytorch as pl
 
     from experiments.data import DigitsDataModule
-    from spectral_callbacks import SpectralCallback
-    from spectral_callbacks.runfile.reader import RUN_FILE_NAME
+    from spectral_callbacks import RUN_FILE_NAME, SpectralCallback
 
     if overwrite:
         (Path(run_dir) / RUN_FILE_NAME).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from experiments.results import pyplot
-from spectral_callbacks.spectra import PHASES
+from spectral_callbacks import PHASES
 
 __all__ = ["LABELS", "phase_figure"]
 

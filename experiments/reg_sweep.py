@@ -28,7 +28,7 @@ from experiments.sweep_report import (
     sweep_dir,
     write_figures,
 )
-from spectral_callbacks.formatting import format_cell
+from spectral_callbacks import format_cell
 
 __all__ = ["KNOB", "PARAMETER", "STUDY", "VALUES", "main", "section"]
 

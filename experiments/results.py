@@ -17,8 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from spectral_callbacks.formatting import format_cell
-from spectral_callbacks.reporting.plots import png_bytes
+from spectral_callbacks import format_cell, png_bytes
 
 __all__ = [
     "DEFAULT_OUT",

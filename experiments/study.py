@@ -16,7 +16,7 @@ from pathlib import Path
 from experiments.results import parse_study, single_threaded, study_parser, write_section
 from experiments.sweep import run_name, sweep
 from experiments.sweep_report import SweepResults, open_sweep
-from spectral_callbacks.reporting.compare import check_metric
+from spectral_callbacks import check_metric
 
 __all__ = ["CONFIGS_DIR", "Section", "StudyOptions", "parse_study_args", "run_sweep_study"]
 

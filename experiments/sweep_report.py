@@ -18,15 +18,15 @@ import yaml
 
 from experiments.results import markdown_table
 from experiments.sweep import read_metrics
-from spectral_callbacks.reporting.compare import (
+from spectral_callbacks import (
     MODEL_AVERAGE,
     CompareTable,
     LabeledRun,
     compare_table,
+    comparison_images,
     load_runs,
+    parameter_values,
 )
-from spectral_callbacks.reporting.report import comparison_images
-from spectral_callbacks.reporting.run_params import parameter_values
 
 __all__ = [
     "SweepResults",

@@ -10,7 +10,12 @@ from typing import Any
 from ._version import __version__
 
 __all__ = [
+    "MODEL_AVERAGE",
+    "PHASES",
+    "RUN_FILE_NAME",
+    "CompareTable",
     "KerasSpectralCallback",
+    "LabeledRun",
     "LayerSpectrum",
     "ModelAnalysis",
     "PowerLawFit",
@@ -21,8 +26,17 @@ __all__ = [
     "__version__",
     "analyze_matrix",
     "analyze_model",
+    "check_metric",
+    "compare_table",
+    "comparison_images",
     "fit_power_law",
+    "format_cell",
+    "format_columns",
+    "load_runs",
     "open_run",
+    "parameter_values",
+    "png_bytes",
+    "run_table",
 ]
 
 # numpy, h5py, Lightning and Keras load on first use; the pure spectral core imports none of the last three.
@@ -39,6 +53,20 @@ _LAZY = {
     "SnapshotCosts": "live.session",
     "RunReader": "runfile.reader",
     "open_run": "runfile.reader",
+    "CompareTable": "reporting.compare",
+    "LabeledRun": "reporting.compare",
+    "MODEL_AVERAGE": "reporting.compare",
+    "check_metric": "reporting.compare",
+    "compare_table": "reporting.compare",
+    "load_runs": "reporting.compare",
+    "comparison_images": "reporting.report",
+    "parameter_values": "reporting.run_params",
+    "png_bytes": "reporting.plots",
+    "run_table": "reporting.tables",
+    "RUN_FILE_NAME": "runfile.reader",
+    "PHASES": "spectra",
+    "format_cell": "formatting",
+    "format_columns": "formatting",
 }
 
 

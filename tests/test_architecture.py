@@ -135,3 +135,34 @@ def test_the_checks_find_a_cycle_and_a_wrong_layer() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert "spectra" not in ALLOWED["spectra"] and "live" not in ALLOWED["analysis"]
+
+
+def test_the_public_api_resolves_and_importing_it_loads_no_numpy() -> None:
+    """Every name of ``spectral_callbacks.__all__`` exists; the import alone loads no numpy (the
+    command line sets BLAS threads before numpy starts)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, spectral_callbacks as s\n"
+        "assert 'numpy' not in sys.modules, 'numpy loaded on import'\n"
+        "missing = [n for n in s.__all__ if n != '__version__' and getattr(s, n, None) is None]\n"
+        "assert not missing, missing\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_experiments_use_only_the_public_api() -> None:
+    experiments = PACKAGE.parent / "experiments"
+    private = []
+    for path in sorted(experiments.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spectral_callbacks."):
+                private.append(f"{path.name}: from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                private += [
+                    f"{path.name}: import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("spectral_callbacks.")
+                ]
+    assert private == []
