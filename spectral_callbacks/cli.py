@@ -71,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     """Exit code 0; 1 if an output could not be written (the others were); bad input raises."""
     from .reporting.compare import compare_table, load_runs
-    from .reporting.report import check_outputs, print_comparison, write_outputs
+    from .reporting.report import check_comparison_outputs, print_comparison, write_outputs
 
-    check_outputs(args.out)
+    check_comparison_outputs(args.out)
     runs = load_runs(args.runs)
     try:
         table = compare_table(runs, args.metric, layers=args.layers)
@@ -201,10 +201,10 @@ def _analyze(args: argparse.Namespace) -> int:
     blas_threads_before_numpy(args.threads)
     from .posthoc import AnalysisOptions, parse_executor
     from .posthoc.analysis import plan_paths, run_plans
-    from .posthoc.results import check_outputs, union_parameters, write_csv, write_hdf5
+    from .posthoc.results import check_analysis_outputs, union_parameters, write_csv, write_hdf5
     from .posthoc.runfiles import is_run_path
 
-    check_outputs(args.out)
+    check_analysis_outputs(args.out)
     executor = parse_executor(args.executor)
     spectra = {"esd_method": args.esd_method}
     if args.gram_rtol is not None:

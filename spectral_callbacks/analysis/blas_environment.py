@@ -33,8 +33,8 @@ def blas_threads_before_numpy(threads: int) -> None:
     Each post-hoc task limits BLAS to its thread count anyway, but OpenBLAS starts its threads
     when it loads and restarts them whenever a count is set after a fork, each new thread spinning
     for work a while (:func:`blas_threads_limited`). Started with one thread, it has no pool to
-    start or restart, in this process or its workers: ``analyze`` of the MiniLM-sized model on 2
-    workers took 1.05-1.10 s, against 1.13-1.15 s with the variables at 2.
+    start or restart, in this process or its workers, and no spinning thread takes a core from a
+    task (docs/performance.md, "Forked workers keep one BLAS thread").
     """
     if threads < 1 or "numpy" in sys.modules:
         return  # an invalid value is reported where the caller checks its options
@@ -71,9 +71,9 @@ def blas_threads_limited(threads: int) -> contextlib.AbstractContextManager[Any]
     another count.
 
     A fork stops OpenBLAS's thread pool, and any count set in the child starts it again with the
-    parent's size, whatever the count: its new threads then spin ~0.1 s waiting for work, taking
-    a busy core's time (forked workers spent 1.34-1.42 s of CPU on the small MiniLM-sized model
-    instead of 1.13-1.26 s). A worker forked with its pools at ``threads`` already sets nothing.
+    parent's size, whatever the count: its new threads then spin a while waiting for work, taking
+    a busy core's time, which adds to the workers' CPU time (docs/performance.md). A worker forked
+    with its pools at ``threads`` already sets nothing.
     """
     pools = blas_pools()
     others = [pool.filepath for pool in pools.lib_controllers if pool.num_threads != threads]

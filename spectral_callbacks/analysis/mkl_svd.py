@@ -4,16 +4,16 @@ x86 wheels, when present.
 scipy's OpenBLAS reduces a matrix to bidiagonal form one column at a time, reading the whole
 trailing matrix for each: once the matrix outgrows the cache that is bound by memory bandwidth,
 and two processes doing it at once slow each other down (``benchmarks/bench_svd_scaling.py``).
-MKL's ``gesdd`` changes method for large matrices: on one thread it is 2.5-3.1x faster from a
-smaller side of 2560 up (4096x4096: 5.7 s against 17.8 s), and two at once run as fast as one.
-Below that size it is no faster, so smaller matrices keep scipy's LAPACK (and its exact numbers);
-without torch, or with a torch built without MKL, everything does. Both are backward-stable
-LAPACK SVDs: they agree to ~1e-14 relative.
+MKL's ``gesdd`` changes method for large matrices and keeps its work in cache: from a smaller
+side of :data:`MKL_MIN_SIDE` up it is much faster on one thread, and two at once run as fast as
+one. Below that size it is no faster, so smaller matrices keep scipy's LAPACK (and its exact
+numbers); without torch, or with a torch built without MKL, everything does. Both are
+backward-stable LAPACK SVDs: they agree to rounding.
 
 The same holds for the symmetric eigensolver of the Gram path (``spectra.gram``): MKL's
-``syevd`` is 1.5x faster than scipy's ``dsyevr`` at n = 1280 and 1.9x at 2048 (one thread), as
-fast below, so from :data:`MKL_EIGH_MIN_SIDE` up Gram matrices go to MKL. Both are backward
-stable, which is all the Gram path's error bound assumes.
+``syevd`` is faster than scipy's ``dsyevr`` on one thread from n = :data:`MKL_EIGH_MIN_SIDE` up
+and as fast below, so from there Gram matrices go to MKL. Both are backward stable, which is all
+the Gram path's error bound assumes.
 
 torch is imported on the first matrix that needs it, never for small ones (a worker that only
 sees small layers does not pay the import).
@@ -33,10 +33,10 @@ from ..spectra.gram import lapack_eigvalsh
 
 __all__ = ["MKL_EIGH_MIN_SIDE", "MKL_MIN_SIDE", "eigvalsh", "mkl_torch", "svdvals"]
 
-# Smallest min(rows, columns) at which MKL's SVD is faster here (1.01x at 2432, 2.5x at 2560).
+# Smallest min(rows, columns) from which MKL's SVD is the faster one on one thread
+# (benchmarks/bench_svd_scaling.py --sizes compares the two LAPACKs at any size).
 MKL_MIN_SIDE = 2560
-# Smallest order of a Gram matrix whose eigenvalues MKL computes faster here (1.0x at 1024, 1.5x at
-# 1280, 1.7x at 1536, 1.9x at 2048).
+# Smallest order of a Gram matrix from which MKL's syevd is faster than scipy's dsyevr on one thread.
 MKL_EIGH_MIN_SIDE = 1280
 
 

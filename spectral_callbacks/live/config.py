@@ -64,8 +64,9 @@ class SpectralConfig:
         operator_top_k: largest eigenvalues of each operator's ``A^T A`` (Lanczos).
         operator_bins: bins of its KPM histogram on ``[0, 1.01 lambda_1]``.
         operator_moments, operator_probes: Chebyshev moments and random probes of the KPM
-            estimate (256 and 8: about 1% of the eigenvalues misplaced; ~0.1-1 s per layer and
-            snapshot for the convs of a small CNN).
+            estimate (256 and 8: about 1% of the eigenvalues misplaced). Each probe costs
+            ``operator_moments / 2`` products with ``A^T A``; the cost per snapshot is estimated
+            and logged before the first snapshot.
     """
 
     every_n_epochs: int = 1

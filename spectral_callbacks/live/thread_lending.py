@@ -3,8 +3,8 @@
 When training keeps every core busy (a CPU run whose intra-op pool has a thread per core), the
 worker, at the lowest CPU priority, would not run until training ends; at normal priority it
 would preempt one of the pool's threads and stall the others at their next barrier, costing about
-twice its CPU time. Running the pool one thread short for the ~0.2 s an analysis takes costs
-training less than either: the pool rarely scales perfectly with its last thread.
+twice its CPU time. Running the pool one thread short while an analysis runs costs training
+less than either: the pool rarely scales perfectly with its last thread.
 """
 
 from __future__ import annotations

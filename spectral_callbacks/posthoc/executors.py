@@ -126,8 +126,9 @@ def open_executor(
 def process_context() -> multiprocessing.context.BaseContext:
     """``fork`` on Linux while no other Python thread runs, else ``spawn``.
 
-    A forked worker starts in milliseconds with numpy and scipy already loaded, where a spawned
-    one spends ~0.3 s importing them: on a job of a second or two that decides the speed-up.
+    A forked worker starts with numpy and scipy already loaded, where a spawned one starts an
+    interpreter and imports them first: on a short job that start decides what a second worker
+    gains (docs/performance.md).
     Forking while another thread may hold a lock is unsafe, and macOS' system libraries do not
     survive a fork, so everything else gets fresh interpreters.
     """
@@ -204,9 +205,10 @@ def _dask_client(address: str | None, workers: int, timeout: float) -> Iterator[
 
 # A local cluster's workers share the machine's cores with the tasks, so whatever dask does beside
 # them comes out of the analysis' time. Its statistical profiler samples each running task 100
-# times a second for the dashboard (tasks measured 3-16% slower with it on); its event-loop tick
-# (20 ms), memory checks (100 ms) and system monitor (500 ms) kept an idle 2-worker cluster at 5%
-# of a core, 1.5% at these intervals. Memory limits are still enforced, checked twice a second.
+# times a second for the dashboard, taking a core from a task when both are busy; its event-loop
+# tick (20 ms), memory checks (100 ms) and system monitor (500 ms) wake even idle workers that
+# often, and these longer intervals wake them less (docs/performance.md, "Quiet dask workers").
+# Memory limits are still enforced, checked twice a second.
 QUIET_WORKERS = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "500ms",
@@ -223,8 +225,8 @@ def local_cluster(workers: int) -> Any:
 
     # dask has its workers hand freed memory back to the system at once (MALLOC_TRIM_THRESHOLD_,
     # which also stops glibc from raising its mmap threshold); the analysis frees and allocates
-    # copies of the same sizes layer after layer, and with glibc's defaults reuses them: tasks
-    # measured 6-13% faster in dask workers, where new memory is slow to come by (a VM)
+    # copies of the same sizes layer after layer, and with glibc's defaults reuses them instead of
+    # taking fresh pages from the system, each zeroed on its first touch (docs/performance.md)
     environment = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environment.pop("MALLOC_TRIM_THRESHOLD_", None)
     settings = {"distributed.nanny.pre-spawn-environ": environment, **QUIET_WORKERS}

@@ -82,8 +82,8 @@ def load_safetensors(file: str, key: str, dtype: str) -> np.ndarray:
 
     The file was checked by :func:`list_safetensors`. Mapping it instead of copying it out (as
     ``safe_open(...).get_tensor`` does) lets the SVD's own float64 copy read the file's pages: no
-    second copy of the layer in memory, and read and copied 1.25-1.75x faster
-    (``benchmarks/bench_copy.py``).
+    second copy of the layer in memory, and one pass over its data fewer
+    (``benchmarks/bench_copy.py`` times both ways).
     """
     offset, shape = _safetensors_entry(file, key)
     count = int(np.prod(shape, dtype=np.int64))

@@ -19,16 +19,23 @@ from ..runfile.store import ParameterSpec, RunWriter, new_run_id
 from ..spectra import LayerSpectrum
 from .analysis import AnalysisOptions, FileResult
 
-__all__ = ["CSV_COLUMNS", "OUTPUT_SUFFIXES", "check_outputs", "union_parameters", "write_csv", "write_hdf5"]
+__all__ = [
+    "ANALYSIS_CSV_COLUMNS",
+    "OUTPUT_SUFFIXES",
+    "check_analysis_outputs",
+    "union_parameters",
+    "write_csv",
+    "write_hdf5",
+]
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5", ".csv")
-CSV_COLUMNS = (
+ANALYSIS_CSV_COLUMNS = (
     "path",
     *[name for name in LayerSpectrum.__dataclass_fields__ if name not in ("evals", "svals")],
 )
 
 
-def check_outputs(paths: Sequence[Path]) -> None:
+def check_analysis_outputs(paths: Sequence[Path]) -> None:
     """Refuse, before any work, outputs of an unknown type and HDF5 files that exist (runs, maybe).
 
     Raises:
@@ -93,7 +100,7 @@ def write_csv(path: Path, results: Sequence[FileResult]) -> None:
     """One row per matrix and path (skipped parameters too, with their reason)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(stream, fieldnames=ANALYSIS_CSV_COLUMNS)
         writer.writeheader()
         for result in results:
             for spectrum in result.rows:

@@ -24,7 +24,7 @@ from ..runfile.reader import RUN_FILE_NAME, RunReader, open_run
 from ..spectra import METRIC_NAMES
 
 __all__ = [
-    "CSV_COLUMNS",
+    "COMPARE_CSV_COLUMNS",
     "MODEL_AVERAGE",
     "CompareTable",
     "LabeledRun",
@@ -35,11 +35,11 @@ __all__ = [
     "load_runs",
     "model_average",
     "run_labels",
-    "select_layers",
+    "select_compared_layers",
 ]
 
 MODEL_AVERAGE = "model average"
-CSV_COLUMNS = ("run", "layer", "epoch", "step", "metric", "value")
+COMPARE_CSV_COLUMNS = ("run", "layer", "epoch", "step", "metric", "value")
 _LIGHTNING_COMPONENT = re.compile(r"lightning_logs|version_\d+")
 
 
@@ -143,7 +143,7 @@ def check_metric(metric: str) -> None:
         raise ValueError(f"Unknown metric {metric!r}. Available: {', '.join(METRIC_NAMES)}.")
 
 
-def select_layers(runs: Sequence[LabeledRun], layers: Sequence[str] | None = None) -> LayerSelection:
+def select_compared_layers(runs: Sequence[LabeledRun], layers: Sequence[str] | None = None) -> LayerSelection:
     """The layers to compare: ``layers`` if every run has them, else those common to all runs.
 
     Raises:
@@ -247,14 +247,14 @@ class CompareTable:
         raise ValueError(f"{wanted} analyzed in every run. Epochs per run: {listing}.")
 
     def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame`` with the columns :data:`CSV_COLUMNS`.
+        """A ``pandas.DataFrame`` with the columns :data:`COMPARE_CSV_COLUMNS`.
 
         Raises:
             ModuleNotFoundError: pandas is not installed (the ``pandas`` extra installs it).
         """
         pd = import_extra("pandas", "pandas", "CompareTable.to_pandas()")
 
-        return pd.DataFrame(self.rows, columns=list(CSV_COLUMNS))
+        return pd.DataFrame(self.rows, columns=list(COMPARE_CSV_COLUMNS))
 
     @cached_property
     def _by_series(self) -> dict[tuple[str, str], list[CompareRow]]:
@@ -267,7 +267,7 @@ class CompareTable:
         """Write the long table as CSV (values with full precision, NaN as ``nan``)."""
         with open(path, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(COMPARE_CSV_COLUMNS)
             for row in self.rows:
                 writer.writerow([*row[:-1], repr(float(row.value))])
 
@@ -310,7 +310,7 @@ def compare_table(
         ValueError: unknown metric, layer or epoch (the message lists the available ones).
     """
     check_metric(metric)
-    selection = select_layers(runs, layers)
+    selection = select_compared_layers(runs, layers)
     rows: list[CompareRow] = []
     notes = [note for note in (selection.note(),) if note]
     for label, reader in runs:

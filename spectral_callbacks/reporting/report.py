@@ -25,7 +25,7 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "TERMINAL_EPOCHS",
     "Image",
-    "check_outputs",
+    "check_comparison_outputs",
     "comparison_images",
     "html_page",
     "print_comparison",
@@ -44,7 +44,7 @@ class Image(NamedTuple):
     png: bytes
 
 
-def check_outputs(paths: Sequence[Path]) -> None:
+def check_comparison_outputs(paths: Sequence[Path]) -> None:
     """Raise a ValueError for an output whose suffix is not one of :data:`OUTPUT_SUFFIXES`."""
     for path in paths:
         if path.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -106,7 +106,7 @@ def write_outputs(
         ModuleNotFoundError: a PNG or HTML output and no matplotlib (the message names the
             extra to install); the CSV outputs are written by then.
     """
-    check_outputs(paths)
+    check_comparison_outputs(paths)
     written = []
     for path in paths:
         if path.suffix.lower() == ".csv":

@@ -36,7 +36,8 @@ def _summary_writer_class() -> type:
     """tensorboardX's ``SummaryWriter``, imported without torch unless torch is loaded already.
 
     tensorboardX imports torch (when installed) only to accept torch tensors; the worker logs
-    numpy arrays, and torch would add ~0.9 s to its start and ~0.3 s to its exit at fit end.
+    numpy arrays, and loading torch's large native libraries would only lengthen its start and
+    its exit at fit end.
     """
     if "torch" in sys.modules or "tensorboardX" in sys.modules:
         from tensorboardX import SummaryWriter

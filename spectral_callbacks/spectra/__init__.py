@@ -17,8 +17,6 @@ from .mp import PHASES, MPFit, fit_marchenko_pastur, phase_label
 from .operators import PADDING_MODES, ConvOperator, exact_circular_conv_svals
 from .powerlaw import DistributionComparison, PowerLawFit, compare_distributions, fit_power_law
 
-analyze = analyze_matrix
-
 __all__ = [
     "EVALS_THRESH",
     "GRAM_RTOL",
@@ -37,7 +35,6 @@ __all__ = [
     "PowerLawFit",
     "SingularValues",
     "SkippedParameter",
-    "analyze",
     "analyze_matrix",
     "analyze_view",
     "compare_distributions",

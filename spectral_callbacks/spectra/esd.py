@@ -8,24 +8,25 @@ per slice in one of two ways, chosen by ``method``:
 * ``"gram"``: the eigenvalues of ``X`` formed in float64, kept only where they are certified
   (:mod:`.gram`): the smallest computed eigenvalue exceeds ``1 + 1/rtol`` times a proven bound on
   their absolute error, so every eigenvalue is within ``rtol`` of the exact one (the large ones,
-  the power-law tail, norms and spikes, to ``bound / lambda``, often 1e-12). A slice that fails
+  the power-law tail, norms and spikes, to ``bound / lambda``, far tighter). A slice that fails
   (near-rank-deficient, very ill-conditioned), or that has an eigenvalue whose error interval
   contains a threshold a metric compares it with (see :class:`Thresholds`), is computed by SVD.
-  2-4x faster per slice than the SVD on one thread, very tall slices (embeddings) included:
-  2.2-2.6x faster than the streamed R factor, which the SVD path keeps.
+  Cheaper per slice than the SVD, very tall slices (embeddings) included, where the SVD path
+  streams an R factor first: see :func:`.gram.expected_certified`.
 * ``"auto"`` (the default): the Gram path where a matrix of the slice's shape is expected to pass
   the certificate (:func:`.gram.expected_certified`: not large square ones, whose smallest
   eigenvalues are too small for a tight ``rtol``), else the SVD. The Gram path is faster on every
   shape, so ``auto`` only avoids forming Gram matrices in vain.
 
 ``GRAM_RTOL = 1e-4`` keeps every eigenvalue within 1e-4 of the exact one, provably, and those the
-power-law tail, the norms and the spikes are made of within ``bound / lambda`` (about 1e-11 for a
-trained layer's tail); a slice whose eigenvalue interval straddles a threshold is redone by SVD
-(:class:`Thresholds`), so counts (ranks, eigenvalues in the fit, spikes) never change. Observed
-differences from the SVD are below 1e-8 (lambda_min) and 1e-13 (alpha, norms). On one thread this
-analyzes a ResNet-18's 196 conv slices 1.55x and all-MiniLM-L6-v2's matrices 1.9x faster than the
-SVD; ``rtol=1e-6`` still takes MiniLM's (1.6x) but leaves most square 3x3-conv slices (eigenvalue
-ratios 3e4-2e9, median 9e5) to the SVD (``benchmarks/bench_gram.py``).
+power-law tail, the norms and the spikes are made of within ``bound / lambda`` (for the largest,
+about ``(k + 2) n u`` at most, ``k`` and ``u`` as in :mod:`.gram`, since ``||A||_F^2 <= n
+lambda_max``); a slice whose eigenvalue interval straddles a threshold is redone by SVD
+(:class:`Thresholds`), so counts (ranks, eigenvalues in the fit, spikes) never change. Why not
+tighter: the certificate needs the smallest eigenvalue above ``bound (1 + 1/rtol)``, and a random
+square slice's smallest is about ``1 / (4 n^2)`` of the mean, so at ``rtol=1e-6`` large square
+slices (3x3 convs) go to the SVD and much of the gain is lost. ``benchmarks/bench_gram.py``
+measures the time and the differences from the SVD at both tolerances (docs/performance.md).
 
 WeightWatcher 0.7.x does not divide by ``N`` and halves the pooled eigenvalues of conv2d slices
 (its ``conv2d_norm``); both are the defaults here.
@@ -114,7 +115,7 @@ def lapack_svdvals(matrix: np.ndarray) -> np.ndarray:
     """scipy's LAPACK ``gesdd`` without vectors, in place: the default :data:`SvdValues`.
 
     scipy's, not numpy's: numpy ships its own OpenBLAS, and alternating between the two thread
-    pools lets one's spinning workers starve the other's (2.5x slower with 2 threads).
+    pools lets one's spinning workers starve the other's whenever they run more than one thread.
     """
     return scipy.linalg.svdvals(matrix, overwrite_a=True, check_finite=False)
 
@@ -171,8 +172,8 @@ def compute_singular_values(
     if not np.all(np.isfinite(slices)):
         raise ValueError(f"{view.name!r} contains NaN or Inf values.")
     if slices.shape[1] < slices.shape[2]:
-        # W^T has the same singular values, and LAPACK's path for tall matrices is faster
-        # (1.1-1.45x for wide float32 layers of 256x1024 to 2048x4096 on one thread)
+        # W^T has the same singular values, and LAPACK's path for tall matrices is the faster one;
+        # the transpose of a row-major wide slice is also column-major, copied without transposing
         slices = slices.transpose(0, 2, 1)
     thresholds = thresholds or Thresholds()
     count, columns = slices.shape[0], slices.shape[2]

@@ -6,15 +6,16 @@ import numpy as np
 
 __all__ = ["COPY_TILE", "TILED_COPY_MIN_SIZE", "float64_fortran"]
 
-# Square tiles of the tiled copy: 128 x 128 float64 is 128 KiB, read and written within cache
-# (fastest of 32-512 for 1536x384 to 11008x4096 in benchmarks/bench_copy.py).
+# Square tiles of the tiled copy: 128 x 128 float64 is 128 KiB, read and written within cache;
+# smaller tiles pay numpy's per-call overhead more often, larger ones no longer fit in it
+# (benchmarks/bench_copy.py times the copy against numpy's).
 COPY_TILE = 128
 # Below this many elements numpy's copy is as fast (the whole matrix is in cache).
 TILED_COPY_MIN_SIZE = 1 << 16
 
 
 def float64_fortran(matrix: np.ndarray) -> np.ndarray:
-    """``np.array(matrix, dtype=np.float64, order="F")``, 2-3x faster from a row-major matrix.
+    """``np.array(matrix, dtype=np.float64, order="F")``, copied tile by tile from a row-major matrix.
 
     numpy copies a row-major source into column-major order element by element down each column,
     touching a new cache line per element; copying square tiles keeps both sides in cache. A torch

@@ -32,8 +32,8 @@ The bound (``u = 2^-53`` the unit roundoff of float64, ``eps = 2u``, ``gamma_k =
 The certificate: if the smallest computed eigenvalue exceeds ``delta (1 + 1 / rtol)``, every
 eigenvalue ``lambda`` of the slice is positive and its computed value is within ``rtol * lambda``
 (the square roots then within ``rtol / 2``), the largest ones far better (``delta / lambda``).
-Observed errors are 10-500x below ``delta`` (median 180x over the 235 slices of a ResNet-18 and
-all-MiniLM-L6-v2): the bound takes every rounding at its worst.
+The bound takes every rounding at its worst, so actual errors are usually well below ``delta``;
+``benchmarks/bench_gram.py`` compares the results with the SVD's.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ __all__ = [
 # which the function may overwrite.
 EigValues = Callable[[np.ndarray], np.ndarray]
 
-# Rows per block of the Gram matrix's formation (section 1 of the module docstring). 128 costs
-# 5-25% more than one dsyrk of the whole slice while the n x n partial sums stay in cache (n <= 512);
-# beyond that, adding them is bound by memory bandwidth and bigger blocks keep it cheap.
+# Rows per block of the Gram matrix's formation (section 1 of the module docstring). Smaller blocks
+# mean fewer roundings per product (a smaller bound) but more dsyrk calls and additions; 128 keeps
+# that cheap while the n x n partial sums stay in cache (n <= 512). Beyond that, adding them is
+# bound by memory bandwidth, and bigger blocks mean fewer additions (benchmarks/bench_gram.py).
 GRAM_BLOCK_ROWS = 128
 GRAM_LARGE_BLOCK_ROWS = 512
 _CACHED_COLUMNS = 512
@@ -73,16 +74,19 @@ _UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2
 # the Gram path. The prediction's smallest eigenvalue, 1 / (4 n^2) for a square n x n slice, is
 # about the median; a third of it falls below in 28% of square Gaussian matrices (Edelman, "Eigen-
 # values and condition numbers of random matrices", SIAM J. Matrix Anal. Appl. 9, 1988:
-# P(n sigma_min^2 <= x) = 1 - exp(-x/2 - sqrt(x)) for unit-variance entries). A failed try costs
-# about 0.45 of the SVD and a success saves 0.55, so trying pays while fewer than half fail.
+# P(n sigma_min^2 <= x) = 1 - exp(-x/2 - sqrt(x)) for unit-variance entries). A failed try adds
+# the Gram path's cost to the SVD's, a success saves the SVD's cost less the Gram path's; with the
+# Gram path at about half an SVD (benchmarks/bench_gram.py), trying pays while fewer than about
+# half the tries fail.
 AUTO_MARGIN = 3.0
 
 
 def lapack_eigvalsh(gram: np.ndarray) -> np.ndarray:
     """scipy's LAPACK ``dsyevr`` without vectors, in place: the default :data:`EigValues`.
 
-    The fastest of ``dsyevr``/``dsyevd``/``dsyev``/``dsytrd+dsterf`` from n = 256 up (1.1-1.6x at
-    384-1024, one thread), as fast below; called directly, without ``scipy.linalg.eigh``'s checks.
+    Of ``dsyevr``, ``dsyevd``, ``dsyev`` and ``dsytrd+dsterf`` on one thread, the fastest without
+    vectors from n = 256 up and as fast below; called directly, without ``scipy.linalg.eigh``'s
+    checks.
     """
     values, _, _, _, info = lapack.dsyevr(gram, compute_v=0, range="A", lower=0, overwrite_a=1)
     if info != 0:  # an invalid argument (a bug here) or a failed convergence (never seen)
@@ -94,15 +98,18 @@ def expected_certified(rows: int, columns: int, rtol: float) -> bool:
     """Whether a ``rows x columns`` slice (``rows >= columns``) with i.i.d. entries is expected to
     pass :func:`certified` with ``rtol`` by a margin of :data:`AUTO_MARGIN`.
 
-    The Gram path is 2-4x faster than the SVD on every shape measured (one thread; very tall
-    ones included, against the streamed R factor), so the SVD wins only where the certificate is
-    likely to fail and the Gram matrix would be computed in vain: square slices, whose smallest
-    singular value falls with their size. For entries of variance ``1 / rows`` the eigenvalues'
-    mean is 1, the largest about ``(1 + sqrt(columns / rows))^2`` (Marchenko-Pastur) and the
-    smallest about ``(sqrt(rows) - sqrt(columns - 1))^2 / rows`` (Rudelson and Vershynin,
-    "Smallest singular value of a random rectangular matrix", CPAM 62, 2009), ``1 / (4 n^2)``
-    for a square one: this predicts the bound over the smallest eigenvalue. Trained weights may
-    be worse conditioned; their slices then fail the certificate and are computed by SVD.
+    The Gram path is cheaper than the SVD on every shape, very tall ones included (against the
+    streamed R factor): one level-3 ``dsyrk`` per block of rows, then the tridiagonal reduction
+    of the ``n x n`` Gram matrix, half the flops of the bidiagonal reduction of an ``n x n``
+    matrix that the SVD makes (``benchmarks/bench_gram.py`` times both paths). So the SVD wins
+    only where the certificate is likely to fail and the Gram matrix would be computed in vain:
+    square slices, whose smallest singular value falls with their size. For entries of variance
+    ``1 / rows`` the eigenvalues' mean is 1, the largest about ``(1 + sqrt(columns / rows))^2``
+    (Marchenko-Pastur) and the smallest about ``(sqrt(rows) - sqrt(columns - 1))^2 / rows``
+    (Rudelson and Vershynin, "Smallest singular value of a random rectangular matrix", CPAM 62,
+    2009), ``1 / (4 n^2)`` for a square one: this predicts the bound over the smallest eigenvalue.
+    Trained weights may be worse conditioned; their slices then fail the certificate and are
+    computed by SVD.
     """
     largest = (1 + np.sqrt(columns / rows)) ** 2
     smallest = (np.sqrt(rows) - np.sqrt(columns - 1)) ** 2 / rows

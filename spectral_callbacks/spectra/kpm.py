@@ -93,11 +93,11 @@ def top_eigenvalues(
         max_matvecs: budget of products with one vector. The Lanczos basis and ARPACK's restarts
             are capped so that ``ncv + maxiter * (ncv - k + 1) <= max_matvecs``.
         tol: relative residual at convergence; an eigenvalue's error is at most ``tol * lambda``
-            (and in practice far less: ~1e-15 relative on the benchmark's convs).
+            (usually far less: ``benchmarks/bench_operators.py`` compares with exact spectra).
         ncv: Lanczos basis size (default ``k + 40``, capped by the budget and ``n``): conv
-            spectra have tiny gaps at the top (pairs of neighbouring frequencies; relative gap
-            3e-5 on a 56x56 input), where a larger basis restarts less often (measured: 40
-            instead of scipy's 20 halves the products).
+            spectra have tiny gaps at the top (neighbouring frequencies give nearly equal
+            eigenvalues), where a larger basis than scipy's default of 20 restarts less often
+            and so needs fewer products (``benchmarks/bench_operators.py`` counts them).
         seed: seeds the start vector, so the result is reproducible.
 
     Returns:
@@ -163,8 +163,8 @@ def kpm_density(
 
     Defaults: 50 bins, as in (anonymous, 2019). 256 moments resolve ~pi/256 in x (a third of a bin), and 8
     probes leave a noise of ~sqrt(2 c / 8) on a bin holding c eigenvalues, an L1 (in fractions of
-    n) of at most sqrt(2 bins / (8 n)) ~ 0.011 at n = 102,400: measured L1 0.008-0.012 on the
-    benchmark's convs, against a target of 0.05, for 128 products per probe.
+    n) of at most sqrt(2 bins / (8 n)) ~ 0.011 at n = 102,400, within the target of 0.05, for 128
+    products per probe (``benchmarks/bench_operators.py`` measures the L1 against exact spectra).
 
     Args:
         op: a :class:`ConvOperator` (its :meth:`~ConvOperator.gram`: squared singular values), a

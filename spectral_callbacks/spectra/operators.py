@@ -5,8 +5,9 @@ A 2-D convolution with zero bias on a ``C_in x H x W`` input is a linear map
 layout). ``A`` is never formed: ``A x`` is the layer's forward pass (a cross-correlation, as
 ``torch.nn.functional.conv2d``) and ``A^T y`` its transpose (``conv_transpose2d``). Both are done in
 numpy as one GEMM per chunk of output positions on the stacked, shifted input views (im2col in
-cache-sized chunks), for a block of probe vectors at once; measured on this project's machine they
-are 2-3x faster than torch's float64 convolutions, and they need no framework.
+cache-sized chunks), for a block of probe vectors at once (one larger GEMM instead of one per
+vector); they need no framework (docs/performance.md compares them with torch's float64
+convolutions).
 
 With circular padding and stride 1 the map is block circulant: its singular values are those of the
 ``C_out x C_in`` matrices of the kernel's 2-D DFT, one per frequency (H. Sedghi, V. Gupta and

@@ -8,7 +8,7 @@ copy of the whole of ``W``; folding blocks of ``2n`` rows into ``R`` with Househ
 formed), so the singular values agree to rounding.
 
 The SVD path uses it (``method="svd"``, and slices whose Gram eigenvalues are not certified):
-where the Gram eigenvalues are certified (:mod:`.gram`), they are 2.2-2.6x faster on such slices.
+where the Gram eigenvalues are certified (:mod:`.gram`), they are the cheaper way on such slices too.
 """
 
 from __future__ import annotations
@@ -26,15 +26,19 @@ __all__ = [
     "streams_well",
 ]
 
-# Measured in benchmarks/bench_tall.py (one thread, against scipy's svdvals of the whole matrix):
-# 1.3-1.85x faster for 30522-50257 rows of 384-1024 columns, 1.15x at 8 rows per column; at 4 rows
-# per column or 2048 columns the gain is 1.1x or less, and 3072x768 or 11008x4096 run slower.
-# Below 2^16 entries the whole matrix is in cache anyway and the blocks' overhead makes it slower
-# (0.4-0.5x on 64x3 and 512x16 conv slices; 1.1x at 1024x64, 2.8x at 8192x128).
+# Streamed: at least 8 rows per column, at most 1024 columns, at least 2^16 entries.
+# Where streaming beats gesdd on the whole matrix: with many rows per column, most of gesdd's
+# work is its own QR step, streamed from memory over a float64 copy of all of W, and the blocks
+# keep that step in cache. With few rows per column the SVD of R dominates, and with many columns
+# the blocks outgrow the cache themselves: the gain is gone. Below 2^16 entries the whole matrix
+# is in cache anyway, and the blocks' per-call overhead makes streaming slower.
+# benchmarks/bench_tall.py times both on shapes either side of these limits (docs/performance.md).
 STREAMING_QR_MIN_ASPECT = 8
 STREAMING_QR_MAX_COLUMNS = 1024
 STREAMING_QR_MIN_SIZE = 1 << 16
-# Block size of tpqrt's compact WY reflectors (32 fastest of 32/64/128 on every shape measured).
+# Block size of tpqrt's compact WY reflectors: larger blocks do more of the update as matrix-matrix
+# products but add work for their triangular factors; 32 balances the two on the shapes of
+# benchmarks/bench_tall.py.
 REFLECTOR_BLOCK = 32
 
 

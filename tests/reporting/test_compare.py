@@ -22,14 +22,14 @@ from spectral_callbacks.analysis.averages import model_averages
 from spectral_callbacks.cli import main
 from spectral_callbacks.reporting import report, run_params
 from spectral_callbacks.reporting.compare import (
-    CSV_COLUMNS,
+    COMPARE_CSV_COLUMNS,
     MODEL_AVERAGE,
     LabeledRun,
     compare_table,
     load_runs,
     model_average,
     run_labels,
-    select_layers,
+    select_compared_layers,
 )
 from spectral_callbacks.reporting.report import comparison_images, html_page, write_outputs
 from spectral_callbacks.reporting.run_params import label_number, parameter_values, stored_parameter
@@ -216,7 +216,7 @@ def test_wide_table_has_one_row_per_layer_and_run(runs) -> None:
 def test_to_pandas_has_the_csv_columns(runs) -> None:
     pd = pytest.importorskip("pandas")
     frame = compare_table(runs, "alpha").to_pandas()
-    assert list(frame.columns) == list(CSV_COLUMNS)
+    assert list(frame.columns) == list(COMPARE_CSV_COLUMNS)
     assert isinstance(frame, pd.DataFrame)
     assert len(frame) == len(runs) * (len(LAYERS) + 1) * EPOCHS
 
@@ -228,7 +228,7 @@ def test_csv_round_trips(runs, tmp_path: Path) -> None:
     assert written == [tmp_path / "report.csv"]
     with open(tmp_path / "report.csv", newline="") as file:
         reader = csv.DictReader(file)
-        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        assert tuple(reader.fieldnames) == COMPARE_CSV_COLUMNS
         read = [
             (r["run"], r["layer"], int(r["epoch"]), int(r["step"]), r["metric"], float(r["value"]))
             for r in reader
@@ -353,7 +353,7 @@ def test_different_layer_sets_compare_the_common_layers(runs, tmp_path: Path) ->
                            r"fc1, fc2, head\."):  # fmt: skip
             compare_table(mixed, "alpha", layers=["fc1b"])
         with pytest.raises(ValueError, match=r"Layer 'nope' is not in any run\. Layers in every run: fc1"):
-            select_layers(mixed, ["nope"])
+            select_compared_layers(mixed, ["nope"])
         assert compare_table(mixed, "alpha", layers=["fc2"]).layers == ["fc2", MODEL_AVERAGE]
     finally:
         opened[0].reader.close()
