@@ -50,7 +50,7 @@ _LAZY = {
     "SpectralCallback": "callbacks.lightning",
     "KerasSpectralCallback": "callbacks.keras",
     "SpectralWarning": "live.session",
-    "SnapshotCosts": "live.session",
+    "SnapshotCosts": "live.overhead_budget",
     "RunReader": "runfile.reader",
     "open_run": "runfile.reader",
     "CompareTable": "reporting.compare",

@@ -12,7 +12,6 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,7 +23,7 @@ from ..runfile.reader import RUN_FILE_NAME
 from ..runfile.store import ParameterSpec, new_run_id
 from ..spectra import SkippedParameter, matrices_of
 from .config import SpectralConfig
-from .overhead_budget import OverheadBudget
+from .overhead_budget import OverheadBudget, SnapshotCosts
 from .thread_lending import ThreadLender, ThreadPool
 from .worker import AnalysisWorker, RunSpec, Snapshot
 
@@ -54,38 +53,6 @@ class SnapshotResult(NamedTuple):
     epoch: int
     step: int
     metrics: dict[str, float]
-
-
-@dataclass
-class SnapshotCosts:
-    """What the snapshots of one fit cost, part by part, so the overhead can be accounted for.
-
-    Attributes:
-        taken: snapshots handed to the analysis.
-        skipped: due snapshots ``max_overhead`` skipped.
-        copy_seconds: training's wall time copying weights off the model.
-        handover_seconds: training's wall time putting snapshots in the queue (it waits there
-            when the queue is full and ``on_full="block"``).
-        lent_seconds: wall time training's thread pool ran ``blas_threads`` short for the analysis.
-        analysis_seconds: CPU seconds the analysis process spent on the snapshots it finished.
-    """
-
-    taken: int = 0
-    skipped: int = 0
-    copy_seconds: float = 0.0
-    handover_seconds: float = 0.0
-    lent_seconds: float = 0.0
-    analysis_seconds: float = 0.0
-
-    def summary(self) -> str:
-        """One line for the end of a fit."""
-        skipped = f" ({self.skipped} skipped by max_overhead)" if self.skipped else ""
-        return (
-            f"{self.taken} snapshot(s){skipped}: training spent {self.copy_seconds:.3g} s copying "
-            f"weights and {self.handover_seconds:.3g} s handing them over, and ran "
-            f"{self.lent_seconds:.3g} s a thread short; the analysis used {self.analysis_seconds:.3g} s "
-            "of CPU."
-        )
 
 
 class SpectralSession:
@@ -293,27 +260,26 @@ class SpectralSession:
         self.last_step, self.last_epoch = step, epoch
         now = time.monotonic()
         budget = self._budget
-        if budget is not None and budget.taken and not budget.admits(now):
+        costs = self._costs
+        if budget is not None and costs.taken and not budget.admits(costs, now):
+            measured = budget.measured(costs)
             reason = f"skipped by max_overhead={budget.fraction:g}: " + (
-                f"about {budget.estimate():.3g} s per snapshot"
-                if budget.measured
+                f"about {budget.estimate(costs):.3g} s per snapshot"
+                if measured
                 else "the first snapshot's cost not measured yet"
             )
             self._worker.record_skipped(epoch, step, time.time(), reason)
-            self._costs.skipped += 1
-            if budget.measured:  # said once, when there is a cost to explain it with (else at close)
-                self.warn(budget.explain(now), once_per="max_overhead")
+            if measured:  # said once, when there is a cost to explain it with (else at close)
+                self.warn(budget.explain(costs, now), once_per="max_overhead")
             self.relay()
             return False
         started = time.perf_counter()
         arrays = copy_weights()
         copied = time.perf_counter() - started
         self._worker.submit(Snapshot(epoch=epoch, step=step, time=time.time(), arrays=arrays))
-        self._costs.taken += 1
-        self._costs.copy_seconds += copied
-        self._costs.handover_seconds += time.perf_counter() - started - copied
-        if budget is not None:
-            budget.taken_at(step, now, copied)
+        costs.taken += 1
+        costs.copy_seconds += copied
+        costs.handover_seconds += time.perf_counter() - started - copied
         self.relay(force=True)
         return True
 
@@ -342,8 +308,8 @@ class SpectralSession:
             return
         worker, self._worker = self._worker, None
         self._receive(worker.close(self.config.close_timeout))
-        if self._budget is not None and self._budget.skipped:
-            self.warn(self._budget.explain(time.monotonic()), once_per="max_overhead")
+        if self._budget is not None and self._costs.skipped:
+            self.warn(self._budget.explain(self._costs, time.monotonic()), once_per="max_overhead")
         if worker.dropped:
             self.warn(f"{worker.dropped} snapshot(s) dropped because the analysis fell behind "
                       f"(on_full='drop'); they are listed in {self.run_path}")  # fmt: skip
@@ -368,9 +334,8 @@ class SpectralSession:
                 self._results.append(SnapshotResult(*content))
                 continue
             if kind == "cost":
+                self._costs.analyzed += 1
                 self._costs.analysis_seconds += content[1]
-                if self._budget is not None:
-                    self._budget.analyzed(*content)
                 continue
             once = kind.startswith(("skipped:", "operator:")) or kind == "write-error"
             self.warn(content, once_per=kind if once else content)
