@@ -20,6 +20,11 @@ Section 3.3 of Heitmann (2020) replaces a layer's ``W`` by its best rank-``k`` a
 ``W_k`` (Eckart-Young-Mirsky) and picks ``k`` by the elbow method on the residuals; here each FC
 layer in turn, for every ``k``, with both elbows reported (see :func:`residual_elbow`).
 
+Every claim is judged over several networks (one per seed) against a null measured the same way:
+for the comparisons of criteria, two single random orders compared with each other; for the elbow,
+the same layer at epoch 0 (from the run file) and Gaussian matrices of the same shape and entry
+scale. The claims and their rules are :data:`CLAIMS`; the verdicts come from ``evidence.csv``.
+
 Run: ``python -m experiments.pruning`` (``--smoke``: a run of a few seconds, into ``runs/smoke/``).
 
 References:
@@ -44,25 +49,23 @@ import pandas as pd
 import torch
 from torch import nn
 
-from experiments.lenet import LAYERS, TrainedLeNet, train_lenet
-from experiments.results import (
-    parse_study,
-    save_figure,
-    single_threaded,
-    study_parser,
-    write_csv,
-    write_section,
-)
+from experiments.lenet import LAYER_LABELS, LAYERS, TrainedLeNet, train_lenet
+from experiments.results import parse_study, single_threaded, study_parser, write_csv, write_section
+from experiments.verdicts import Claim, Evidence, Verdict, evidence_path, mean_interval, write_evidence
 from spectral_callbacks import open_run
 
 __all__ = [
+    "CLAIMS",
     "CRITERIA",
+    "STUDY",
     "cosine_similarities",
     "frame_potential_contributions",
+    "knee_depth",
     "low_rank",
     "main",
     "prune_units",
     "pruning_order",
+    "residual_curve",
     "residual_elbow",
 ]
 
@@ -71,6 +74,12 @@ CRITERIA = ("max_mag", "min_mag", "max_fp", "min_fp", "random")
 PRUNED_LAYERS = LAYERS[:2]  # the hidden layers; Heitmann's figure 2a prunes the first
 PRUNING_COLUMNS = ["seed", "layer", "criterion", "draw", "fraction", "units_removed", "accuracy"]
 RANK_COLUMNS = ["seed", "layer", "k", "accuracy", "residual", "norm_kept_pct"]
+RESIDUAL_COLUMNS = ["seed", "layer", "condition", "k", "residual"]
+SPECTRA_COLUMNS = ["seed", "layer", "epoch", "frame_potential", "frame_potential_normalized", "num_spikes"]
+# The elbow's conditions: the trained layer, the same layer at epoch 0, a Gaussian matrix like it.
+ELBOW_CONDITIONS = ("trained", "epoch0", "gaussian")
+# "Near" Heitmann's k = 10: within a factor of two.
+NEAR_RANK = (5.0, 20.0)
 # Heitmann's (2020) rank: his elbow for every first FC layer, and CIFAR-10's number of classes.
 PUBLISHED_RANK = 10
 # The accuracy elbow: the smallest k whose accuracy reaches this share of the full layer's.
@@ -88,8 +97,8 @@ class Size:
     random_draws: int
 
 
-REAL = Size(seeds=3, epochs=40, fractions=tuple(round(0.1 * i, 1) for i in range(10)), random_draws=5)
-SMOKE = Size(seeds=1, epochs=1, fractions=(0.0, 0.5, 0.9), random_draws=2)
+REAL = Size(seeds=8, epochs=40, fractions=tuple(round(0.1 * i, 1) for i in range(10)), random_draws=6)
+SMOKE = Size(seeds=2, epochs=1, fractions=(0.0, 0.5, 0.9), random_draws=2)
 
 
 def cosine_similarities(rows: np.ndarray) -> np.ndarray:
@@ -152,6 +161,12 @@ def low_rank(weight: np.ndarray, k: int) -> np.ndarray:
     return _truncated(np.linalg.svd(np.asarray(weight, dtype=np.float64), full_matrices=False), k)
 
 
+def residual_curve(weight: np.ndarray) -> np.ndarray:
+    """``||W - W_k||_F / ||W||_F`` for ``k = 1..rank``: the relative residual of every truncation."""
+    squares = np.square(np.linalg.svd(np.asarray(weight, dtype=np.float64), compute_uv=False))
+    return np.sqrt(np.clip(1.0 - np.cumsum(squares) / squares.sum(), 0.0, None))
+
+
 def residual_elbow(residuals: np.ndarray) -> int:
     """Elbow of a decreasing residual curve ``r(k)``, ``k = 1..len(residuals)`` (Heitmann's choice of k).
 
@@ -168,6 +183,20 @@ def residual_elbow(residuals: np.ndarray) -> int:
     return int(np.argmax((1.0 - x) - y)) + 1
 
 
+def knee_depth(residuals: np.ndarray) -> float:
+    """How far the elbow of :func:`residual_elbow` lies below the chord, on the rescaled axes.
+
+    ``max((1 - x) - y)``, clipped at 0: near 0 for a straight or concave curve (no elbow), up to 1
+    for a right angle. It says how much of an elbow there is to find.
+    """
+    values = np.asarray(residuals, dtype=np.float64)
+    span = values.max() - values.min() if values.size else 0.0
+    if values.size < 3 or span <= 0:
+        return 0.0
+    x = np.linspace(0.0, 1.0, values.size)
+    return float(max(np.max((1.0 - x) - (values - values.min()) / span), 0.0))
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     """Train, prune and approximate; write CSVs and figures under ``<out>/pruning/`` and the section.
 
@@ -182,36 +211,26 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 def _run(args: argparse.Namespace, size: Size, out: Path) -> Path:
-    pruning, ranks, spectra = [], [], []
+    from experiments import pruning_report as report
+
+    pruning, ranks, curves, spectra = [], [], [], []
     for seed in range(size.seeds):
         run_dir = args.runs / STUDY / f"seed{seed}"
         trained = train_lenet(run_dir, epochs=size.epochs, seed=seed, overwrite=True)
         pruning += pruning_rows(trained, seed, size)
         ranks += rank_rows(trained, seed)
+        curves += _residual_rows(trained, seed)
         spectra += _spectra_rows(trained, seed)
         print(f"seed {seed}: accuracy {trained.accuracy():.4f}, run file {trained.run_path}")
     write_csv(out / "pruning.csv", PRUNING_COLUMNS, pruning)
     write_csv(out / "rank.csv", RANK_COLUMNS, ranks)
+    write_csv(out / "residuals.csv", RESIDUAL_COLUMNS, curves)
     write_csv(out / "spectra.csv", SPECTRA_COLUMNS, spectra)
-    curves = _pruning_curves(pruning)
-    elbows = _elbows(ranks)
-    final = pd.DataFrame(spectra, columns=SPECTRA_COLUMNS).groupby(["layer", "epoch"]).mean()
-    elbows["num_spikes"] = [final.loc[name].iloc[-1]["num_spikes"] for name in elbows.index]
-    from experiments import pruning_report as report
-
-    figures = {
-        "pruning": save_figure(report.pruning_figure(curves), out / "pruning.png"),
-        "rank": save_figure(report.rank_figure(ranks, elbows), out / "rank.png"),
-    }
-    networks = pd.DataFrame(pruning, columns=PRUNING_COLUMNS).groupby(["layer", "criterion", "seed"])[
-        "accuracy"
-    ]
-    text = report.section(
-        curves, networks.mean(), elbows, final, figures, size, len(trained.test_targets), args.results
-    )
+    evidence = Evidence(_evidence_rows(pruning, curves))
+    write_evidence(evidence_path(args.out, STUDY), evidence)
+    text = report.write(pruning, ranks, curves, spectra, evidence, size, len(trained.test_targets), out,
+                        args.results)  # fmt: skip
     write_section(STUDY, text, args.results)
-    print(curves["mean"].unstack("fraction").round(3).to_string())
-    print(elbows.round(3).to_string())
     return out
 
 
@@ -249,7 +268,23 @@ def rank_rows(trained: TrainedLeNet, seed: int) -> list[list[object]]:
     return rows
 
 
-SPECTRA_COLUMNS = ["seed", "layer", "epoch", "frame_potential", "frame_potential_normalized", "num_spikes"]
+def _residual_rows(trained: TrainedLeNet, seed: int) -> list[list[object]]:
+    """The residual curves of each hidden layer: trained, at epoch 0 (run file), and of a Gaussian
+    matrix of the same shape whose entries have the trained layer's standard deviation."""
+    rng = np.random.default_rng([seed, 3])
+    rows: list[list[object]] = []
+    with open_run(trained.run_path) as run:
+        for name in PRUNED_LAYERS:
+            weight = trained.network[_index(name)].weight.detach().double().numpy()
+            matrices = {
+                "trained": weight,
+                "epoch0": run.weights(name, int(run.epochs[0])),
+                "gaussian": rng.standard_normal(weight.shape) * weight.std(),
+            }
+            for condition, matrix in matrices.items():
+                curve = residual_curve(matrix)
+                rows += [[seed, name, condition, k, r] for k, r in enumerate(curve.tolist(), start=1)]
+    return rows
 
 
 def _spectra_rows(trained: TrainedLeNet, seed: int) -> list[list[object]]:
@@ -264,40 +299,36 @@ def _spectra_rows(trained: TrainedLeNet, seed: int) -> list[list[object]]:
     return rows
 
 
+def short(layer: str) -> str:
+    """``fc1``, ``fc2``, ``fc3``: the layer's name in the evidence."""
+    return LAYER_LABELS[layer].split()[0]
+
+
+def _evidence_rows(
+    pruning: Sequence[Sequence[object]], curves: Sequence[Sequence[object]]
+) -> list[tuple[str, str, int, float]]:
+    """Per network: each criterion's mean accuracy over the pruned fractions (> 0), the two first
+    random orders on their own (the null of a comparison), and each condition's residual elbow."""
+    frame = pd.DataFrame(pruning, columns=PRUNING_COLUMNS)
+    pruned = frame[frame["fraction"] > 0]
+    rows = []
+    for (name, criterion, seed), value in (
+        pruned.groupby(["layer", "criterion", "seed"])["accuracy"].mean().items()
+    ):
+        rows.append((f"area_{short(name)}", criterion, int(seed), float(value)))
+    single = pruned[(pruned["criterion"] == "random") & (pruned["draw"] < 2)]
+    for (name, draw, seed), value in single.groupby(["layer", "draw", "seed"])["accuracy"].mean().items():
+        rows.append((f"area_{short(name)}", f"random_draw{draw}", int(seed), float(value)))
+    residuals = pd.DataFrame(curves, columns=RESIDUAL_COLUMNS).sort_values("k")
+    for (seed, name, condition), curve in residuals.groupby(["seed", "layer", "condition"])["residual"]:
+        values = curve.to_numpy()
+        rows.append((f"elbow_{short(name)}", condition, int(seed), float(residual_elbow(values))))
+        rows.append((f"knee_depth_{short(name)}", condition, int(seed), knee_depth(values)))
+    return rows
+
+
 def _index(layer: str) -> int:
     return int(layer.rsplit(".", 1)[1])
-
-
-def _pruning_curves(rows: Sequence[Sequence[object]]) -> pd.DataFrame:
-    """Mean and standard deviation of the accuracy over networks (and random draws).
-
-    Indexed by ``(layer, criterion, fraction)``; columns ``mean`` and ``std``.
-    """
-    frame = pd.DataFrame(rows, columns=PRUNING_COLUMNS)
-    return frame.groupby(["layer", "criterion", "fraction"])["accuracy"].agg(["mean", "std"]).fillna(0.0)
-
-
-def _elbows(rows: Sequence[Sequence[object]]) -> pd.DataFrame:
-    """Per layer (mean over networks): full rank and accuracy, both elbows, Heitmann's k=10 columns."""
-
-    def per_network(table: pd.DataFrame) -> pd.Series:
-        table = table.sort_values("k")
-        full = table["accuracy"].iloc[-1]
-        at = table.iloc[min(PUBLISHED_RANK, len(table)) - 1]
-        return pd.Series(
-            {
-                "rank": len(table),
-                "full_accuracy": full,
-                "residual_elbow": residual_elbow(table["residual"].to_numpy()),
-                "accuracy_elbow": table["k"][table["accuracy"] >= ACCURACY_SHARE * full].min(),
-                f"norm_kept_pct_at_{PUBLISHED_RANK}": at["norm_kept_pct"],
-                f"accuracy_drop_pts_at_{PUBLISHED_RANK}": 100.0 * (full - at["accuracy"]),
-            }
-        )
-
-    frame = pd.DataFrame(rows, columns=RANK_COLUMNS)
-    networks = frame.groupby(["layer", "seed"])[RANK_COLUMNS[2:]].apply(per_network)
-    return networks.groupby("layer").mean().reindex(list(LAYERS))
 
 
 def _truncated(factors: tuple[np.ndarray, np.ndarray, np.ndarray], k: int) -> np.ndarray:
@@ -323,6 +354,118 @@ def _greedy_fp_order(squared: np.ndarray, *, smallest_first: bool) -> np.ndarray
         alive[unit] = False
         contributions -= squared[:, unit]
     return order
+
+
+# The claims (Heitmann, 2020, sections 3.1 and 3.3) and their rules, fixed before the data were
+# looked at. Values are paired by seed: every condition of a statistic has one value per network.
+
+
+def _judge_order(better: str, worse: str):
+    """Rule of the pruning comparisons (see their ``rule`` text)."""
+
+    def judge(evidence: Evidence) -> Verdict:
+        held, null_passes, words = 0, False, []
+        for name in PRUNED_LAYERS:
+            statistic = f"area_{short(name)}"
+            gap = mean_interval(evidence.values(statistic, better) - evidence.values(statistic, worse))
+            noise = mean_interval(
+                evidence.values(statistic, "random_draw0") - evidence.values(statistic, "random_draw1")
+            )
+            held += gap.low > 0
+            null_passes |= noise.low > 0 or noise.high < 0
+            words.append(f"{short(name)}: {better} - {worse} = {gap}, random order 1 - order 2 = {noise}")
+        word = (
+            "agrees" if held == len(PRUNED_LAYERS) and not null_passes else "partly" if held else "disagrees"
+        )
+        return Verdict(word, f"in {held} of {len(PRUNED_LAYERS)} layers. " + "; ".join(words), null_passes)
+
+    return judge
+
+
+def _judge_elbow(layer: str):
+    """Rule of the rank-k elbow (see its ``rule`` text)."""
+
+    def judge(evidence: Evidence) -> Verdict:
+        low, high = NEAR_RANK
+        trained, *nulls = (evidence.interval(f"elbow_{short(layer)}", c) for c in ELBOW_CONDITIONS)
+        near = trained.low >= low and trained.high <= high
+        distinct = all(trained.above(null) or trained.below(null) for null in nulls)
+        null_passes = any(null.low >= low and null.high <= high for null in nulls)
+        word = (
+            "agrees"
+            if near and distinct and not null_passes
+            else "partly"
+            if near or distinct
+            else "disagrees"
+        )
+        numbers = ", ".join(f"{c} {i}" for c, i in zip(ELBOW_CONDITIONS, (trained, *nulls), strict=True))
+        return Verdict(
+            word,
+            f"residual elbows: {numbers}; trained within [{low:g}, {high:g}]: {'yes' if near else 'no'}, "
+            f"disjoint from both nulls: {'yes' if distinct else 'no'}",
+            null_passes,
+        )
+
+    return judge
+
+
+_PAIRED = (
+    "Statistic: each network's mean test accuracy over the pruned fractions 0.1-0.9 (no retraining), per "
+    "hidden layer (fc1, fc2). In a layer the claim holds when the 95% Student-t interval of the paired "
+    "difference {d} over the networks lies above 0. Null: the same difference between two single random "
+    "orders of the same network; it passes if its interval excludes 0 in either layer. Agrees: holds in both "
+    "layers and the null passes in neither; partly: holds in one layer (or in both with a passing null); "
+    "disagrees: holds in neither."
+)
+_ELBOW = (
+    "Statistic: the kneedle elbow of the relative residual `||W - W_k||_F / ||W||_F` over k, per network. "
+    "Near k = 10: the trained layer's 95% Student-t interval over the networks lies within [5, 20]. A "
+    "property of training: that interval is disjoint from the intervals of both nulls, the same layer at "
+    "epoch 0 and a Gaussian matrix of the same shape and entry scale (one per network). The null passes if "
+    "either null's interval lies within [5, 20] too. Agrees: near, disjoint and no null passes; partly: "
+    "near or disjoint, not both (or both with a passing null); disagrees: neither."
+)
+CLAIMS = [
+    Claim(
+        "magnitude_beats_fp",
+        "Heitmann, 2020",
+        "Magnitude pruning (smallest norm first, `max_mag`) keeps more accuracy than frame-potential pruning "
+        "(smallest frame-potential contribution first, `max_fp`).",
+        _PAIRED.format(d="`max_mag - max_fp`"),
+        _judge_order("max_mag", "max_fp"),
+    ),
+    Claim(
+        "max_fp_beats_random",
+        "Heitmann, 2020",
+        "Frame-potential pruning (`max_fp`) keeps more accuracy than random pruning.",
+        _PAIRED.format(d="`max_fp - random` (random: the mean over the network's random orders)"),
+        _judge_order("max_fp", "random"),
+    ),
+    Claim(
+        "min_fp_below_random",
+        "Heitmann, 2020",
+        "Removing the largest frame-potential contributions first (`min_fp`) damages the network more than "
+        "random pruning.",
+        _PAIRED.format(d="`random - min_fp`"),
+        _judge_order("random", "min_fp"),
+    ),
+    Claim(
+        "elbow_fc1",
+        "Heitmann, 2020",
+        "The residual elbow of the first FC layer's rank-k approximations lies near k = 10, the number of "
+        "classes, as a property of the trained layer.",
+        _ELBOW,
+        _judge_elbow(LAYERS[0]),
+    ),
+    Claim(
+        "elbow_fc2",
+        "Heitmann, 2020",
+        "The same for the second hidden layer (Heitmann states it for first FC layers; fc2 is this network's "
+        "other hidden layer).",
+        _ELBOW,
+        _judge_elbow(LAYERS[1]),
+    ),
+]
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ reads as ``fc_l2 = 0.0001``). A run directory holds the TensorBoard events, ``hp
 ``config.yaml``, the ``spectra.h5`` run file and ``metrics.json`` (the last validation metrics
 and the test metrics, when the data module has a test split). Values run one after the other;
 the knob and every value are checked before the first fit starts.
+
+With ``--seed S`` (``sweep(..., seed=S)``) every fit also gets ``--seed_everything=S`` and the runs
+go one level deeper, to ``<runs>/<study>/seed_S/<name>_<value>/`` (:func:`seed_dir`), so sweeps of
+the same values with several seeds sit side by side; without it nothing changes.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from typing import Any
 
 from experiments.cli import ExperimentCLI
 
-__all__ = ["METRICS_FILE", "SweepRun", "check_sweep", "main", "read_metrics", "run_name", "sweep"]
+__all__ = [
+    "METRICS_FILE", "SweepRun", "check_sweep", "main", "read_metrics", "run_name", "seed_dir", "sweep",
+]  # fmt: skip
 
 METRICS_FILE = "metrics.json"
 # Files that mark a directory as a run's, so --overwrite never deletes anything else.
@@ -49,6 +55,11 @@ class SweepRun:
 def run_name(knob: str, value: str) -> str:
     """``<last part of the knob>_<value>``: ``run_name("model.init_args.fc_l2", "1e-4") == "fc_l2_1e-4"``."""
     return f"{knob.rsplit('.', 1)[-1]}_{value}"
+
+
+def seed_dir(root: str | Path, seed: int | None) -> Path:
+    """Where a sweep with ``seed`` puts its run directories: ``root/seed_<seed>`` (``root`` for None)."""
+    return Path(root) if seed is None else Path(root) / f"seed_{seed}"
 
 
 def check_sweep(
@@ -85,6 +96,7 @@ def sweep(
     study: str | None = None,
     overrides: Sequence[str] = (),
     overwrite: bool = False,
+    seed: int | None = None,
 ) -> list[SweepRun]:
     """Fit (and test) one run per value of ``knob``; see the module docstring for the layout.
 
@@ -96,6 +108,8 @@ def sweep(
         study: subdirectory of ``runs`` for this sweep (default: the first config file's stem).
         overrides: further ``--key=value`` arguments for every fit.
         overwrite: replace existing run directories of these values instead of stopping.
+        seed: ``seed_everything`` of every fit (after ``overrides``), runs under :func:`seed_dir`;
+            ``None`` keeps the configuration's seed and the layout without a seed level.
 
     Raises:
         ValueError: see :func:`check_sweep`.
@@ -103,7 +117,9 @@ def sweep(
             not a run directory.
     """
     study = study or Path(configs[0]).stem
-    root = Path(runs) / study
+    root = seed_dir(Path(runs) / study, seed)
+    if seed is not None:
+        overrides = [*overrides, f"--seed_everything={seed}"]
     check_sweep(configs, knob, values, overrides)
     directories = {value: root / run_name(knob, value) for value in values}
     for directory in directories.values():
@@ -185,11 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of the run directories")
     parser.add_argument("--study", help="subdirectory of --runs (default: the first config file's name)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing runs of these values")
+    parser.add_argument("--seed", type=int, help="seed_everything of every fit (runs in seed_<seed>/)")
     args, overrides = parser.parse_known_args(argv)
     try:
         finished = sweep(
             args.config, args.knob, args.values, runs=args.runs, study=args.study, overrides=overrides,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, seed=args.seed,
         )  # fmt: skip
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"sweep: {error}", file=sys.stderr)

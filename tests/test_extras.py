@@ -91,6 +91,7 @@ def test_esd_figures_without_matplotlib_is_refused_up_front(monkeypatch: pytest.
     from spectral_callbacks.live.config import SpectralConfig
 
     real_find_spec = importlib.util.find_spec
+
     def find_spec(name: str, *args: object) -> object:
         return None if name == "matplotlib" else real_find_spec(name, *args)
 

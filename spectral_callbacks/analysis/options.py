@@ -15,6 +15,7 @@ from ..spectra.matrices import DEFAULT_MIN_EVALS
 
 __all__ = ["DEFAULT_MIN_EVALS", "SpectrumOptions", "check_integer", "check_number"]
 
+
 @dataclass(frozen=True)
 class SpectrumOptions:
     """ESD conventions and how eigenvalues are computed; every value checked on creation.

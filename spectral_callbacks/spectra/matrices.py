@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = [
-    "DEFAULT_MIN_EVALS","KINDS", "MatrixView", "SkippedParameter", "matrices_of"]
+__all__ = ["DEFAULT_MIN_EVALS", "KINDS", "MatrixView", "SkippedParameter", "matrices_of"]
 
 # WeightWatcher's default: matrices with fewer eigenvalues are skipped.
 DEFAULT_MIN_EVALS = 8

@@ -8,14 +8,19 @@ import torch
 from conftest import assert_png, read_csv, section_of
 
 from experiments.pruning import (
+    CLAIMS,
     PRUNING_COLUMNS,
     RANK_COLUMNS,
+    RESIDUAL_COLUMNS,
     frame_potential_contributions,
+    knee_depth,
     low_rank,
     prune_units,
     pruning_order,
+    residual_curve,
     residual_elbow,
 )
+from experiments.verdicts import Evidence, derive_verdicts, read_evidence
 from spectral_callbacks.spectra import frame_potential
 
 
@@ -104,19 +109,83 @@ def test_residual_elbow_finds_the_knee_of_a_sharp_curve():
     assert residual_elbow(np.array([1.0, 0.5])) == 1
 
 
+def test_residual_curve_is_the_relative_truncation_error():
+    weight = np.random.default_rng(4).standard_normal((30, 12))
+    curve = residual_curve(weight)
+    assert curve.shape == (12,) and curve[-1] == pytest.approx(0.0, abs=1e-7)
+    for k in (1, 4, 9):
+        expected = np.linalg.norm(weight - low_rank(weight, k)) / np.linalg.norm(weight)
+        assert curve[k - 1] == pytest.approx(expected)
+
+
+def test_knee_depth_tells_a_sharp_elbow_from_a_straight_line():
+    k = np.arange(1, 41)
+    sharp = np.where(k <= 10, 1.0 - 0.09 * k, 0.1 - 0.002 * (k - 10))
+    assert knee_depth(sharp) > 0.6
+    assert knee_depth(1.0 - k / 40) == pytest.approx(0.0, abs=1e-12)
+    assert knee_depth(np.sqrt(1.0 - k / 40)) == 0.0  # concave: no elbow at all
+
+
+def _evidence(gaps: dict[str, float], noise: float, elbows: dict[str, float]) -> Evidence:
+    """Made-up evidence for 6 networks: criterion areas, two random orders, elbows per condition."""
+    rows = []
+    for seed in range(6):
+        jitter = 0.002 * (seed - 2.5)
+        for layer in ("fc1", "fc2"):
+            for criterion, value in gaps.items():
+                rows.append((f"area_{layer}", criterion, seed, value + jitter))
+            rows.append((f"area_{layer}", "random_draw0", seed, 0.5 + noise + jitter))
+            rows.append((f"area_{layer}", "random_draw1", seed, 0.5 - jitter))
+            for condition, value in elbows.items():
+                rows.append((f"elbow_{layer}", condition, seed, value + seed % 2))
+    return Evidence(rows)
+
+
+def test_the_pruning_rules_need_every_layer_and_a_quiet_null():
+    areas = {"max_mag": 0.9, "max_fp": 0.8, "random": 0.7, "min_fp": 0.6}
+    judged = {c.key: v for c, v in derive_verdicts(CLAIMS, _evidence(areas, 0.0, {"trained": 10,
+              "epoch0": 2, "gaussian": 2}))}  # fmt: skip
+    assert [
+        judged[k].verdict for k in ("magnitude_beats_fp", "max_fp_beats_random", "min_fp_below_random")
+    ] == ["agrees"] * 3
+    assert judged["elbow_fc1"].verdict == "agrees"
+    # two random orders that differ systematically: the comparison cannot tell criteria apart
+    judged = {c.key: v for c, v in derive_verdicts(CLAIMS, _evidence(areas, 0.05, {"trained": 10,
+              "epoch0": 2, "gaussian": 2}))}  # fmt: skip
+    assert judged["magnitude_beats_fp"].verdict == "partly" and judged["magnitude_beats_fp"].null_passes
+    reversed_areas = {"max_mag": 0.6, "max_fp": 0.9, "random": 0.95, "min_fp": 0.99}
+    judged = {c.key: v for c, v in derive_verdicts(CLAIMS, _evidence(reversed_areas, 0.0, {"trained": 10,
+              "epoch0": 2, "gaussian": 2}))}  # fmt: skip
+    assert judged["max_fp_beats_random"].verdict == "disagrees"
+
+
+def test_an_elbow_that_untrained_matrices_share_is_not_agreement():
+    areas = {"max_mag": 0.9, "max_fp": 0.8, "random": 0.7, "min_fp": 0.6}
+    judged = {c.key: v for c, v in derive_verdicts(CLAIMS, _evidence(areas, 0.0, {"trained": 15,
+              "epoch0": 16, "gaussian": 18}))}  # fmt: skip
+    assert judged["elbow_fc2"].verdict == "partly" and judged["elbow_fc2"].null_passes
+    judged = {c.key: v for c, v in derive_verdicts(CLAIMS, _evidence(areas, 0.0, {"trained": 40,
+              "epoch0": 41, "gaussian": 40}))}  # fmt: skip
+    assert judged["elbow_fc1"].verdict == "disagrees"
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_well_formed_outputs(smoke):
     _, out, results = smoke
     pruning = read_csv(out / "pruning.csv", PRUNING_COLUMNS)
     assert {row["criterion"] for row in pruning} == {"max_mag", "min_mag", "max_fp", "min_fp", "random"}
     assert all(0.0 <= float(row["accuracy"]) <= 1.0 for row in pruning)
-    unpruned = {row["accuracy"] for row in pruning if float(row["fraction"]) == 0.0}
-    assert len(unpruned) == 1  # every criterion starts from the same network
+    unpruned = {(row["seed"], row["accuracy"]) for row in pruning if float(row["fraction"]) == 0.0}
+    assert len(unpruned) == 2  # every criterion starts from the same network, one per seed
     ranks = read_csv(out / "rank.csv", RANK_COLUMNS)
     assert {int(row["k"]) for row in ranks if row["layer"] == "network.0"} == set(range(1, 65))
-    for name in ("pruning.png", "rank.png"):
+    residuals = read_csv(out / "residuals.csv", RESIDUAL_COLUMNS)
+    assert {row["condition"] for row in residuals} == {"trained", "epoch0", "gaussian"}
+    for name in ("pruning.png", "rank.png", "elbows.png"):
         assert_png(out / name)
+    judged = derive_verdicts(CLAIMS, read_evidence(out / "evidence.csv"))
     section = section_of(results, "pruning")
-    assert "(results/pruning/pruning.png)" in section and "(results/pruning/rank.png)" in section
-    assert "Agreement with Heitmann (2020) on pruning" in section
-    assert "Agreement with Heitmann (2020) on rank-k" in section
+    assert "(results/pruning/pruning.png)" in section and "(results/pruning/elbows.png)" in section
+    for claim, verdict in judged:
+        assert f"**Claim `{claim.key}` (Heitmann, 2020).**" in section
+        assert f"**Verdict: {verdict.verdict}.**" in section

@@ -4,16 +4,14 @@ its rules derive from that evidence today."""
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 
 import numpy as np
 import pytest
 from scipy import stats
 
-import experiments
 from experiments.results import DEFAULT_OUT, DEFAULT_RESULTS, section_markers
+from experiments.verdict_summary import STUDY_SUMMARY, judged_studies, summary_section
 from experiments.verdicts import (
     Claim,
     Evidence,
@@ -25,12 +23,6 @@ from experiments.verdicts import (
     verdicts_markdown,
     write_evidence,
 )
-
-
-def judged_studies() -> list[object]:
-    names = [info.name for info in pkgutil.iter_modules(experiments.__path__) if info.name != "__main__"]
-    modules = [importlib.import_module(f"experiments.{name}") for name in names]
-    return [module for module in modules if hasattr(module, "CLAIMS")]
 
 
 def section_of(study: str) -> str:
@@ -53,6 +45,11 @@ def test_no_claim_agrees_without_a_null_baseline_that_fails(module):
     for claim, verdict in derive_verdicts(module.CLAIMS, evidence):
         if verdict.verdict == "agrees":
             assert verdict.null_passes is False, claim.key
+
+
+def test_the_summary_shows_every_judged_studys_verdicts():
+    assert len(judged_studies()) >= 6
+    assert summary_section() in section_of(STUDY_SUMMARY)
 
 
 def test_the_interval_is_students_t():
