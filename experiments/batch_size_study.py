@@ -26,7 +26,6 @@ from existing runs).
 from __future__ import annotations
 
 import csv
-import resource
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 
 from experiments.phases import phase_figure
 from experiments.results import (
+    cpu_seconds,
     figure_link,
     markdown_table,
     parse_study,
@@ -162,21 +162,15 @@ def train(runs: Path, sizes: Sequence[str], seeds: Sequence[int], out: Path, *, 
     rows = []
     with single_threaded():
         for arm in ARMS:
-            started = _cpu_seconds()
+            started = cpu_seconds()
             for seed in seeds:
                 sweep(
                     [CONFIGS_DIR / arm.config], KNOB, sizes, runs=runs, study=f"{STUDY}/{arm.name}",
                     overrides=[*(arm.smoke if smoke else ()), f"--data.init_args.seed={seed}"],
                     overwrite=True, seed=seed,
                 )  # fmt: skip
-            rows.append([arm.name, len(seeds) * len(sizes), _cpu_seconds() - started])
+            rows.append([arm.name, len(seeds) * len(sizes), cpu_seconds() - started])
     write_csv(out / "cpu.csv", ["arm", "fits", "cpu_seconds"], rows)
-
-
-def _cpu_seconds() -> float:
-    """User and system CPU seconds of this process and of its finished children (the analysis workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def read_run(runs: Path, arm: Arm, seed: int, size: str) -> Run:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import resource
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from experiments.results import (
+    cpu_seconds,
     figure_link,
     markdown_table,
     parse_study,
@@ -38,7 +38,7 @@ from experiments.results import (
     write_csv,
     write_section,
 )
-from experiments.sweep import read_metrics, run_name, sweep
+from experiments.sweep import read_metrics, run_name, seed_dir, sweep
 from experiments.verdicts import (
     Claim,
     Evidence,
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         parser.error("the values must include 0: the unpenalized run is the baseline")
     out = args.out / STUDY
     if not args.report_only:
-        cpu = _run(args.runs / STUDY, values, seeds, SMOKE_OVERRIDES if args.smoke else ())
+        cpu = _run(args.runs, values, seeds, SMOKE_OVERRIDES if args.smoke else ())
         write_csv(out / "cpu.csv", ("seed", "cpu_seconds"), sorted(cpu.items()))
     command = " ".join(
         [
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     write_csv(out / "per_epoch.csv", EPOCH_COLUMNS, epochs)
     write_evidence(evidence_path(args.out, STUDY), _evidence(rows))
     figures = _figures(rows, epochs, out)
-    setup_run = args.runs / STUDY / f"seed_{seeds[0]}" / run_name(KNOB, "0")
+    setup_run = seed_dir(args.runs / STUDY, seeds[0]) / run_name(KNOB, "0")
     evidence = read_evidence(evidence_path(args.out, STUDY))
     text = section(evidence, rows, setup_run, out, args.results, figures, command)
     write_section(STUDY, text, args.results)
@@ -137,26 +137,20 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return out
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished children (the spectral workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def _run(
-    root: Path, values: Sequence[str], seeds: Sequence[int], overrides: Sequence[str]
+    runs: Path, values: Sequence[str], seeds: Sequence[int], overrides: Sequence[str]
 ) -> dict[int, float]:
     """One sweep over the strengths per seed (network initialization, split and shuffle), into
-    ``root/seed_<seed>/``; returns the CPU seconds each seed's sweep took."""
+    ``runs/<study>/seed_<seed>/``; returns the CPU seconds each seed's sweep took."""
     cpu = {}
     for seed in seeds:
-        start = _cpu_seconds()
+        start = cpu_seconds()
         with single_threaded():
             sweep(
-                [CONFIG], KNOB, values, runs=root, study=f"seed_{seed}", overwrite=True,
-                overrides=(*overrides, f"--seed_everything={seed}", f"--data.init_args.seed={seed}"),
+                [CONFIG], KNOB, values, runs=runs, study=STUDY, overwrite=True, seed=seed,
+                overrides=(*overrides, f"--data.init_args.seed={seed}"),
             )  # fmt: skip
-        cpu[seed] = _cpu_seconds() - start
+        cpu[seed] = cpu_seconds() - start
     return cpu
 
 
@@ -166,7 +160,7 @@ def _collect(root: Path, values: Sequence[str], seeds: Sequence[int]) -> tuple[l
     for seed in seeds:
         base: dict[str, float] = {}
         for value in sorted(values, key=float):
-            run = root / f"seed_{seed}" / run_name(KNOB, value)
+            run = seed_dir(root, seed) / run_name(KNOB, value)
             record = read_metrics(run)
             lr, momentum = _optimizer(run)
             with open_run(run) as reader:

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import os
 import re
+import resource
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_OUT",
     "DEFAULT_RESULTS",
     "DEFAULT_RUNS",
+    "cpu_seconds",
     "figure_link",
     "markdown_table",
     "parse_study",
@@ -76,6 +78,13 @@ def parse_study(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
         if args.results == DEFAULT_RESULTS:
             args.results = args.runs / "RESULTS.md"
     return args
+
+
+def cpu_seconds() -> float:
+    """User and system CPU seconds of this process and of its finished children (the analysis
+    workers): the cost of a study, which wall time on a shared machine does not measure."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @contextlib.contextmanager
