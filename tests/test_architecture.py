@@ -28,6 +28,7 @@ ALLOWED = {
     "callbacks": {"spectra", "analysis", "capture", "runfile", "live"},
     "posthoc": {"spectra", "analysis", "capture", "runfile", "live"},
     "reporting": {"spectra", "analysis", "runfile"},
+    "dashboard": {"spectra", "runfile", "reporting"},
 }
 
 

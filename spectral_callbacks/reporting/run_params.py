@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .compare import LabeledRun
 
-__all__ = ["HPARAM_FILES", "label_number", "parameter_values", "run_parameter", "stored_parameter"]
+__all__ = [
+    "HPARAM_FILES",
+    "label_number",
+    "numeric_parameters",
+    "parameter_values",
+    "run_parameter",
+    "stored_parameter",
+]
 
 HPARAM_FILES = ("hparams.yaml", "config.yaml")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -118,6 +125,26 @@ def parameter_values(
     if name is None:
         name = names.pop() if len(names) == 1 and None not in names else "number in the run label"
     return name, values, without
+
+
+def numeric_parameters(run_directory: Path, label: str) -> dict[str, float]:
+    """Every run parameter a plot could use: ``{name: value}``, sorted by name.
+
+    The numeric settings of the files Lightning writes next to the run file, under the last key
+    of their path (a key that has different values at several places is left out, as
+    :func:`stored_parameter` refuses it), then the number in the run label under the word before it.
+    """
+    values: dict[str, set[float]] = {}
+    for file_name in HPARAM_FILES:
+        for path, value in _leaves(_load_yaml(run_directory / file_name), ()):
+            number = _number(value)
+            if number is not None and math.isfinite(number):
+                values.setdefault(path[-1], set()).add(number)
+    found = {name: numbers.pop() for name, numbers in values.items() if len(numbers) == 1}
+    in_label = label_number(label)
+    if in_label is not None and in_label[0] and in_label[0] not in found and math.isfinite(in_label[1]):
+        found[in_label[0]] = in_label[1]
+    return dict(sorted(found.items()))
 
 
 def _number(value: Any) -> float | None:

@@ -106,6 +106,11 @@ class RunReader:
         return [group.attrs["name"] for group in self._groups("layers")]
 
     @property
+    def layer_count(self) -> int:
+        """How many matrices the run analyzes (without reading their names)."""
+        return len(self._file["layers"]) if "layers" in self._file else 0
+
+    @property
     def parameters(self) -> list[str]:
         return [group.attrs["name"] for group in self._groups("parameters")]
 
@@ -210,6 +215,40 @@ class RunReader:
         dataset.refresh()
         column = list(dataset.attrs["names"]).index(name)
         return dataset[:, column][rows]
+
+    def metric_grid(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(values, phases, statuses)`` of one metric for every layer at every analyzed snapshot:
+        arrays of shape ``(layers, snapshots)`` in model order, phases as indices into
+        ``PHASE_CODES`` and statuses as the codes of ``LAYER_STATUS``. A layer without a row at
+        some snapshot has NaN there, phase ``unknown`` and status ``skipped``.
+
+        The whole run's table in four reads per layer, where :meth:`metric`, :meth:`phases` and
+        :meth:`layer_status` read the index again for every layer: what a dashboard needs.
+
+        Raises:
+            KeyError: unknown metric.
+        """
+        if name not in METRIC_NAMES:
+            raise KeyError(f"Unknown metric {name!r}. Available: {', '.join(METRIC_NAMES)}.")
+        analyzed = np.flatnonzero(self._status_codes() == SNAPSHOT_STATUS["analyzed"])
+        root = self._file["layers"].id if "layers" in self._file else None
+        keys = list(root) if root is not None else []
+        values = np.full((len(keys), analyzed.size), np.nan)
+        phases = np.zeros((len(keys), analyzed.size), dtype=np.int8)
+        statuses = np.full((len(keys), analyzed.size), LAYER_STATUS["skipped"], dtype=np.int8)
+        # every layer of a file has the same columns: those of the version that wrote it
+        column = list(self._file["layers"][keys[0]]["metrics"].attrs["names"]).index(name) if keys else 0
+        for position, key in enumerate(keys):
+            snapshot, metrics, phase, status = _read_datasets(
+                root, key, (b"snapshot", b"metrics", b"phase", b"status")
+            )
+            size = min(len(snapshot), len(metrics), len(phase), len(status))
+            rows = np.flatnonzero(np.isin(snapshot[:size], analyzed))
+            columns = np.searchsorted(analyzed, snapshot[rows])  # later rows of a snapshot win
+            values[position, columns] = metrics[rows, column]
+            phases[position, columns] = phase[rows]
+            statuses[position, columns] = status[rows]
+        return values, phases, statuses
 
     def metrics(self, layer: str) -> dict[str, np.ndarray]:
         """All metrics of one layer over the analyzed snapshots."""
@@ -327,6 +366,22 @@ class RunReader:
         dataset = self._file["index/status"]
         dataset.refresh()
         return dataset[...]
+
+
+def _read_datasets(root: h5py.h5g.GroupID, key: bytes, names: tuple[bytes, ...]) -> list[np.ndarray]:
+    """Whole datasets of the group ``key`` under ``root``, refreshed, through h5py's low-level
+    API: half the time of ``group[name][...]`` per dataset, which a run of hundreds of layers
+    read for a dashboard adds up."""
+    group = h5py.h5g.open(root, key)
+    arrays = []
+    for name in names:
+        dataset = h5py.h5d.open(group, name)
+        dataset.refresh()
+        array = np.empty(dataset.shape, dtype=dataset.dtype)
+        if array.size:
+            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
+        arrays.append(array)
+    return arrays
 
 
 def _open_swmr(path: Path) -> h5py.File:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PHASES", "MPFit", "fit_marchenko_pastur", "phase_label"]
+__all__ = ["PHASES", "MPFit", "fit_marchenko_pastur", "phase_label", "spike_threshold"]
 
 # The largest eigenvalue of a white Wishart matrix exceeds mu + 2.02 sigma_TW in 1% of draws (TW1).
 TRACY_WIDOM_99 = 2.02
@@ -116,6 +116,15 @@ def phase_label(mp: MPFit | None, alpha: float, rank_loss: int, num_evals: int) 
     if mp.mp_softrank <= SEPARATED_SPIKE_SOFTRANK:
         return "bulk+spikes"
     return "bleeding-out"
+
+
+def spike_threshold(lambda_plus: float, N: int, M: int) -> float:  # noqa: N803
+    """The spike threshold of an MP fit, from its bulk edge ``lambda_plus`` in any scale.
+
+    Both are the fitted variance times a factor of ``N`` and ``M`` alone, so the threshold is the
+    edge times their ratio, in the edge's scale: what :class:`MPFit` counts ``num_spikes`` above.
+    """
+    return lambda_plus / (1 + math.sqrt(M / N)) ** 2 * _tracy_widom_threshold(N, M)
 
 
 def _tracy_widom_threshold(N: int, M: int) -> float:  # noqa: N803

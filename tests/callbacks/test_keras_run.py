@@ -17,6 +17,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import keras_tiny as tiny  # noqa: E402
+from dashboard_client import client_of  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 from tensorboard_events import assert_esd_histograms, assert_layer_scalars, read_events  # noqa: E402
 
@@ -131,3 +132,14 @@ def test_tensorboard_scalars_per_layer(run: types.SimpleNamespace, events) -> No
 def test_the_callback_is_a_keras_callback(run: types.SimpleNamespace) -> None:
     assert isinstance(run.callback, keras.callbacks.Callback)
     assert run.callback.run_dir == Path(run.log_dir)
+
+
+def test_the_dashboard_shows_the_keras_run(run: types.SimpleNamespace) -> None:
+    get = client_of(run.log_dir.parent)
+    listing = get("/runs")[1]
+    assert [(r["name"], r["framework"]) for r in listing["runs"]] == [("run1", "keras")]
+    overview = get("/overview", run="run1")[1]
+    assert overview["layers"] == run.reader.layers
+    assert [s["epoch"] for s in overview["snapshots"]] == run.reader.epochs.tolist()
+    esd = get("/esd", run="run1", layer="fc1", epoch=1)[1]
+    np.testing.assert_array_equal(esd["evals"], run.reader.esd("fc1", 1))

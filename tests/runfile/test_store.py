@@ -26,11 +26,15 @@ from spectral_callbacks import RunReader, open_run
 from spectral_callbacks.runfile.reader import READABLE_FORMATS, RUN_FILE_NAME
 from spectral_callbacks.runfile.store import (
     FORMAT_VERSION,
+    LAYER_STATUS,
+    PHASE_CODES,
     RunFileBusyError,
     RunFileConflictError,
     RunWriter,
 )
 from spectral_callbacks.spectra import METRIC_NAMES
+
+STATUS_NAMES = {code: name for name, code in LAYER_STATUS.items()}
 
 
 @pytest.fixture
@@ -143,6 +147,30 @@ def test_dropped_and_failed_snapshots_are_listed_not_analyzed(run_path: Path) ->
         failed = run.snapshots("failed")
         assert failed["epoch"].tolist() == [2]
         assert failed["reason"].tolist() == ["RuntimeError: boom"]
+
+
+@pytest.mark.parametrize("metric", ["alpha", "stable_rank", "num_spikes"])
+def test_the_metric_grid_equals_the_per_layer_reads(run_path: Path, metric: str) -> None:
+    """Analyzed, uncommitted, dropped and failed snapshots mixed: the grid keeps the analyzed ones."""
+    writer = open_writer(run_path)
+    append_snapshot(writer, 0, 0, random_weights(0))
+    append_snapshot(writer, 1, 5, random_weights(1), commit=False)
+    writer.append_index(2, 10, "dropped", "worker behind")
+    append_snapshot(writer, 3, 15, random_weights(3))
+    row = writer.append_index(4, 20, "captured")
+    writer.set_status(row, "failed", "RuntimeError: boom")
+    append_snapshot(writer, 5, 25, random_weights(5))
+    writer.close()
+    with open_run(run_path) as run:
+        values, phases, statuses = run.metric_grid(metric)
+        assert values.shape == phases.shape == statuses.shape == (len(ANALYZED_LAYERS), 3)
+        assert run.layer_count == len(run.layers) == len(ANALYZED_LAYERS)
+        for row, layer in enumerate(run.layers):
+            np.testing.assert_array_equal(values[row], run.metric(metric, layer))
+            assert [PHASE_CODES[code] for code in phases[row]] == run.phases(layer)
+            assert [STATUS_NAMES[code] for code in statuses[row]] == [s for s, _ in run.layer_status(layer)]
+        with pytest.raises(KeyError, match="Unknown metric"):
+            run.metric_grid("__init__")
 
 
 def test_weights_not_saved_is_a_clear_key_error(run_path: Path) -> None:

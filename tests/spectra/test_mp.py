@@ -15,6 +15,7 @@ from spectral_callbacks.spectra import (
     fit_power_law,
     phase_label,
 )
+from spectral_callbacks.spectra.mp import spike_threshold
 
 SCALE = 2.0  # element standard deviation s, variance s^2 = 4
 
@@ -154,3 +155,18 @@ def test_phase_rule_order() -> None:
     assert phase_label(None, float("nan"), rank_loss=0, num_evals=100) == "unknown"
     labels = {phase_label(mp, a, 0, 100) for mp in (few, edge, many, none) for a in (2.0, 8.0, float("nan"))}
     assert labels <= set(PHASES)
+
+
+@pytest.mark.parametrize(("N", "M", "spikes"), [(400, 100, 3), (256, 256, 1), (300, 40, 0)])
+def test_the_spike_threshold_follows_from_the_edge(N: int, M: int, spikes: int) -> None:  # noqa: N803
+    rng = np.random.default_rng(N + M)
+    W = rng.standard_normal((N, M))  # noqa: N806
+    for k in range(spikes):
+        W += 3 * (k + 2) * np.outer(rng.standard_normal(N), rng.standard_normal(M)) / np.sqrt(M)  # noqa: N806
+    evals = np.linalg.svd(W, compute_uv=False) ** 2 / N
+    fit = fit_marchenko_pastur(evals, N, M)
+    for scale in (1.0, float(N), 1e-3):  # the ESD's scale does not matter: both scale alike
+        threshold = spike_threshold(fit.lambda_plus * scale, N, M)
+        assert threshold == pytest.approx(fit.spike_threshold * scale, rel=1e-12)
+        assert int(np.sum(evals * scale > threshold)) == fit.num_spikes
+    assert fit.num_spikes == spikes

@@ -1,0 +1,1 @@
+"""The Spectra dashboard: a TensorBoard plugin that shows the run files under a log directory."""

@@ -1,0 +1,306 @@
+// The ESD explorer: run, layer and snapshot controls, the log-log ESD with fit and MP edge,
+// the fit table, overlays of other runs at the same epoch, and the conv-operator spectrum.
+
+import { getJson, Latest } from "./api.js";
+import { clearError, showError } from "./banner.js";
+import { seriesColor } from "./colors.js";
+import { clear, h, s, setOptions } from "./dom.js";
+import { drawEsd } from "./esd_plot.js";
+import { fillFitTable } from "./fit_table.js";
+import { fmt, num } from "./format.js";
+import { drawOperator } from "./operator_plot.js";
+import * as store from "./store.js";
+
+function isTextEntry(target) {
+  if (!(target instanceof Element)) return false;
+  return target.closest("input, select, textarea, [contenteditable]") !== null;
+}
+
+function snapshotLabel(snapshot, index, count) {
+  if (!snapshot) return "";
+  return `${index + 1}/${count}: ${snapshot.label ?? ""} (epoch ${fmt(snapshot.epoch)}, step ${fmt(snapshot.step)})`;
+}
+
+/** Builds the ESD view. `isActive()` says whether the view is shown (for the arrow keys). */
+export function createEsdView({ isActive }) {
+  const runSelect = h("select", { id: "esd-run" });
+  const layerSelect = h("select", { id: "esd-layer" });
+  const slider = h("input", { id: "snapshot", type: "range", min: 0, max: 0, step: 1, value: 0 });
+  const sliderLabel = h("span", { id: "snapshot-label", class: "note" });
+  const title = h("h2", { id: "esd-title" });
+  const plot = s("svg", { id: "esd-plot", role: "img", "aria-label": "eigenvalue spectrum density, log-log" });
+  const legend = h("div", { id: "esd-legend", class: "plot-legend" });
+  const notes = h("div", { id: "overlay-notes" });
+  const table = h("table", { id: "fit-table" });
+  const overlayRuns = h("div", { id: "overlay-runs" });
+  const operatorBox = h("div", { id: "operator-box" });
+  const element = h(
+    "div",
+    { id: "view-esd", class: "view" },
+    h(
+      "div",
+      { class: "toolbar" },
+      h("label", { for: "esd-run", text: "run" }),
+      runSelect,
+      h("label", { for: "esd-layer", text: "layer" }),
+      layerSelect,
+      h("label", { for: "snapshot", text: "snapshot" }),
+      slider,
+      sliderLabel,
+    ),
+    title,
+    h(
+      "div",
+      { class: "esd-main" },
+      h("div", { class: "esd-plot-col" }, plot, legend, notes),
+      h(
+        "div",
+        { class: "esd-side" },
+        table,
+        h("h3", { text: "overlay runs with this layer" }),
+        overlayRuns,
+      ),
+    ),
+    operatorBox,
+  );
+
+  const state = { run: null, layer: null, index: 0, detail: null, checked: new Set() };
+  const latest = new Latest();
+  const runTicket = new Latest();
+
+  function currentSnapshot() {
+    return state.detail?.snapshots?.[state.index] ?? null;
+  }
+
+  function updateSliderLabel() {
+    const count = state.detail?.snapshots?.length ?? 0;
+    sliderLabel.textContent = count ? snapshotLabel(currentSnapshot(), state.index, count) : "no snapshot";
+  }
+
+  async function updateOverlayChoices() {
+    const layer = state.layer;
+    const run = state.run;
+    clear(overlayRuns).append(h("p", { class: "note", text: "looking for other runs…" }));
+    const details = await store.allRunDetails();
+    if (layer !== state.layer || run !== state.run) return;
+    clear(overlayRuns);
+    const others = details.filter((d) => d.name !== run && (d.layers || []).some((l) => l.name === layer));
+    if (others.length === 0) {
+      overlayRuns.append(h("p", { class: "note", text: "no other run has this layer" }));
+      return;
+    }
+    for (const other of others) {
+      const box = h("input", { type: "checkbox", value: other.name, checked: state.checked.has(other.name) });
+      box.addEventListener("change", () => {
+        if (box.checked) state.checked.add(other.name);
+        else state.checked.delete(other.name);
+        loadEsd();
+      });
+      overlayRuns.append(h("label", { class: "overlay-choice", title: other.name }, box, " ", other.name));
+    }
+  }
+
+  /** Rebuilds the overlay checkboxes; reloads the plot when some of them are checked. */
+  function refreshOverlays() {
+    updateOverlayChoices().then(() => {
+      if (overlayCandidates().length > 0) loadEsd();
+    });
+  }
+
+  function overlayCandidates() {
+    return [...overlayRuns.querySelectorAll("input[type=checkbox]")].filter((b) => b.checked).map((b) => b.value);
+  }
+
+  /** An overlay run's ESD at `epoch` as {data}, or {note} saying why it is not shown. */
+  async function fetchOverlay(name, epoch, signal) {
+    try {
+      const detail = await store.runDetail(name);
+      if (!(detail.snapshots || []).some((snap) => snap.epoch === epoch)) {
+        return { note: `${name} has no snapshot at epoch ${fmt(epoch)}` };
+      }
+      return { data: await getJson("esd", { run: name, layer: state.layer, epoch }, { signal }) };
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      return { note: `${name}: ${error.message}` };
+    }
+  }
+
+  function drawLegend(series, data) {
+    clear(legend);
+    for (const item of series) {
+      legend.append(h("span", { class: "legend-item" }, h("span", { class: "swatch", style: { background: item.color } }), item.run));
+    }
+    if (data.fit && num(data.fit.alpha) !== null) {
+      legend.append(h("span", { class: "legend-item" }, h("span", { class: "line-swatch fit-swatch" }), `power law, alpha = ${fmt(data.fit.alpha)}`));
+      legend.append(h("span", { class: "legend-item" }, h("span", { class: "line-swatch xmin-swatch" }), "xmin"));
+    }
+    const lp = num(data.mp?.lambda_plus ?? data.metrics?.lambda_plus);
+    if (lp !== null) {
+      const spikes = (data.evals || []).filter((v) => v > lp).length;
+      legend.append(h("span", { class: "legend-item" }, h("span", { class: "line-swatch mp-swatch" }), "MP bulk edge λ+"));
+      legend.append(h("span", { class: "legend-item" }, h("span", { class: "dot-swatch" }), `${spikes} eigenvalue(s) above λ+`));
+    }
+  }
+
+  function drawOperatorBox(data) {
+    clear(operatorBox);
+    if (!data.operator) {
+      operatorBox.hidden = true;
+      return;
+    }
+    operatorBox.hidden = false;
+    const svg = s("svg", { id: "operator-plot", role: "img", "aria-label": "conv operator spectrum" });
+    operatorBox.append(
+      h("h3", { id: "operator-title", text: `conv operator spectrum (epoch ${fmt(data.operator.epoch ?? data.epoch)})` }),
+      svg,
+      h("p", { class: "note", text: "bars: density of the operator's Gram eigenvalues (kernel polynomial method); dots: its largest eigenvalues" }),
+    );
+    drawOperator(svg, data.operator);
+  }
+
+  async function loadEsd() {
+    clearTimeout(pendingLoad);
+    const snapshot = currentSnapshot();
+    if (!state.run || !state.layer || !snapshot) return;
+    const ticket = latest.take();
+    const run = state.run;
+    const layer = state.layer;
+    const signal = latest.signal;
+    plot.classList.add("loading");
+    let data;
+    let overlays;
+    const others = overlayCandidates();
+    try {
+      data = await getJson("esd", { run, layer, step: snapshot.step }, { signal });
+      overlays = await Promise.all(others.map((name) => fetchOverlay(name, data.epoch, signal)));
+    } catch (error) {
+      if (!latest.isCurrent(ticket) || error.name === "AbortError") return;
+      plot.classList.remove("loading");
+      showError(error, "esd");
+      clear(plot).append(s("text", { class: "empty-note", x: 380, y: 210, "text-anchor": "middle", text: "no plot: see the error above" }));
+      clear(legend);
+      return;
+    }
+    if (!latest.isCurrent(ticket)) return;
+    clearError("esd");
+    plot.classList.remove("loading");
+    const series = [{ run, evals: (data.evals || []).map(num).filter((v) => v !== null), color: seriesColor(0), primary: true }];
+    clear(notes);
+    overlays.forEach((result, k) => {
+      if (result.note) notes.append(h("p", { class: "note overlay-note", text: result.note }));
+      else series.push({ run: others[k], evals: (result.data.evals || []).map(num).filter((v) => v !== null), color: seriesColor(k + 1) });
+    });
+    drawEsd(plot, { series, fit: data.fit, lambdaPlus: data.mp?.lambda_plus ?? data.metrics?.lambda_plus });
+    for (const [key, value] of Object.entries({ run, layer, step: data.step, epoch: data.epoch })) {
+      plot.setAttribute(`data-${key}`, String(value));
+    }
+    drawLegend(series, data);
+    title.textContent = `${data.layer ?? layer} - ${data.run ?? run} - ${data.label ?? ""} (epoch ${fmt(data.epoch)}, step ${fmt(data.step)})`;
+    fillFitTable(table, data);
+    drawOperatorBox(data);
+  }
+
+  /** Picks a run; `prefer` may name a layer and a step (or an epoch) to show. */
+  async function selectRun(name, prefer = {}) {
+    const ticket = runTicket.take();
+    let detail;
+    try {
+      detail = await store.runDetail(name);
+    } catch (error) {
+      if (runTicket.isCurrent(ticket)) showError(error, "esd");
+      return;
+    }
+    if (!runTicket.isCurrent(ticket)) return;
+    const previousEpoch = currentSnapshot()?.epoch;
+    state.run = name;
+    state.detail = detail;
+    runSelect.value = name;
+    const layers = (detail.layers || []).map((l) => l.name);
+    const layer = [prefer.layer, state.layer].find((l) => l !== undefined && layers.includes(l)) ?? layers[0] ?? null;
+    setOptions(layerSelect, layers, layer);
+    state.layer = layer;
+    const snapshots = detail.snapshots || [];
+    let index = snapshots.length - 1;
+    const byStep = snapshots.findIndex((snap) => prefer.step !== undefined && snap.step === prefer.step);
+    const byEpoch = snapshots.findLastIndex((snap) => previousEpoch !== undefined && snap.epoch === previousEpoch);
+    if (byStep >= 0) index = byStep;
+    else if (prefer.keepEpoch && byEpoch >= 0) index = byEpoch;
+    state.index = Math.max(0, index);
+    slider.max = String(Math.max(0, snapshots.length - 1));
+    slider.value = String(state.index);
+    slider.disabled = snapshots.length < 2;
+    updateSliderLabel();
+    if (!layer || snapshots.length === 0) {
+      clear(plot);
+      title.textContent = `${name}: no analyzed layer or snapshot yet`;
+      return;
+    }
+    refreshOverlays();
+    loadEsd();
+  }
+
+  // Snapshot moves (slider drags, held arrow keys) come in bursts: load once the burst pauses.
+  let pendingLoad = null;
+  function scheduleLoad() {
+    clearTimeout(pendingLoad);
+    pendingLoad = setTimeout(loadEsd, 60);
+  }
+
+  function moveSnapshot(delta) {
+    const count = state.detail?.snapshots?.length ?? 0;
+    const index = Math.min(count - 1, Math.max(0, state.index + delta));
+    if (count === 0 || index === state.index) return;
+    state.index = index;
+    slider.value = String(index);
+    updateSliderLabel();
+    scheduleLoad();
+  }
+
+  // After a choice, focus leaves the select so that the arrow keys move the snapshot again
+  // instead of changing the run or layer.
+  runSelect.addEventListener("change", () => {
+    runSelect.blur();
+    selectRun(runSelect.value, { keepEpoch: true });
+  });
+  layerSelect.addEventListener("change", () => {
+    layerSelect.blur();
+    state.layer = layerSelect.value;
+    refreshOverlays();
+    loadEsd();
+  });
+  slider.addEventListener("input", () => {
+    state.index = Number(slider.value);
+    updateSliderLabel();
+    scheduleLoad();
+  });
+  document.addEventListener("keydown", (event) => {
+    if (!isActive() || event.altKey || event.ctrlKey || event.metaKey) return;
+    if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+    if (isTextEntry(event.target)) return;
+    event.preventDefault();
+    moveSnapshot(event.key === "ArrowRight" ? 1 : -1);
+  });
+
+  /** Redraws after the run list changed; keeps the selection when it still exists. */
+  function refresh() {
+    const names = store.runNames();
+    setOptions(runSelect, names, state.run);
+    clear(overlayRuns);
+    if (names.length === 0) {
+      title.textContent = "No run to show.";
+      clear(plot);
+      return Promise.resolve();
+    }
+    const step = currentSnapshot()?.step;
+    const run = names.includes(state.run) ? state.run : names[0];
+    return selectRun(run, { layer: state.layer, step });
+  }
+
+  /** Shows a given run, layer and snapshot (from a heatmap click). */
+  function open({ run, layer, step }) {
+    setOptions(runSelect, store.runNames(), run);
+    return selectRun(run, { layer, step });
+  }
+
+  return { element, refresh, open };
+}

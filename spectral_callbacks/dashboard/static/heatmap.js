@@ -1,0 +1,240 @@
+// One run's layer x snapshot heatmap on a <canvas>: rows are layers (model order), columns are
+// snapshots. The canvas is exactly the cell grid; labels and legend are HTML around it.
+
+import { h } from "./dom.js";
+import { fmt, num } from "./format.js";
+import { MISSING_MARK_RGB, MISSING_RGB, cssRgb, phaseColor, phaseRgb, sequentialGradient, sequentialRgb } from "./colors.js";
+import { hideTooltip, showTooltip } from "./tooltip.js";
+
+const LABEL_CHARS = 36;
+const MIN_LABEL_GAP = 40;
+const GRAY_STATUSES = new Set(["skipped", "no-fit"]);
+
+/** Cell height in CSS pixels for a number of layers: readable rows for small models, compact for big. */
+function rowHeight(layers) {
+  if (layers <= 12) return 22;
+  if (layers <= 30) return 16;
+  if (layers <= 60) return 12;
+  return 8;
+}
+
+/** Cell width in CSS pixels so the snapshots fill `available` pixels, within [2, 64]. */
+function columnWidth(snapshots, available) {
+  return Math.max(2, Math.min(64, Math.floor(available / Math.max(1, snapshots))));
+}
+
+/**
+ * Shortens a long dotted name to at most `maxChars`: first abbreviates its words to their first
+ * letter from the left (numbers and the last part stay, as they tell layers apart), then, if that
+ * is not enough, cuts the middle. The full name goes in the label's title.
+ */
+export function shortName(name, maxChars = LABEL_CHARS) {
+  if (name.length <= maxChars) return name;
+  const parts = name.split(".");
+  for (let k = 0; k < parts.length - 1 && parts.join(".").length > maxChars; k += 1) {
+    if (!/^\d+$/.test(parts[k]) && parts[k].length > 1) parts[k] = parts[k][0];
+  }
+  const short = parts.join(".");
+  if (short.length <= maxChars) return short;
+  const tail = Math.ceil((maxChars - 1) * 0.6);
+  const head = maxChars - 1 - tail;
+  return `${short.slice(0, head)}…${short.slice(short.length - tail)}`;
+}
+
+/** The text under a column: the epoch, or the snapshot's position when there is no epoch. */
+function columnText(snapshot, index) {
+  return num(snapshot.epoch) === null ? String(index) : String(snapshot.epoch);
+}
+
+/** What a cell shows: {missing, rgb} for the value or phase mode. */
+function cellLook(data, mode, i, j, lo, hi) {
+  const status = data.status_names?.[data.status?.[i]?.[j]] ?? null;
+  const phaseIndex = data.phases?.[i]?.[j];
+  const phase = phaseIndex === null || phaseIndex === undefined ? null : data.phase_names?.[phaseIndex] ?? null;
+  if (mode === "phase") {
+    if (status === "skipped" || phase === null) return { missing: true };
+    return { missing: false, rgb: phaseRgb(phase, phaseIndex) };
+  }
+  const value = num(data.values?.[i]?.[j]);
+  if (value === null || GRAY_STATUSES.has(status)) return { missing: true };
+  const t = hi > lo ? (value - lo) / (hi - lo) : 0.5;
+  return { missing: false, rgb: sequentialRgb(t) };
+}
+
+function valueRange(data) {
+  const range = data.range;
+  if (Array.isArray(range) && num(range[0]) !== null && num(range[1]) !== null) return [range[0], range[1]];
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const row of data.values || []) {
+    for (const v of row) {
+      if (num(v) !== null) {
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      }
+    }
+  }
+  return lo <= hi ? [lo, hi] : null;
+}
+
+function paint(canvas, data, mode, range, cellW, cellH) {
+  const layers = data.layers.length;
+  const snapshots = data.snapshots.length;
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.round(snapshots * cellW * ratio);
+  canvas.height = Math.round(layers * cellH * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const [lo, hi] = range || [0, 1];
+  const missing = [];
+  for (let i = 0; i < layers; i += 1) {
+    for (let j = 0; j < snapshots; j += 1) {
+      const look = cellLook(data, mode, i, j, lo, hi);
+      if (look.missing) {
+        missing.push([i, j]);
+        ctx.fillStyle = cssRgb(MISSING_RGB);
+      } else {
+        ctx.fillStyle = cssRgb(look.rgb);
+      }
+      ctx.fillRect(j * cellW, i * cellH, cellW, cellH);
+    }
+  }
+  // Missing cells: a diagonal stroke across each, so they read as "no value", not as a color.
+  ctx.strokeStyle = cssRgb(MISSING_MARK_RGB);
+  ctx.lineWidth = Math.max(1, Math.min(cellW, cellH) / 6);
+  ctx.beginPath();
+  for (const [i, j] of missing) {
+    ctx.moveTo(j * cellW + 0.5, (i + 1) * cellH - 0.5);
+    ctx.lineTo((j + 1) * cellW - 0.5, i * cellH + 0.5);
+  }
+  ctx.stroke();
+  // Thin separators between cells when they are large enough to keep them readable.
+  if (cellW >= 8 && cellH >= 8) {
+    ctx.strokeStyle = "rgba(255, 255, 255, 0.6)";
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    for (let j = 1; j < snapshots; j += 1) {
+      ctx.moveTo(j * cellW, 0);
+      ctx.lineTo(j * cellW, layers * cellH);
+    }
+    for (let i = 1; i < layers; i += 1) {
+      ctx.moveTo(0, i * cellH);
+      ctx.lineTo(snapshots * cellW, i * cellH);
+    }
+    ctx.stroke();
+  }
+}
+
+function legend(data, mode, range, metric) {
+  const box = h("div", { class: "legend" });
+  if (mode === "phase") {
+    box.append(h("div", { class: "legend-title", text: "phase" }));
+    const used = new Set();
+    (data.phases || []).forEach((row, i) => row.forEach((p, j) => {
+      if (!cellLook(data, "phase", i, j, 0, 1).missing) used.add(p);
+    }));
+    (data.phase_names || []).forEach((name, index) => {
+      if (!used.has(index)) return;
+      box.append(
+        h("div", { class: "legend-item" }, h("span", { class: "swatch", style: { background: phaseColor(name, index) } }), name),
+      );
+    });
+  } else {
+    box.append(h("div", { class: "legend-title", text: metric }));
+    box.append(
+      h(
+        "div",
+        { class: "legend-scale" },
+        h("span", { class: "legend-lo", text: range ? fmt(range[0]) : "—" }),
+        h("span", { class: "legend-bar", style: { background: sequentialGradient() } }),
+        h("span", { class: "legend-hi", text: range ? fmt(range[1]) : "—" }),
+      ),
+    );
+  }
+  box.append(h("div", { class: "legend-item" }, h("span", { class: "swatch missing" }), "no value / skipped / no fit"));
+  return box;
+}
+
+/**
+ * Draws the heatmap of an `overview` answer into `container` (replacing its content).
+ * `mode` is "value" (continuous colors of `metric`) or "phase" (categorical phase colors);
+ * `onCellClick(layerIndex, snapshotIndex)` is called on a click on a cell.
+ */
+export function drawHeatmap(container, data, { mode, metric, onCellClick }) {
+  const layers = data.layers.length;
+  const snapshots = data.snapshots.length;
+  container.replaceChildren();
+  if (layers === 0 || snapshots === 0) {
+    container.append(h("p", { class: "note", text: "This run has no analyzed layer or snapshot yet." }));
+    return;
+  }
+  const range = mode === "phase" ? null : valueRange(data);
+  const labelWidth = 230;
+  const legendWidth = 190;
+  const available = Math.max(200, (container.clientWidth || document.documentElement.clientWidth - 60) - labelWidth - legendWidth - 40);
+  const cellW = columnWidth(snapshots, available);
+  const cellH = rowHeight(layers);
+  const labelStride = Math.ceil(12 / cellH);
+
+  const rowLabels = h("div", { class: "row-labels", style: { width: `${labelWidth}px` } });
+  data.layers.forEach((name, i) => {
+    const label = h("div", { class: "row-label", title: name, text: shortName(name), style: { height: `${cellH}px`, lineHeight: `${cellH}px` } });
+    if (i % labelStride !== 0) label.classList.add("thin");
+    if (cellH < 12) label.classList.add("compact");
+    rowLabels.append(label);
+  });
+
+  const canvas = h("canvas", {
+    class: "heatmap-canvas",
+    "data-layers": layers,
+    "data-snapshots": snapshots,
+    style: { width: `${snapshots * cellW}px`, height: `${layers * cellH}px` },
+  });
+  paint(canvas, data, mode, range, cellW, cellH);
+
+  const columnLabels = h("div", { class: "col-labels", style: { width: `${snapshots * cellW}px` } });
+  const stride = Math.max(1, Math.ceil(MIN_LABEL_GAP / cellW));
+  for (let j = 0; j < snapshots; j += stride) {
+    columnLabels.append(
+      h("span", { class: "col-label", title: data.snapshots[j].label ?? "", text: columnText(data.snapshots[j], j), style: { left: `${(j + 0.5) * cellW}px` } }),
+    );
+  }
+  const grid = h(
+    "div",
+    { class: "heatmap-grid" },
+    rowLabels,
+    h("div", { class: "canvas-wrap" }, canvas, columnLabels, h("div", { class: "col-title", text: "epoch" })),
+    legend(data, mode, range, metric),
+  );
+  container.append(grid);
+
+  const cellAt = (event) => {
+    const rect = canvas.getBoundingClientRect();
+    const j = Math.floor(((event.clientX - rect.left) / rect.width) * snapshots);
+    const i = Math.floor(((event.clientY - rect.top) / rect.height) * layers);
+    return i >= 0 && i < layers && j >= 0 && j < snapshots ? [i, j] : null;
+  };
+  canvas.addEventListener("mousemove", (event) => {
+    const cell = cellAt(event);
+    if (!cell) return hideTooltip();
+    const [i, j] = cell;
+    const snapshot = data.snapshots[j];
+    const phaseIndex = data.phases?.[i]?.[j];
+    showTooltip(event.clientX, event.clientY, [
+      data.layers[i],
+      ["epoch", `${fmt(snapshot.epoch)} (step ${fmt(snapshot.step)})`],
+      ["snapshot", snapshot.label ?? "—"],
+      [data.metric || metric, fmt(num(data.values?.[i]?.[j]))],
+      ["phase", data.phase_names?.[phaseIndex] ?? "—"],
+      ["status", data.status_names?.[data.status?.[i]?.[j]] ?? "—"],
+    ]);
+  });
+  canvas.addEventListener("mouseleave", hideTooltip);
+  canvas.addEventListener("click", (event) => {
+    const cell = cellAt(event);
+    if (cell && onCellClick) {
+      hideTooltip();
+      onCellClick(cell[0], cell[1]);
+    }
+  });
+}

@@ -1,0 +1,160 @@
+"""The dashboard's JSON answers against the run files they read, and every refused request."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_run
+from dashboard_client import client_of
+from run_files import ANALYZED_LAYERS
+
+from spectral_callbacks import open_run
+from spectral_callbacks.reporting.compare import model_average
+from spectral_callbacks.runfile.store import PHASE_CODES
+from spectral_callbacks.spectra import METRIC_NAMES
+
+RUNS = ["wd_0.0001", "wd_0.01"]
+
+
+def same(a: object, b: float) -> bool:
+    """A JSON number (None for NaN) equals a stored float."""
+    return (a is None and not math.isfinite(b)) or (a is not None and math.isclose(a, b, rel_tol=1e-5))
+
+
+def test_the_listing_names_the_runs_as_compare_does_and_lists_the_foreign_file(get) -> None:
+    status, listing = get("/runs")
+    assert status == 200
+    assert [run["name"] for run in listing["runs"]] == RUNS
+    assert [run["snapshots"] for run in listing["runs"]] == [4, 4]
+    # hparams.yaml's settings, and the number in the run's name under the word before it
+    assert listing["runs"][1]["params"] == {"wd": 0.01, "weight_decay": 0.01}
+    assert listing["params"] == ["wd", "weight_decay"]
+    assert [entry["name"] for entry in listing["unreadable"]] == ["checkpoint"]
+    assert "not a readable HDF5 run file" in listing["unreadable"][0]["reason"]
+    assert listing["metrics"] == list(METRIC_NAMES)
+
+
+def test_the_overview_holds_every_layer_at_every_snapshot_as_the_reader_reads_it(get, logdir) -> None:
+    status, overview = get("/overview", run="wd_0.01", metric="stable_rank")
+    assert status == 200
+    with open_run(logdir / "wd_0.01" / "version_0" / "spectra.h5") as run:
+        assert overview["layers"] == run.layers == ANALYZED_LAYERS
+        assert [s["epoch"] for s in overview["snapshots"]] == run.epochs.tolist() == [0, 1, 2, 3]
+        assert [s["label"] for s in overview["snapshots"]] == ["epoch 0", "epoch 1", "epoch 2", "epoch 3"]
+        for row, layer in enumerate(run.layers):
+            expected = run.metric("stable_rank", layer)
+            assert all(same(a, b) for a, b in zip(overview["values"][row], expected, strict=True))
+            phases = [overview["phase_names"][code] for code in overview["phases"][row]]
+            assert phases == run.phases(layer)
+            statuses = [overview["status_names"][code] for code in overview["status"][row]]
+            assert statuses == [status for status, _ in run.layer_status(layer)]
+    finite = [v for row in overview["values"] for v in row if v is not None]
+    assert overview["range"] == pytest.approx([min(finite), max(finite)], rel=1e-5)
+    assert overview["phase_names"] == list(PHASE_CODES)
+
+
+def test_the_esd_is_the_runs_with_its_fit_and_mp_edge(get, logdir) -> None:
+    status, esd = get("/esd", run="wd_0.0001", layer="conv", epoch=2)
+    assert status == 200
+    assert (esd["epoch"], esd["step"]) == (2, 14)
+    with open_run(logdir / "wd_0.0001" / "version_0" / "spectra.h5") as run:
+        evals = run.esd("conv", 2)
+        metrics = {name: values[2] for name, values in run.metrics("conv").items()}
+    np.testing.assert_array_equal(esd["evals"], evals)
+    assert esd["fit"]["alpha"] == metrics["alpha"] and esd["fit"]["xmin"] == metrics["xmin"]
+    assert esd["fit"]["num_tail"] == int(np.sum(evals >= metrics["xmin"])) > 0
+    assert esd["mp"]["lambda_plus"] == metrics["lambda_plus"]
+    assert esd["info"] == {"kind": "conv2d", "N": 8, "M": 3, "Q": pytest.approx(8 / 3)}
+    assert esd["operator"] is None
+
+
+@pytest.mark.parametrize("layer", ANALYZED_LAYERS)
+def test_the_spike_threshold_separates_exactly_the_counted_spikes(get, layer) -> None:
+    for epoch in range(4):
+        esd = get("/esd", run="wd_0.01", layer=layer, epoch=epoch)[1]
+        above = sum(value > esd["mp"]["spike_threshold"] for value in esd["evals"])
+        assert above == esd["metrics"]["num_spikes"]
+        assert esd["mp"]["spike_threshold"] > esd["mp"]["lambda_plus"]
+
+
+def test_the_esd_by_step_and_by_default_the_last_snapshot(get) -> None:
+    assert get("/esd", run="wd_0.01", layer="fc", step=7)[1]["epoch"] == 1
+    assert get("/esd", run="wd_0.01", layer="fc")[1]["epoch"] == 3
+
+
+def test_compare_gives_one_point_per_run_with_the_model_average(get, logdir) -> None:
+    status, answer = get("/compare", metric="alpha", param="weight_decay", epoch=2)
+    assert status == 200
+    assert [(p["run"], p["x"], p["epoch"]) for p in answer["points"]] == [
+        ("wd_0.0001", 0.0001, 2),
+        ("wd_0.01", 0.01, 2),
+    ]
+    for point, run_name in zip(answer["points"], RUNS, strict=True):
+        with open_run(logdir / run_name / "version_0" / "spectra.h5") as run:
+            assert point["y"] == pytest.approx(model_average(run, "alpha")[2])
+    layer = get("/compare", metric="alpha", param="weight_decay", layer="fc")[1]
+    with open_run(logdir / "wd_0.01" / "version_0" / "spectra.h5") as run:
+        assert layer["points"][1]["y"] == run.metric("alpha", "fc")[-1]
+    missing = get("/compare", metric="alpha", param="weight_decay", epoch=9)[1]
+    assert missing["points"] == [] and all("epoch 9" in m["reason"] for m in missing["missing"])
+
+
+@pytest.mark.parametrize(
+    ("route", "parameters", "message"),
+    [
+        ("/esd", {"run": "../../etc/passwd", "layer": "fc"}, "Unknown run: '../../etc/passwd'"),
+        ("/overview", {"run": "/etc/passwd"}, "Unknown run"),
+        ("/run", {"run": "checkpoint"}, "Unknown run"),  # unreadable files are not runs
+        ("/esd", {"run": "wd_0.01", "layer": "../fc"}, "Unknown layer in run 'wd_0.01'"),
+        ("/esd", {"run": "wd_0.01", "layer": "fc", "step": "1; rm"}, "'step' must be an integer"),
+        ("/esd", {"run": "wd_0.01", "layer": "fc", "step": 7, "epoch": 1}, "either 'step' or 'epoch'"),
+        ("/esd", {"run": "wd_0.01", "layer": "fc", "epoch": 12}, "no analyzed snapshot at epoch 12"),
+        ("/esd", {"run": "wd_0.01"}, "Missing parameter 'layer'"),
+        ("/overview", {"run": "wd_0.01", "metric": "__class__"}, "Unknown metric"),
+        ("/overview", {"run": "wd_0.01", "path": "/etc/passwd"}, "Unknown parameter 'path'"),
+        ("/overview", {"run": ["wd_0.01", "wd_0.0001"]}, "given 2 times"),
+        ("/overview", {"run": "x" * 5000}, "not a name the run files could hold"),
+        ("/compare", {"metric": "alpha", "param": "../secret"}, "Unknown run parameter"),
+        ("/runs", {"run": "wd_0.01"}, "Unknown parameter 'run'"),
+    ],
+)
+def test_bad_requests_get_a_400_that_says_what_is_wrong(get, route, parameters, message) -> None:
+    status, answer = get(route, **parameters)
+    assert status == 400
+    assert message in answer["error"]
+
+
+def test_a_run_file_that_breaks_after_the_scan_gets_a_422_not_a_500(logdir: Path) -> None:
+    get = client_of(logdir)
+    assert get("/overview", run="wd_0.01")[0] == 200
+    path = logdir / "wd_0.01" / "version_0" / "spectra.h5"
+    path.write_bytes(path.read_bytes()[:1000])
+    status, answer = get("/overview", run="wd_0.01")
+    assert status == 422
+    assert "cannot be read now" in answer["error"]
+
+
+def test_a_growing_run_is_read_again_and_a_new_run_appears(logdir: Path, tmp_path: Path) -> None:
+    get = client_of(logdir)
+    assert len(get("/overview", run="wd_0.01")[1]["snapshots"]) == 4
+    path = logdir / "wd_0.01" / "version_0" / "spectra.h5"
+    longer = tmp_path / "longer.h5"
+    write_run(longer, seed=1, epochs=5)
+    shutil.copyfile(longer, path)
+    assert len(get("/overview", run="wd_0.01")[1]["snapshots"]) == 6
+    write_run(logdir / "wd_1" / "version_0" / "spectra.h5", seed=5)
+    assert get("/run", run="wd_1")[0] == 200  # an unknown name makes the catalog look again
+
+
+def test_a_symlink_out_of_the_log_directory_is_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "spectra.h5"
+    write_run(outside, seed=3)
+    logdir = tmp_path / "logs"
+    write_run(logdir / "mine" / "spectra.h5", seed=4)
+    (logdir / "sneaky.h5").symlink_to(outside)
+    names = [run["name"] for run in client_of(logdir)("/runs")[1]["runs"]]
+    assert names == ["mine"]
