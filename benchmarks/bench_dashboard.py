@@ -7,18 +7,23 @@ loads first: the run listing, then every run's heatmap of alpha (the page asks f
 time). Timed, each on a cold start (files not opened before by the process that answers):
 
 * ``in process``: the plugin's endpoints called directly (no HTTP), one after the other;
-* ``tensorboard``: a real ``tensorboard --logdir`` process, the same requests over HTTP, four at a
+* ``over HTTP``: a real ``tensorboard --logdir`` process, the same requests over HTTP, four at a
   time as the page makes them;
 * ``browser``: the Spectra tab opened in headless Chromium (1280x800) on a fresh TensorBoard,
-  from the page's load to the tab's own page shown (``page``: TensorBoard's page and the
-  plugin's module loaded), to the heatmaps in view drawn (``first screen``) and to all drawn
-  (``all``); needs Debian's ``chromium`` and ``playwright``;
+  from the page's load to TensorBoard's own page shown with the tab's frame in it (``TB's
+  page``), to the tab's page shown (``page``: the plugin's modules loaded), to the heatmaps in
+  view drawn (``first screen``) and, scrolled to the last run, to its heatmap drawn (``all``:
+  the page loads heatmaps as they come into view); needs Debian's ``chromium`` and
+  ``playwright``; ``tab alone``: the same for the plugin's page without TensorBoard's around it
+  (``/data/plugin_entry.html?name=spectra``);
 * ``h5py floor``: opening every file and reading the datasets the overview needs with h5py alone,
   no JSON: what reading all heatmaps cannot go below.
 
-``first screen`` is the listing and the heatmaps a 1280x800 window shows first; ``all`` is every
-run's heatmap; ``again`` is all of them asked a second time (answers kept while files are
-unchanged). Target: the overview opens (its first screen is drawn) in under 2 s.
+Without a browser, ``first screen`` is the listing and the first two heatmaps (what a 1280x800
+window shows), ``all`` every run's heatmap; ``again`` is all of them asked a second time
+(answers kept while files are unchanged). A TensorBoard process reads the listing and the first
+three heatmaps as it starts, while the browser loads its page; ``in process`` reads everything
+on request. Target: the overview opens (its first screen is drawn) in under 2 s.
 Run: ``.venv/bin/python benchmarks/bench_dashboard.py [--runs 50 --layers 100 --snapshots 200]``.
 """
 
@@ -93,7 +98,7 @@ def build_logdir(root: Path, runs: int, layers: int, snapshots: int) -> Path:
 
 def in_process(logdir: Path) -> dict[str, float]:
     started = time.perf_counter()
-    apps = SpectraPlugin(base_plugin.TBContext(logdir=str(logdir))).get_plugin_apps()
+    apps = SpectraPlugin(base_plugin.TBContext(logdir=str(logdir)), prepare=False).get_plugin_apps()
     listing = json.loads(Client(apps["/runs"], Response).get("/runs").data)
     times = {"listing": time.perf_counter() - started}
 
@@ -131,29 +136,38 @@ def over_http(url: str) -> dict[str, float]:
     return times
 
 
-def in_browser(url: str, runs: int) -> dict[str, float]:
+def in_browser(url: str, runs: int, *, alone: bool = False) -> dict[str, float]:
     """Seconds from the page's load to the Spectra tab's own page shown (TensorBoard's page and
-    the plugin's module loaded), to the heatmaps in view drawn, and to all drawn."""
+    the plugin's module loaded), to the heatmaps in view drawn, and to all drawn. ``alone``: the
+    plugin's page without TensorBoard's (``/data/plugin_entry.html?name=spectra``)."""
     times = {}
     with headless_chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(300_000)
         started = time.perf_counter()
-        page.goto(f"{url}/#spectra")
-        frame = spectra_frame(page)
+        if alone:
+            page.goto(f"{url}/data/plugin_entry.html?name=spectra")
+            document, frame = "document", page
+        else:
+            page.goto(f"{url}/#spectra")
+            page.locator("iframe").wait_for(state="attached")
+            times["TB's page"] = time.perf_counter() - started
+            document, frame = 'document.querySelector("iframe")?.contentDocument', spectra_frame(page)
         frame.locator("header.spectra-header").wait_for()
         times["page"] = time.perf_counter() - started
         page.wait_for_function(
-            """() => {
-              const doc = document.querySelector("iframe")?.contentDocument;
+            f"""() => {{
+              const doc = {document};
               const sections = [...(doc?.querySelectorAll("section.run-heatmap") ?? [])];
               const height = doc?.defaultView?.innerHeight ?? 0;
               const inView = sections.filter((s) => s.getBoundingClientRect().top < height);
               return inView.length > 0 && inView.every((s) => s.querySelector("canvas"));
-            }"""
+            }}"""
         )
         times["first screen"] = time.perf_counter() - started
-        frame.locator("section.run-heatmap canvas").nth(runs - 1).wait_for(state="attached")
+        last = frame.locator("section.run-heatmap").nth(runs - 1)
+        last.scroll_into_view_if_needed()
+        last.locator("canvas").wait_for(state="attached")
         times["all"] = time.perf_counter() - started
     return times
 
@@ -190,12 +204,14 @@ def main() -> None:
         floor = h5py_floor(logdir)
         rows["in process"] = in_process(logdir)
         with tensorboard(logdir, timeout=300) as url:
-            rows["tensorboard"] = over_http(url)
+            rows["over HTTP"] = over_http(url)
         if chromium_path() is not None:
             with tensorboard(logdir, timeout=300) as url:
                 rows["browser"] = in_browser(url, args.runs)
+            with tensorboard(logdir, timeout=300) as url:
+                rows["tab alone"] = in_browser(url, args.runs, alone=True)
         rows["h5py floor"] = {"all": floor}
-    columns = ("page", "listing", "first screen", "all", "again")
+    columns = ("TB's page", "page", "listing", "first screen", "all", "again")
     print(
         f"{'seconds':<14}"
         + "".join(f"{name:>14}" for name in columns)

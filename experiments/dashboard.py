@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -75,24 +76,30 @@ def tensorboard(logdir: Path, *, timeout: float = 90.0) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
-         "--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while not _spectra_active(url):
-            if process.poll() is not None:
-                raise RuntimeError(f"TensorBoard exited: {process.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"TensorBoard did not list an active Spectra tab in {timeout:.0f} s.")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with tempfile.TemporaryFile() as log:  # not a pipe: a full pipe would stall TensorBoard
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
+             "--host", "127.0.0.1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while not _spectra_active(url):
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"TensorBoard exited: {log.read().decode(errors='replace')[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"TensorBoard did not list an active Spectra tab in {timeout:.0f} s.")
+                time.sleep(0.3)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def chromium_path() -> str | None:
@@ -154,7 +161,11 @@ def take_screenshots(url: str, out: Path) -> list[Path]:
         page.goto(f"{url}/#spectra")
         frame = spectra_frame(page)
         frame.locator("section.run-heatmap").nth(len(DEMO_RUNS) * 2).wait_for()
-        frame.locator("section.run-heatmap canvas").first.wait_for()
+        for name in sorted(DEMO_RUNS):  # all drawn first: sections still loading change height
+            for model in ("cnn", "mlp"):
+                frame.locator(f'section.run-heatmap[data-run="{name}/{model}"] canvas').wait_for()
+        # the first training run in the page's (name) order: the post-hoc file sorts before them
+        frame.locator("section.run-heatmap").nth(1).evaluate("(section) => section.scrollIntoView()")
         taken.append(_screenshot(page, out / "dashboard-overview.png"))
         click_cell(page, "wd_0/cnn", 1, 1)
         frame.locator("svg#operator-plot").wait_for()

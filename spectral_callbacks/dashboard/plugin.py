@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -28,6 +29,7 @@ from .requests import InvalidRequestError
 __all__ = ["PLUGIN_NAME", "SpectraPlugin"]
 
 PLUGIN_NAME = "spectra"
+PREPARED_HEATMAPS = 3  # the runs a 1280x800 window shows first, read before the page asks
 _CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".txt": "text/plain"}
 _logger = logging.getLogger(__name__)
 
@@ -39,10 +41,24 @@ class SpectraPlugin(base_plugin.TBPlugin):
 
     plugin_name = PLUGIN_NAME
 
-    def __init__(self, context: base_plugin.TBContext):
+    def __init__(self, context: base_plugin.TBContext, *, prepare: bool = True):
         logdir = getattr(context, "logdir", None)
         self._catalog = Catalog(logdir) if logdir else None
         self._answers = AnswerCache()
+        self.preparing: threading.Thread | None = None
+        if prepare and self._catalog is not None:
+            self.preparing = threading.Thread(target=self._prepare, name="spectra-prepare", daemon=True)
+            self.preparing.start()
+
+    def _prepare(self) -> None:
+        """Read, while the browser loads TensorBoard's page, what the tab shows first: the run
+        listing and the first runs' heatmaps of the default metric (the answers are kept)."""
+        try:
+            self._runs({})
+            for entry in self._catalog.runs()[:PREPARED_HEATMAPS]:
+                self._overview({"run": entry.name})
+        except Exception as error:  # noqa: BLE001 - a head start only: the requests report failures
+            _logger.debug("Spectra: preparing the first answers failed: %s", error)
 
     def is_active(self) -> bool:
         """True when a readable run file lies under the log directory."""

@@ -37,6 +37,7 @@ from .formats import SourceError, TensorInfo
 __all__ = ["list_keras", "load_keras"]
 
 WEIGHTS_MEMBER = "model.weights.h5"
+MAX_CONFIG_BYTES = 64 << 20  # a .keras file's config.json: far above any real model's, bounded
 # the class part of a layer's group name (dense_3 -> dense) and its matrix kind
 _KINDS = {
     "dense": "linear", "conv1d": "conv1d", "conv2d": "conv2d", "embedding": "embedding",
@@ -93,7 +94,13 @@ def _weights(file: str) -> Iterator[h5py.File]:
                 f"{file}: the archive has no {WEIGHTS_MEMBER} (members: {', '.join(archive.namelist())}); "
                 "expected a Keras 3 .keras file."
             )
-        # Keras stores the member uncompressed, so h5py's seeks in it are cheap
+        # Keras stores the member uncompressed, so h5py's seeks in it are cheap, and what is read
+        # is bounded by the file's size: a compressed member could inflate without bound
+        if archive.getinfo(WEIGHTS_MEMBER).compress_type != zipfile.ZIP_STORED:
+            raise SourceError(
+                f"{file}: its {WEIGHTS_MEMBER} is compressed; Keras stores it uncompressed. Refused: a "
+                "compressed member can inflate far beyond the file (save the model again with Keras)."
+            )
         with archive.open(WEIGHTS_MEMBER) as stream, h5py.File(stream, "r") as weights:
             yield weights
 
@@ -107,6 +114,11 @@ def _layer_configs(file: str) -> dict[str, dict[str, Any]]:
     with zipfile.ZipFile(file) as archive:
         if "config.json" not in archive.namelist():
             return {}
+        if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+            raise SourceError(
+                f"{file}: its config.json inflates to {archive.getinfo('config.json').file_size:,} bytes, "
+                f"more than any model's configuration ({MAX_CONFIG_BYTES:,}); refused."
+            )
         model = json.loads(archive.read("config.json"))
     configs: dict[str, dict[str, Any]] = {}
 

@@ -178,6 +178,12 @@ def _directory_files(path: Path) -> tuple[str, list[Path]]:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()), key=_natural)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise SourceError(f"{index}: not a readable safetensors index: {error}") from error
+        outside = [shard for shard in shards if not _inside(path, shard)]
+        if outside:
+            raise SourceError(
+                f"{index}: names shards outside {path} ({', '.join(map(repr, outside[:3]))}); a "
+                "sharded checkpoint's index names files in its own directory. Refused."
+            )
         missing = [shard for shard in shards if not (path / shard).is_file()]
         if missing:
             raise SourceError(
@@ -189,6 +195,13 @@ def _directory_files(path: Path) -> tuple[str, list[Path]]:
         if files:
             return fmt, files
     raise SourceError(f"{path}: a directory without .safetensors or .bin/.pt/.pth/.ckpt files.")
+
+
+def _inside(directory: Path, shard: object) -> bool:
+    """Whether ``shard`` is a file name in ``directory`` itself (no path, no link leading out)."""
+    if not isinstance(shard, str) or not shard or Path(shard).name != shard or shard in (".", ".."):
+        return False
+    return (directory / shard).resolve().parent == directory.resolve()
 
 
 def _check_unique(path: Path, infos: list[tuple[str, TensorInfo]]) -> None:

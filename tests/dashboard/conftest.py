@@ -4,30 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from dashboard_client import Get, client_of
-from run_files import CONFIG, PARAMETERS, append_snapshot, open_writer
-
-
-def write_run(path: Path, *, seed: int, epochs: int = 3, hparams: dict | None = None) -> list[list]:
-    """A closed run file of the default parameters, ``epochs + 1`` snapshots (epoch 0 is the
-    initialization), and optionally Lightning's ``hparams.yaml`` beside it; returns each
-    snapshot's analysis (the reference)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if hparams is not None:
-        lines = [f"{key}: {value}\n" for key, value in hparams.items()]
-        (path.parent / "hparams.yaml").write_text("".join(lines))
-    rng = np.random.default_rng(seed)
-    writer = open_writer(path, run_id=f"run-{seed}", config=CONFIG)
-    spectra = []
-    try:
-        for epoch in range(epochs + 1):
-            arrays = {spec.name: rng.standard_normal(spec.shape) for spec in PARAMETERS}
-            spectra.append(append_snapshot(writer, epoch, 7 * epoch, arrays))
-    finally:
-        writer.close()
-    return spectra
+from dashboard_client import Get, client_of, write_run
 
 
 @pytest.fixture

@@ -50,7 +50,9 @@ def logdir(tmp_path_factory) -> Path:
         if os.environ.get("SPECTRAL_CALLBACKS_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    return build_logdir(tmp_path_factory.mktemp("dashboard_logs"), epochs=EPOCHS)
+    root = build_logdir(tmp_path_factory.mktemp("dashboard_logs"), epochs=EPOCHS)
+    (root / "stray.h5").write_bytes(b"not an HDF5 file, whatever its name says")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +73,16 @@ def page(browser, server: str) -> Iterator[object]:
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
+    requests: list[str] = []
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda request: requests.append(request.url))
     page.goto(f"{server}/#spectra")
     yield page
     context.close()
     assert errors == []
+    # the page asks nothing of the network: every request (scripts, styles, data) is TensorBoard's
+    assert [url for url in requests if not url.startswith((server, "data:", "blob:"))] == []
 
 
 def expect(locator):
@@ -96,6 +102,7 @@ def test_the_tab_appears_and_the_heatmaps_show_every_run_layer_and_epoch(page, l
     sections.nth(len(DEMO_RUN_NAMES)).wait_for()
     names = sorted(sections.evaluate_all("(nodes) => nodes.map((n) => n.dataset.run)"))
     assert names == sorted([*DEMO_RUN_NAMES, POSTHOC_NAME])
+    expect(frame.locator("#unreadable")).to_contain_text("stray")
     for name in DEMO_RUN_NAMES:
         with open_run(run_file(logdir, name)) as run:
             layers, epochs = len(run.layers), run.epochs.size

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_run
-from dashboard_client import client_of
+from dashboard_client import client_of, write_run
 from run_files import ANALYZED_LAYERS
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
+from werkzeug.wrappers import Response
 
 from spectral_callbacks import open_run
+from spectral_callbacks.dashboard.plugin import SpectraPlugin
 from spectral_callbacks.reporting.compare import model_average
 from spectral_callbacks.runfile.store import PHASE_CODES
 from spectral_callbacks.spectra import METRIC_NAMES
@@ -158,3 +162,36 @@ def test_a_symlink_out_of_the_log_directory_is_not_followed(tmp_path: Path) -> N
     (logdir / "sneaky.h5").symlink_to(outside)
     names = [run["name"] for run in client_of(logdir)("/runs")[1]["runs"]]
     assert names == ["mine"]
+
+
+def test_the_page_is_served_with_its_content_types(logdir: Path) -> None:
+    apps = SpectraPlugin(base_plugin.TBContext(logdir=str(logdir)), prepare=False).get_plugin_apps()
+    static = [route for route in apps if "." in route]
+    assert "/index.js" in static and "/spectra.css" in static
+    for route in static:
+        response = Client(apps[route], Response).get(route)
+        assert response.status_code == 200 and response.data
+        expected = {"js": "text/javascript", "css": "text/css"}[route.rsplit(".", 1)[1]]
+        assert response.mimetype == expected
+
+
+def test_the_tab_is_active_only_with_a_run_file(tmp_path: Path) -> None:
+    assert not SpectraPlugin(base_plugin.TBContext(logdir=str(tmp_path)), prepare=False).is_active()
+    assert not SpectraPlugin(base_plugin.TBContext(logdir="")).is_active()
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    assert not SpectraPlugin(base_plugin.TBContext(logdir=str(tmp_path)), prepare=False).is_active()
+    write_run(tmp_path / "run" / "spectra.h5", seed=0)
+    assert SpectraPlugin(base_plugin.TBContext(logdir=str(tmp_path)), prepare=False).is_active()
+
+
+def test_the_listing_and_first_heatmaps_are_read_before_the_page_asks(logdir: Path) -> None:
+    plugin = SpectraPlugin(base_plugin.TBContext(logdir=str(logdir)))
+    plugin.preparing.join(timeout=60)
+    assert not plugin.preparing.is_alive()
+    # each run's line in the listing, and both runs' heatmaps of the default metric
+    assert len(plugin._answers) == 2 + 2
+    apps = plugin.get_plugin_apps()
+    fresh = client_of(logdir)
+    for route, query in (("/runs", {}), ("/overview", {"run": "wd_0.01"})):
+        kept = Client(apps[route], Response).get(route, query_string=query)
+        assert json.loads(kept.data) == fresh(route, **query)[1]

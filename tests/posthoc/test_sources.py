@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,55 @@ def test_sharded_index_naming_a_missing_shard(model_files, tmp_path: Path) -> No
     assert len(open_source(shards).parameters) == sum(
         shard == "model-00001-of-00002.safetensors" for shard in index["weight_map"].values()
     )
+
+
+@pytest.mark.parametrize(
+    "shard", ["../../../../etc/passwd", "/etc/passwd", "sub/../../outside.safetensors", "..", 7]
+)
+def test_a_sharded_index_naming_files_outside_its_directory_is_refused(
+    model_files, tmp_path: Path, shard: object
+) -> None:
+    shards = tmp_path / "sharded"
+    shutil.copytree(model_files["sharded"], shards)
+    index_path = shards / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    index["weight_map"][next(iter(index["weight_map"]))] = shard
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(SourceError, match="names shards outside"):
+        open_source(shards)
+
+
+def test_a_sharded_index_naming_a_link_that_leads_out_is_refused(model_files, tmp_path: Path) -> None:
+    shards = tmp_path / "sharded"
+    shutil.copytree(model_files["sharded"], shards)
+    outside = tmp_path / "outside.safetensors"
+    shutil.move(shards / "model-00002-of-00002.safetensors", outside)
+    (shards / "model-00002-of-00002.safetensors").symlink_to(outside)
+    with pytest.raises(SourceError, match="names shards outside"):
+        open_source(shards)
+
+
+def test_a_keras_file_whose_weights_would_inflate_is_refused_without_reading_them(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("metadata.json", "{}")
+        with archive.open("model.weights.h5", "w", force_zip64=True) as member:
+            block = bytes(1 << 20)
+            for _ in range(256):  # 256 MiB of zeros, a few hundred kB on disk
+                member.write(block)
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(SourceError, match="compressed; Keras stores it uncompressed"):
+        open_source(bomb).parameters[0].load()
+
+
+def test_a_keras_file_whose_config_would_inflate_is_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "config_bomb.keras"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b" " * (65 << 20))
+        archive.writestr("model.weights.h5", b"")
+    with pytest.raises(SourceError, match=r"config\.json inflates"):
+        assert open_source(bomb).parameters
 
 
 def test_pickled_checkpoint_is_refused_unless_allowed(model_files, tmp_path: Path) -> None:

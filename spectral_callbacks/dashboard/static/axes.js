@@ -1,7 +1,14 @@
 // Linear and log scales with their ticks, and SVG axes drawn from them.
 
-import { s } from "./dom.js";
+import { clear, s } from "./dom.js";
 import { fmt } from "./format.js";
+
+/** Empties `svg`, sets its viewBox to `width` x `height`, and returns the plot area inside `margin`. */
+export function plotArea(svg, width, height, margin) {
+  clear(svg);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  return { left: margin.left, right: width - margin.right, top: margin.top, bottom: height - margin.bottom };
+}
 
 /** A linear map from [d0, d1] to [r0, r1], with ticks at 1-2-5 steps. */
 export function linearScale([d0, d1], [r0, r1]) {

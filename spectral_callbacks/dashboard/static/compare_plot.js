@@ -1,7 +1,7 @@
 // The compare scatter plot: one point per run, a run parameter on x and a metric on y.
 
-import { drawAxes, linearExtent, linearScale, logScale, positiveExtent } from "./axes.js";
-import { clear, s } from "./dom.js";
+import { drawAxes, linearExtent, linearScale, logScale, plotArea, positiveExtent } from "./axes.js";
+import { s } from "./dom.js";
 import { fmt, num } from "./format.js";
 
 const WIDTH = 760;
@@ -42,8 +42,7 @@ export function wantsLogX(values) {
 
 /** Draws the `compare` answer into `svg`; returns the number of points drawn. */
 export function drawCompare(svg, answer) {
-  clear(svg);
-  svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
+  const { left, right, top, bottom } = plotArea(svg, WIDTH, HEIGHT, MARGIN);
   const points = (answer.points || [])
     .map((p) => ({ ...p, x: num(p.x), y: num(p.y) }))
     .filter((p) => p.x !== null && p.y !== null);
@@ -51,10 +50,6 @@ export function drawCompare(svg, answer) {
     svg.append(s("text", { class: "empty-note", x: WIDTH / 2, y: HEIGHT / 2, "text-anchor": "middle", text: "no run has both this parameter and this metric" }));
     return 0;
   }
-  const left = MARGIN.left;
-  const right = WIDTH - MARGIN.right;
-  const top = MARGIN.top;
-  const bottom = HEIGHT - MARGIN.bottom;
   const xs = points.map((p) => p.x);
   const x = wantsLogX(xs) ? logScale(positiveExtent(xs, 1.3), [left, right]) : linearScale(linearExtent(xs), [left, right]);
   const y = linearScale(linearExtent(points.map((p) => p.y), 0.08), [bottom, top]);

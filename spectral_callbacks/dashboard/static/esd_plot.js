@@ -1,8 +1,8 @@
 // The log-log ESD plot: histogram densities over log-spaced bins (one path per run), the fitted
-// power law, the Marchenko-Pastur bulk edge, the spikes above it and xmin.
+// power law, the Marchenko-Pastur bulk edge, the spike threshold beyond it, the spikes and xmin.
 
-import { drawAxes, logScale, positiveExtent } from "./axes.js";
-import { clear, s } from "./dom.js";
+import { drawAxes, logScale, plotArea, positiveExtent } from "./axes.js";
+import { s } from "./dom.js";
 import { fmt, num } from "./format.js";
 
 const WIDTH = 760;
@@ -67,37 +67,49 @@ function histogramPath(bins, x, y, bottom) {
   return d;
 }
 
-/** A vertical marker line with its label on row `row` (so two markers' labels never overlap). */
-function verticalMarker(group, className, px, top, bottom, label, row) {
+/**
+ * A vertical marker line with its label on row `row` (so two markers' labels never overlap), to
+ * the right of the line unless `side` is "left" or there is no room on the right.
+ */
+function verticalMarker(group, className, px, top, bottom, label, row, side = "right") {
   group.append(s("line", { class: className, x1: px, x2: px, y1: top, y2: bottom }));
-  const roomRight = px + 8 + label.length * 6.5 < WIDTH - MARGIN.right;
+  const width = 8 + label.length * 6.5;
+  const roomRight = px + width < WIDTH - MARGIN.right;
+  const roomLeft = px - width > MARGIN.left;
+  const right = side === "left" ? !roomLeft : roomRight;
   group.append(
     s("text", {
       class: `marker-label ${className}-label`,
-      x: px + (roomRight ? 4 : -4),
+      x: px + (right ? 4 : -4),
       y: top + 12 + 14 * row,
-      "text-anchor": roomRight ? "start" : "end",
+      "text-anchor": right ? "start" : "end",
       text: label,
     }),
   );
 }
 
 /**
+ * The primary run's spikes: its eigenvalues above `threshold` (the MP edge plus its Tracy-Widom
+ * margin, whose count is the backend's `num_spikes`); none when there is no threshold.
+ */
+export function spikesOf(evals, threshold) {
+  const t = num(threshold);
+  return t === null ? [] : evals.filter((v) => v > t);
+}
+
+/**
  * Draws the ESD plot into `svg` (replacing its content).
  * series: [{run, evals, color, primary}]; the primary series brings `fit` ({alpha, xmin, xmax,
- * num_tail} or null) and `lambdaPlus` (or null). Returns false when there is nothing to plot.
+ * num_tail} or null), `lambdaPlus` and `spikeThreshold` (or null). Returns false when there is
+ * nothing to plot.
  */
-export function drawEsd(svg, { series, fit, lambdaPlus }) {
-  clear(svg);
-  svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
-  const left = MARGIN.left;
-  const right = WIDTH - MARGIN.right;
-  const top = MARGIN.top;
-  const bottom = HEIGHT - MARGIN.bottom;
+export function drawEsd(svg, { series, fit, lambdaPlus, spikeThreshold }) {
+  const { left, right, top, bottom } = plotArea(svg, WIDTH, HEIGHT, MARGIN);
   const primary = series.find((item) => item.primary) || series[0];
   const allEvals = series.flatMap((item) => item.evals);
   const xmin = fit ? num(fit.xmin) : null;
   const lp = num(lambdaPlus);
+  const threshold = num(spikeThreshold);
   const evalExtent = positiveExtent(allEvals, 1);
   if (!evalExtent) {
     svg.append(s("text", { class: "empty-note", x: WIDTH / 2, y: HEIGHT / 2, "text-anchor": "middle", text: "no positive eigenvalue to plot" }));
@@ -124,7 +136,7 @@ export function drawEsd(svg, { series, fit, lambdaPlus }) {
   const yExtent = positiveExtent(densities, 1) || [1e-3, 1];
   const yLo = yExtent[0] / 3;
   const yHi = yExtent[1] * 2;
-  const xExtent = positiveExtent([lo, hi, xmin, lp].filter((v) => v !== null), 1.2);
+  const xExtent = positiveExtent([lo, hi, xmin, lp, threshold].filter((v) => v !== null), 1.2);
   const x = logScale(xExtent, [left, right]);
   const y = logScale([yLo, yHi], [bottom, top]);
 
@@ -153,12 +165,13 @@ export function drawEsd(svg, { series, fit, lambdaPlus }) {
     plot.append(path);
   }
   if (xmin !== null) verticalMarker(plot, "xmin", x(xmin), top, bottom, "xmin", 0);
-  if (lp !== null) {
-    verticalMarker(plot, "mp-edge", x(lp), top, bottom, "λ+ (MP edge)", 1);
-    const spikes = (primary?.evals || []).filter((v) => v > lp);
-    for (const v of spikes) {
+  // The threshold lies just right of λ+: λ+'s label goes left of its line, the threshold's right.
+  if (lp !== null) verticalMarker(plot, "mp-edge", x(lp), top, bottom, "λ+ (MP edge)", 1, threshold !== null ? "left" : "right");
+  if (threshold !== null) {
+    verticalMarker(plot, "spike-threshold", x(threshold), top, bottom, "spike threshold", 2);
+    for (const v of spikesOf(primary?.evals || [], threshold)) {
       const mark = s("circle", { class: "spike", cx: x(v), cy: bottom - 7, r: 3.5 });
-      mark.append(s("title", { text: `eigenvalue ${fmt(v)} above λ+` }));
+      mark.append(s("title", { text: `spike: eigenvalue ${fmt(v)} above ${fmt(threshold)} (λ+ and its Tracy-Widom margin)` }));
       plot.append(mark);
     }
   }

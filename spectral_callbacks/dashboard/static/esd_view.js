@@ -5,7 +5,7 @@ import { getJson, Latest } from "./api.js";
 import { clearError, showError } from "./banner.js";
 import { seriesColor } from "./colors.js";
 import { clear, h, s, setOptions } from "./dom.js";
-import { drawEsd } from "./esd_plot.js";
+import { drawEsd, spikesOf } from "./esd_plot.js";
 import { fillFitTable } from "./fit_table.js";
 import { fmt, num } from "./format.js";
 import { drawOperator } from "./operator_plot.js";
@@ -14,6 +14,14 @@ import * as store from "./store.js";
 function isTextEntry(target) {
   if (!(target instanceof Element)) return false;
   return target.closest("input, select, textarea, [contenteditable]") !== null;
+}
+
+/**
+ * Whether a layer of another run is the same layer as `mine`: same name, kind and shape. Only
+ * then are their spectra comparable (an MLP's and a CNN's `network.2` are different layers).
+ */
+function sameLayer(layer, mine) {
+  return layer.name === mine.name && layer.kind === mine.kind && layer.N === mine.N && layer.M === mine.M;
 }
 
 function snapshotLabel(snapshot, index, count) {
@@ -84,9 +92,11 @@ export function createEsdView({ isActive }) {
     const details = await store.allRunDetails();
     if (layer !== state.layer || run !== state.run) return;
     clear(overlayRuns);
-    const others = details.filter((d) => d.name !== run && (d.layers || []).some((l) => l.name === layer));
+    const mine = (state.detail?.layers || []).find((l) => l.name === layer);
+    const others = mine ? details.filter((d) => d.name !== run && (d.layers || []).some((l) => sameLayer(l, mine))) : [];
     if (others.length === 0) {
-      overlayRuns.append(h("p", { class: "note", text: "no other run has this layer" }));
+      const shape = mine ? ` (${mine.kind}, ${fmt(num(mine.N))} x ${fmt(num(mine.M))})` : "";
+      overlayRuns.append(h("p", { class: "note", text: `no other run has this layer${shape}` }));
       return;
     }
     for (const other of others) {
@@ -135,10 +145,14 @@ export function createEsdView({ isActive }) {
       legend.append(h("span", { class: "legend-item" }, h("span", { class: "line-swatch xmin-swatch" }), "xmin"));
     }
     const lp = num(data.mp?.lambda_plus ?? data.metrics?.lambda_plus);
-    if (lp !== null) {
-      const spikes = (data.evals || []).filter((v) => v > lp).length;
-      legend.append(h("span", { class: "legend-item" }, h("span", { class: "line-swatch mp-swatch" }), "MP bulk edge λ+"));
-      legend.append(h("span", { class: "legend-item" }, h("span", { class: "dot-swatch" }), `${spikes} eigenvalue(s) above λ+`));
+    if (lp !== null) legend.append(h("span", { class: "legend-item" }, h("span", { class: "line-swatch mp-swatch" }), "MP bulk edge λ+"));
+    const threshold = num(data.mp?.spike_threshold);
+    if (threshold !== null) {
+      const spikes = spikesOf(series[0]?.evals || [], threshold).length;
+      legend.append(h("span", { class: "legend-item" }, h("span", { class: "line-swatch threshold-swatch" }), "spike threshold"));
+      legend.append(
+        h("span", { class: "legend-item spike-count" }, h("span", { class: "dot-swatch" }), `${spikes} spikes (beyond λ+ and its Tracy-Widom margin)`),
+      );
     }
   }
 
@@ -190,7 +204,12 @@ export function createEsdView({ isActive }) {
       if (result.note) notes.append(h("p", { class: "note overlay-note", text: result.note }));
       else series.push({ run: others[k], evals: (result.data.evals || []).map(num).filter((v) => v !== null), color: seriesColor(k + 1) });
     });
-    drawEsd(plot, { series, fit: data.fit, lambdaPlus: data.mp?.lambda_plus ?? data.metrics?.lambda_plus });
+    drawEsd(plot, {
+      series,
+      fit: data.fit,
+      lambdaPlus: data.mp?.lambda_plus ?? data.metrics?.lambda_plus,
+      spikeThreshold: data.mp?.spike_threshold,
+    });
     for (const [key, value] of Object.entries({ run, layer, step: data.step, epoch: data.epoch })) {
       plot.setAttribute(`data-${key}`, String(value));
     }

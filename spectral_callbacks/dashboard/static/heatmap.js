@@ -8,7 +8,13 @@ import { hideTooltip, showTooltip } from "./tooltip.js";
 
 const LABEL_CHARS = 36;
 const MIN_LABEL_GAP = 40;
-const GRAY_STATUSES = new Set(["skipped", "no-fit"]);
+// Metrics that come from the power-law fit: a "no-fit" cell has no meaningful value for them.
+// Other metrics (norms, ranks, the MP fit) are computed whether or not a power law was fitted.
+const FIT_METRICS = new Set(["alpha", "alpha_weighted", "log_alpha_norm", "xmin", "xmax", "D", "sigma", "num_pl_spikes"]);
+// Height in CSS pixels of what is drawn under the cells (column labels and the axis title), and
+// the least height of the value legend beside them: see .col-labels, .col-title, .legend.
+const UNDER_CELLS = 33.4;
+const LEGEND_HEIGHT = 73;
 
 /** Cell height in CSS pixels for a number of layers: readable rows for small models, compact for big. */
 function rowHeight(layers) {
@@ -16,6 +22,15 @@ function rowHeight(layers) {
   if (layers <= 30) return 16;
   if (layers <= 60) return 12;
   return 8;
+}
+
+/**
+ * Height in CSS pixels of the heatmap of a run with `layers` layers, for a placeholder that
+ * keeps the page's layout while the run's data is not loaded.
+ */
+export function heatmapHeight(layers) {
+  if (!(layers > 0)) return 40;
+  return Math.max(layers * rowHeight(layers) + UNDER_CELLS, LEGEND_HEIGHT);
 }
 
 /** Cell width in CSS pixels so the snapshots fill `available` pixels, within [2, 64]. */
@@ -46,6 +61,11 @@ function columnText(snapshot, index) {
   return num(snapshot.epoch) === null ? String(index) : String(snapshot.epoch);
 }
 
+/** Whether a cell of `metric` with this status has no value to color (it is drawn gray). */
+function grayStatus(status, metric) {
+  return status === "skipped" || (status === "no-fit" && FIT_METRICS.has(metric));
+}
+
 /** What a cell shows: {missing, rgb} for the value or phase mode. */
 function cellLook(data, mode, i, j, lo, hi) {
   const status = data.status_names?.[data.status?.[i]?.[j]] ?? null;
@@ -56,12 +76,26 @@ function cellLook(data, mode, i, j, lo, hi) {
     return { missing: false, rgb: phaseRgb(phase, phaseIndex) };
   }
   const value = num(data.values?.[i]?.[j]);
-  if (value === null || GRAY_STATUSES.has(status)) return { missing: true };
+  if (value === null || grayStatus(status, data.metric)) return { missing: true };
   const t = hi > lo ? (value - lo) / (hi - lo) : 0.5;
   return { missing: false, rgb: sequentialRgb(t) };
 }
 
-function valueRange(data) {
+// Colour scales stop here: alpha above 8 is far from the heavy tails of trained layers (2 to 6,
+// Martin & Mahoney 2021), and a few such values (initialization, a classifier) would otherwise
+// squeeze every trained layer into one end of the scale. Larger values take the top colour.
+const COLOUR_CAPS = { alpha: 8 };
+
+/** [lo, hi] of an `overview` answer's finite values (its `range` when given), the top capped
+ * for the metrics of COLOUR_CAPS; null if none. */
+export function valueRange(data) {
+  const range = ownRange(data);
+  const cap = COLOUR_CAPS[data.metric];
+  if (range && cap !== undefined && range[0] < cap && range[1] > cap) return [range[0], cap];
+  return range;
+}
+
+function ownRange(data) {
   const range = data.range;
   if (Array.isArray(range) && num(range[0]) !== null && num(range[1]) !== null) return [range[0], range[1]];
   let lo = Infinity;
@@ -125,7 +159,18 @@ function paint(canvas, data, mode, range, cellW, cellH) {
   }
 }
 
-function legend(data, mode, range, metric) {
+/** The text under the value legend's scale: whose values the colors span. */
+/** The legend's top label: "≥ hi" when some of the run's values lie above the colour range. */
+function highEnd(data, range) {
+  const own = ownRange(data);
+  return own && own[1] > range[1] ? `≥ ${fmt(range[1])}` : fmt(range[1]);
+}
+
+function scaleText(shared) {
+  return shared ? "scale: all loaded runs" : "scale: this run";
+}
+
+function legend(data, mode, range, metric, shared) {
   const box = h("div", { class: "legend" });
   if (mode === "phase") {
     box.append(h("div", { class: "legend-title", text: "phase" }));
@@ -147,28 +192,32 @@ function legend(data, mode, range, metric) {
         { class: "legend-scale" },
         h("span", { class: "legend-lo", text: range ? fmt(range[0]) : "—" }),
         h("span", { class: "legend-bar", style: { background: sequentialGradient() } }),
-        h("span", { class: "legend-hi", text: range ? fmt(range[1]) : "—" }),
+        h("span", { class: "legend-hi", text: range ? highEnd(data, range) : "—" }),
       ),
     );
+    box.append(h("div", { class: "legend-range-note note", text: scaleText(shared) }));
   }
-  box.append(h("div", { class: "legend-item" }, h("span", { class: "swatch missing" }), "no value / skipped / no fit"));
+  const gray = mode === "phase" ? "no phase / skipped" : FIT_METRICS.has(data.metric) ? "no value / skipped / no fit" : "no value / skipped";
+  box.append(h("div", { class: "legend-item" }, h("span", { class: "swatch missing" }), gray));
   return box;
 }
 
 /**
  * Draws the heatmap of an `overview` answer into `container` (replacing its content).
  * `mode` is "value" (continuous colors of `metric`) or "phase" (categorical phase colors);
- * `onCellClick(layerIndex, snapshotIndex)` is called on a click on a cell.
+ * `onCellClick(layerIndex, snapshotIndex)` is called on a click on a cell. In value mode the
+ * colors span `range` (e.g. shared by several runs, `shared` true) or else the run's own values.
+ * Returns {setRange(range, shared)}, which recolors the cells for another range.
  */
-export function drawHeatmap(container, data, { mode, metric, onCellClick }) {
+export function drawHeatmap(container, data, { mode, metric, onCellClick, range: givenRange = null, shared = false }) {
   const layers = data.layers.length;
   const snapshots = data.snapshots.length;
   container.replaceChildren();
   if (layers === 0 || snapshots === 0) {
     container.append(h("p", { class: "note", text: "This run has no analyzed layer or snapshot yet." }));
-    return;
+    return { setRange() {} };
   }
-  const range = mode === "phase" ? null : valueRange(data);
+  const range = mode === "phase" ? null : givenRange ?? valueRange(data);
   const labelWidth = 230;
   const legendWidth = 190;
   const available = Math.max(200, (container.clientWidth || document.documentElement.clientWidth - 60) - labelWidth - legendWidth - 40);
@@ -204,7 +253,7 @@ export function drawHeatmap(container, data, { mode, metric, onCellClick }) {
     { class: "heatmap-grid" },
     rowLabels,
     h("div", { class: "canvas-wrap" }, canvas, columnLabels, h("div", { class: "col-title", text: "epoch" })),
-    legend(data, mode, range, metric),
+    legend(data, mode, range, metric, shared),
   );
   container.append(grid);
 
@@ -237,4 +286,13 @@ export function drawHeatmap(container, data, { mode, metric, onCellClick }) {
       onCellClick(cell[0], cell[1]);
     }
   });
+
+  function setRange(newRange, newShared) {
+    if (mode === "phase" || !newRange) return;
+    paint(canvas, data, mode, newRange, cellW, cellH);
+    grid.querySelector(".legend-lo").textContent = fmt(newRange[0]);
+    grid.querySelector(".legend-hi").textContent = highEnd(data, newRange);
+    grid.querySelector(".legend-range-note").textContent = scaleText(newShared);
+  }
+  return { setRange };
 }

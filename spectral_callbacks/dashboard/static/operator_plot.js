@@ -1,8 +1,8 @@
 // The conv-operator spectrum plot: the KPM density histogram of the operator's Gram matrix and
 // its largest eigenvalues as marks.
 
-import { drawAxes, linearExtent, linearScale, logScale, positiveExtent } from "./axes.js";
-import { clear, s } from "./dom.js";
+import { drawAxes, linearExtent, linearScale, logScale, plotArea, positiveExtent } from "./axes.js";
+import { s } from "./dom.js";
 import { fmt, num } from "./format.js";
 
 const WIDTH = 760;
@@ -11,12 +11,7 @@ const MARGIN = { left: 78, right: 24, top: 16, bottom: 52 };
 
 /** Draws `operator` ({edges, counts, top}) into `svg`; x is log-scaled when every edge is > 0. */
 export function drawOperator(svg, operator) {
-  clear(svg);
-  svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
-  const left = MARGIN.left;
-  const right = WIDTH - MARGIN.right;
-  const top = MARGIN.top;
-  const bottom = HEIGHT - MARGIN.bottom;
+  const { left, right, top, bottom } = plotArea(svg, WIDTH, HEIGHT, MARGIN);
   const edges = (operator.edges || []).map(num);
   const counts = (operator.counts || []).map((c) => Math.max(0, num(c) ?? 0));
   const marks = (operator.top || []).map(num).filter((v) => v !== null);

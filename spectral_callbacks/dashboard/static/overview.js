@@ -1,12 +1,18 @@
 // The overview view: one heatmap per run for the chosen metric (or phase), the skipped
 // parameters of each run, and the files that could not be read.
 
-import { Latest, mapLimited } from "./api.js";
 import { clear, h, setOptions } from "./dom.js";
-import { drawHeatmap } from "./heatmap.js";
+import { drawHeatmap, heatmapHeight, valueRange } from "./heatmap.js";
+import { createLazyLoader } from "./lazy.js";
 import * as store from "./store.js";
 
 export const PHASE_OPTION = "phase";
+// How far from the viewport a run's heatmap starts loading: two screens above and below.
+const LOAD_MARGIN = "200% 0px";
+
+function sameRange(a, b) {
+  return a === b || (a !== null && b !== null && a[0] === b[0] && a[1] === b[1]);
+}
 
 function runMeta(run) {
   const parts = [run.kind, run.framework, `${run.layers} layers`, `${run.snapshots} snapshots`];
@@ -15,10 +21,11 @@ function runMeta(run) {
 
 function skippedList(skipped) {
   if (!skipped || skipped.length === 0) return null;
+  // folded: most runs leave out only biases and norms, which need no attention
   return h(
-    "div",
+    "details",
     { class: "skipped-box" },
-    h("div", { class: "skipped-title", text: `${skipped.length} parameter(s) not analyzed` }),
+    h("summary", { class: "skipped-title", text: `${skipped.length} parameter(s) not analyzed` }),
     h("ul", { class: "skipped" }, skipped.map((p) => h("li", {}, h("code", { text: p.name }), " — ", p.reason ?? ""))),
   );
 }
@@ -26,9 +33,15 @@ function skippedList(skipped) {
 /**
  * Builds the overview view. `onCellClick(runName, layerName, snapshot)` is called when a
  * heatmap cell is clicked. Returns {element, refresh}; refresh() redraws from the store.
+ *
+ * A run's overview is fetched only when its section comes near the viewport (a log directory may
+ * hold many runs of many layers); until then the section keeps the height its heatmap will have.
+ * In value mode the heatmaps of all loaded runs share one color range, so that runs (e.g. of a
+ * regularization sweep) can be compared by eye, unless "scale each run separately" is checked.
  */
 export function createOverview({ onCellClick }) {
   const metricSelect = h("select", { id: "metric" });
+  const perRunScale = h("input", { id: "per-run-scale", type: "checkbox" });
   const summary = h("span", { class: "note", id: "overview-summary" });
   const unreadableList = h("ul", { id: "unreadable" });
   const unreadableBox = h("div", { class: "unreadable-box", hidden: true }, h("h3", { text: "Files that could not be read" }), unreadableList);
@@ -36,21 +49,33 @@ export function createOverview({ onCellClick }) {
   const element = h(
     "div",
     { id: "view-overview", class: "view" },
-    h("div", { class: "toolbar" }, h("label", { for: "metric", text: "metric" }), metricSelect, summary),
+    h(
+      "div",
+      { class: "toolbar" },
+      h("label", { for: "metric", text: "metric" }),
+      metricSelect,
+      h("label", { class: "check", for: "per-run-scale" }, perRunScale, "scale each run separately"),
+      summary,
+    ),
     unreadableBox,
     runsBox,
   );
-  const latest = new Latest();
-  const drawn = new Map(); // run name -> {body, data, mode, metric}: to redraw on resize
 
-  function requestMetric() {
-    const choice = metricSelect.value;
-    return choice === PHASE_OPTION ? store.runs().default_metric : choice;
-  }
-
+  // Each change of the runs or the metric starts a generation; answers of an older one are dropped.
+  let generation = 0;
   // Sections are kept across redraws (reload, metric change): a heatmap stays on screen until
   // its new data arrives, so the page does not jump while live runs are re-read.
   const sections = new Map(); // run name -> {section, meta, body, skippedSlot}
+  // run name -> {body, data, mode, choice, click, generation, ownRange, range, handle}
+  const drawn = new Map();
+  const lazy = createLazyLoader({ limit: store.FETCH_LIMIT, margin: LOAD_MARGIN, load: loadRun });
+
+  function currentChoice() {
+    const choice = metricSelect.value;
+    const mode = choice === PHASE_OPTION ? "phase" : "value";
+    const metric = mode === "phase" ? store.runs().default_metric : choice;
+    return { choice, mode, metric };
+  }
 
   function sectionFor(run) {
     let entry = sections.get(run.name);
@@ -67,15 +92,82 @@ export function createOverview({ onCellClick }) {
     return entry;
   }
 
-  async function drawAll() {
-    const ticket = latest.take();
+  /** The union of the value ranges of the runs drawn in this generation (null if none). */
+  function sharedRange() {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const item of drawn.values()) {
+      if (item.generation !== generation || item.mode !== "value" || !item.ownRange) continue;
+      lo = Math.min(lo, item.ownRange[0]);
+      hi = Math.max(hi, item.ownRange[1]);
+    }
+    return lo <= hi ? [lo, hi] : null;
+  }
+
+  function rangeFor(item, shared) {
+    return perRunScale.checked ? item.ownRange : shared ?? item.ownRange;
+  }
+
+  function drawItem(item) {
+    item.handle = drawHeatmap(item.body, item.data, {
+      mode: item.mode,
+      metric: item.choice,
+      onCellClick: item.click,
+      range: item.range,
+      shared: !perRunScale.checked,
+    });
+  }
+
+  /** Recolors the heatmaps of this generation whose range is not the one they should have. */
+  function recolor({ force = false } = {}) {
+    const shared = sharedRange();
+    for (const item of drawn.values()) {
+      if (item.generation !== generation || item.mode !== "value") continue;
+      const range = rangeFor(item, shared);
+      if (!force && sameRange(range, item.range)) continue;
+      item.range = range;
+      item.handle.setRange(range, !perRunScale.checked);
+    }
+  }
+
+  async function loadRun(name) {
+    const entry = sections.get(name);
+    if (!entry) return;
+    const ticket = generation;
+    const { choice, mode, metric } = currentChoice();
+    try {
+      const data = await store.overview(name, metric);
+      if (ticket !== generation) return;
+      const click = (i, j) => onCellClick(name, data.layers[i], data.snapshots[j]);
+      const item = { body: entry.body, data, mode, choice, click, generation: ticket, range: null, handle: null };
+      item.ownRange = mode === "value" ? valueRange(data) : null;
+      drawn.set(name, item);
+      const shared = sharedRange();
+      item.range = mode === "value" ? rangeFor(item, shared) : null;
+      drawItem(item);
+      entry.body.style.minHeight = "";
+      entry.section.classList.remove("stale");
+      entry.skippedSlot.replaceChildren(...[skippedList(data.skipped)].filter(Boolean));
+      recolor();
+    } catch (error) {
+      if (ticket !== generation) return;
+      drawn.delete(name);
+      entry.body.style.minHeight = "";
+      entry.section.classList.remove("stale");
+      entry.body.replaceChildren(h("p", { class: "run-error", text: error.message }));
+      entry.skippedSlot.replaceChildren();
+    }
+  }
+
+  /** Lays out a section per run; their heatmaps load as they come near the viewport. */
+  function drawAll() {
+    generation += 1;
+    perRunScale.disabled = currentChoice().mode === "phase";
     const { runs } = store.runs();
-    const choice = metricSelect.value;
-    const mode = choice === PHASE_OPTION ? "phase" : "value";
-    const metric = requestMetric();
     const names = new Set(runs.map((run) => run.name));
     for (const name of [...sections.keys()]) {
       if (!names.has(name)) {
+        lazy.forget(name);
         sections.delete(name);
         drawn.delete(name);
       }
@@ -85,22 +177,13 @@ export function createOverview({ onCellClick }) {
       return;
     }
     runsBox.replaceChildren(...runs.map((run) => sectionFor(run).section));
-    await mapLimited(runs, store.FETCH_LIMIT, async (run) => {
-      const { body, skippedSlot } = sectionFor(run);
-      try {
-        const data = await store.overview(run.name, metric);
-        if (!latest.isCurrent(ticket)) return;
-        const click = (i, j) => onCellClick(run.name, data.layers[i], data.snapshots[j]);
-        drawHeatmap(body, data, { mode, metric: choice, onCellClick: click });
-        drawn.set(run.name, { body, data, mode, metric: choice, click });
-        skippedSlot.replaceChildren(...[skippedList(data.skipped)].filter(Boolean));
-      } catch (error) {
-        if (!latest.isCurrent(ticket)) return;
-        drawn.delete(run.name);
-        body.replaceChildren(h("p", { class: "run-error", text: error.message }));
-        skippedSlot.replaceChildren();
-      }
-    });
+    for (const run of runs) {
+      const entry = sectionFor(run);
+      if (drawn.has(run.name)) entry.section.classList.add("stale");
+      else entry.body.style.minHeight = `${heatmapHeight(run.layers)}px`;
+      lazy.observe(run.name, entry.section);
+    }
+    lazy.invalidate();
   }
 
   function refresh() {
@@ -116,17 +199,16 @@ export function createOverview({ onCellClick }) {
       unreadableList.append(h("li", {}, h("code", { text: item.name }), " — ", item.reason ?? ""));
     }
     unreadableBox.hidden = answer.unreadable.length === 0;
-    return drawAll();
+    drawAll();
   }
 
   metricSelect.addEventListener("change", () => drawAll());
+  perRunScale.addEventListener("change", () => recolor({ force: true }));
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => {
-      for (const { body, data, mode, metric, click } of drawn.values()) {
-        drawHeatmap(body, data, { mode, metric, onCellClick: click });
-      }
+      for (const item of drawn.values()) drawItem(item);
     }, 150);
   });
   return { element, refresh };
