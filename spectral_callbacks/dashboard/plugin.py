@@ -143,6 +143,9 @@ class SpectraPlugin(base_plugin.TBPlugin):
         try:
             return catalog.entry(name)
         except UnknownRunError:
+            reason = catalog.unreadable().get(name)
+            if reason is not None:  # found before, broken since (or never readable)
+                raise _UnreadableRunError(f"Run {name!r} cannot be read now: {reason}") from None
             requests.one_of("run", name, [entry.name for entry in catalog.runs()], "run")
             raise  # not reached: one_of refused the name
 

@@ -197,12 +197,12 @@ def _value_at(
 
 def run_summary(entry: RunEntry, reader: RunReader) -> dict[str, Any]:
     """A run's line in the listing: kind, framework, how many layers and snapshots, its parameters."""
-    config = reader.config
+    posthoc = "posthoc" in reader.config
     epochs = reader.epochs
     return {
         "name": entry.name,
-        "kind": "posthoc" if "posthoc" in config else "training",
-        "framework": _json_value(reader.attributes.get("framework")),
+        "kind": "posthoc" if posthoc else "training",
+        "framework": None if posthoc else _json_value(reader.attributes.get("framework")),
         "layers": reader.layer_count,
         "snapshots": int(epochs.size),
         "last_epoch": int(epochs[-1]) if epochs.size else None,

@@ -60,7 +60,9 @@ def integer(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     if not _INTEGER.fullmatch(value):
-        raise InvalidRequestError(f"Parameter {name!r} must be an integer, not {value[:64]!r}.")
+        raise InvalidRequestError(
+            f"Parameter {name!r} must be an integer of at most 15 digits, not {value[:64]!r}."
+        )
     return int(value)
 
 

@@ -385,29 +385,29 @@ def _read_datasets(root: h5py.h5g.GroupID, key: bytes, names: tuple[bytes, ...])
 
 
 def _open_swmr(path: Path) -> h5py.File:
-    """Open for SWMR reading; while the writer opens or closes the file (it holds HDF5's lock for
-    a moment then), retry for up to ``_LOCK_RETRY_SECONDS``."""
+    """Open for reading: in SWMR mode only while a writer has the file (a live run, or one whose
+    writer was killed), otherwise plainly.
+
+    A plain open checks the end of the file (a truncated file fails here, which a SWMR open would
+    not notice) and fails at once on corrupt metadata, where a SWMR reader retries every
+    metadata read that fails its checksum, for minutes, holding Python's lock all the while. A
+    file open for writing refuses the plain open and is read in SWMR mode. While the writer opens
+    or closes the file (it holds HDF5's lock for a moment then), retry for up to
+    ``_LOCK_RETRY_SECONDS``.
+    """
     deadline = time.monotonic() + _LOCK_RETRY_SECONDS
     while True:
         try:
-            _check_complete(path)
+            try:
+                return h5py.File(path, "r", libver="latest")
+            except OSError as error:
+                if "already open for write" not in str(error):
+                    raise
             return h5py.File(path, "r", libver="latest", swmr=True)
         except OSError as error:
             if "unable to lock file" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _check_complete(path: Path) -> None:
-    """A plain open checks the end of file, which a SWMR open skips: a truncated file fails here.
-
-    A file still open by its writer refuses the plain open; the SWMR open that follows reads it.
-    """
-    try:
-        h5py.File(path, "r", libver="latest").close()
-    except OSError as error:
-        if "already open for write" not in str(error):
-            raise
 
 
 def _python(value: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,6 @@ def test_compare_gives_one_point_per_run_with_the_model_average(get, logdir) -> 
     [
         ("/esd", {"run": "../../etc/passwd", "layer": "fc"}, "Unknown run: '../../etc/passwd'"),
         ("/overview", {"run": "/etc/passwd"}, "Unknown run"),
-        ("/run", {"run": "checkpoint"}, "Unknown run"),  # unreadable files are not runs
         ("/esd", {"run": "wd_0.01", "layer": "../fc"}, "Unknown layer in run 'wd_0.01'"),
         ("/esd", {"run": "wd_0.01", "layer": "fc", "step": "1; rm"}, "'step' must be an integer"),
         ("/esd", {"run": "wd_0.01", "layer": "fc", "step": 7, "epoch": 1}, "either 'step' or 'epoch'"),
@@ -132,6 +132,12 @@ def test_bad_requests_get_a_400_that_says_what_is_wrong(get, route, parameters, 
     assert message in answer["error"]
 
 
+def test_a_listed_unreadable_file_gets_a_422_with_its_reason(get) -> None:
+    status, answer = get("/run", run="checkpoint")
+    assert status == 422
+    assert "cannot be read now" in answer["error"] and "not a readable HDF5 run file" in answer["error"]
+
+
 def test_a_run_file_that_breaks_after_the_scan_gets_a_422_not_a_500(logdir: Path) -> None:
     get = client_of(logdir)
     assert get("/overview", run="wd_0.01")[0] == 200
@@ -140,6 +146,26 @@ def test_a_run_file_that_breaks_after_the_scan_gets_a_422_not_a_500(logdir: Path
     status, answer = get("/overview", run="wd_0.01")
     assert status == 422
     assert "cannot be read now" in answer["error"]
+    # and once the catalog has looked again (an unknown name makes it look at once)
+    assert get("/run", run="no such run")[0] == 400
+    status, answer = get("/overview", run="wd_0.01")
+    assert status == 422
+    assert "cannot be read now" in answer["error"] and "truncated" in answer["error"]
+
+
+@pytest.mark.timeout(120)
+def test_a_run_file_corrupt_in_the_middle_is_listed_as_unreadable_at_once(logdir: Path) -> None:
+    """Its header and size intact, its metadata garbage: read in SWMR mode, HDF5 would retry every
+    failed checksum for minutes, holding Python's lock (and so the whole TensorBoard)."""
+    path = logdir / "wd_0.01" / "version_0" / "spectra.h5"
+    content = bytearray(path.read_bytes())
+    content[4096:] = b"\xff" * (len(content) - 4096)
+    path.write_bytes(bytes(content))
+    started = time.monotonic()
+    status, listing = client_of(logdir)("/runs")
+    assert status == 200 and time.monotonic() - started < 10
+    assert [run["name"] for run in listing["runs"]] == ["wd_0.0001"]
+    assert "wd_0.01" in [entry["name"] for entry in listing["unreadable"]]
 
 
 def test_a_growing_run_is_read_again_and_a_new_run_appears(logdir: Path, tmp_path: Path) -> None:
