@@ -52,7 +52,7 @@ def main() -> None:
           f"epoch, runs side by side):\n"
           f"  .venv/bin/tensorboard --logdir {Path(args.out)} --port 6006\n"
           f"and open http://localhost:6006/#spectra (the SPECTRA tab; SCALARS, HISTOGRAMS and IMAGES\n"
-          f"have the same numbers as TensorBoard's own charts).")  # fmt: skip
+          f"show the same numbers in TensorBoard's own charts).")  # fmt: skip
 
 
 if __name__ == "__main__":

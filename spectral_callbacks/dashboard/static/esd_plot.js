@@ -67,22 +67,46 @@ function histogramPath(bins, x, y, bottom) {
   return d;
 }
 
+const LABEL_CHAR_WIDTH = 6.5;
+
+/** Width in SVG units of a marker label of `text` at the marker font size (an estimate). */
+function labelWidth(text) {
+  return 8 + text.length * LABEL_CHAR_WIDTH;
+}
+
 /**
- * A vertical marker line with its label on row `row` (so two markers' labels never overlap), to
- * the right of the line unless `side` is "left" or there is no room on the right.
+ * Which side of its line each marker's label goes: the other side when the preferred one has no
+ * room in the plot, or when its label would run across another marker's line and the other side
+ * is free. Close markers (xmin next to λ+) thus get labels pointing away from each other.
+ * markers: [{px, label, side}] -> the same markers with `right` (boolean) set.
  */
-function verticalMarker(group, className, px, top, bottom, label, row, side = "right") {
+export function placeMarkerLabels(markers, left, right) {
+  const outside = (marker, toRight) =>
+    toRight ? marker.px + labelWidth(marker.label) > right : marker.px - labelWidth(marker.label) < left;
+  const crosses = (marker, toRight) => {
+    const width = labelWidth(marker.label);
+    const [a, b] = toRight ? [marker.px, marker.px + width] : [marker.px - width, marker.px];
+    return markers.some((other) => other !== marker && other.px > a - 2 && other.px < b + 2);
+  };
+  return markers.map((marker) => {
+    const preferred = marker.side !== "left";
+    const other = !preferred;
+    let toRight = preferred;
+    if (outside(marker, preferred)) toRight = other;
+    else if (crosses(marker, preferred) && !crosses(marker, other) && !outside(marker, other)) toRight = other;
+    return { ...marker, right: toRight };
+  });
+}
+
+/** A vertical marker line with its label on row `row` (so two markers' labels never overlap). */
+function verticalMarker(group, className, px, top, bottom, label, row, toRight) {
   group.append(s("line", { class: className, x1: px, x2: px, y1: top, y2: bottom }));
-  const width = 8 + label.length * 6.5;
-  const roomRight = px + width < WIDTH - MARGIN.right;
-  const roomLeft = px - width > MARGIN.left;
-  const right = side === "left" ? !roomLeft : roomRight;
   group.append(
     s("text", {
       class: `marker-label ${className}-label`,
-      x: px + (right ? 4 : -4),
+      x: px + (toRight ? 4 : -4),
       y: top + 12 + 14 * row,
-      "text-anchor": right ? "start" : "end",
+      "text-anchor": toRight ? "start" : "end",
       text: label,
     }),
   );
@@ -164,11 +188,20 @@ export function drawEsd(svg, { series, fit, lambdaPlus, spikeThreshold }) {
     path.append(s("title", { text: `power law: alpha = ${fmt(num(fit.alpha))}, from xmin = ${fmt(xmin)}` }));
     plot.append(path);
   }
-  if (xmin !== null) verticalMarker(plot, "xmin", x(xmin), top, bottom, "xmin", 0);
-  // The threshold lies just right of λ+: λ+'s label goes left of its line, the threshold's right.
-  if (lp !== null) verticalMarker(plot, "mp-edge", x(lp), top, bottom, "λ+ (MP edge)", 1, threshold !== null ? "left" : "right");
+  // The threshold lies just right of λ+: λ+'s label prefers the left of its line, the others the right.
+  const markers = [];
+  if (xmin !== null) markers.push({ className: "xmin", px: x(xmin), label: "xmin", row: 0, side: "right" });
+  if (lp !== null) {
+    const side = threshold !== null ? "left" : "right";
+    markers.push({ className: "mp-edge", px: x(lp), label: "λ+ (MP edge)", row: 1, side });
+  }
   if (threshold !== null) {
-    verticalMarker(plot, "spike-threshold", x(threshold), top, bottom, "spike threshold", 2);
+    markers.push({ className: "spike-threshold", px: x(threshold), label: "spike threshold", row: 2, side: "right" });
+  }
+  for (const marker of placeMarkerLabels(markers, left, right)) {
+    verticalMarker(plot, marker.className, marker.px, top, bottom, marker.label, marker.row, marker.right);
+  }
+  if (threshold !== null) {
     for (const v of spikesOf(primary?.evals || [], threshold)) {
       const mark = s("circle", { class: "spike", cx: x(v), cy: bottom - 7, r: 3.5 });
       mark.append(s("title", { text: `spike: eigenvalue ${fmt(v)} above ${fmt(threshold)} (λ+ and its Tracy-Widom margin)` }));

@@ -24,9 +24,24 @@ function sameLayer(layer, mine) {
   return layer.name === mine.name && layer.kind === mine.kind && layer.N === mine.N && layer.M === mine.M;
 }
 
-function snapshotLabel(snapshot, index, count) {
+/**
+ * How a snapshot is named: a post-hoc run's by its checkpoint file ("model.safetensors"), a
+ * training run's by its label and step ("epoch 2 (step 32)"), the epoch added when the label
+ * does not already say it.
+ */
+export function snapshotName(snapshot, kind) {
   if (!snapshot) return "";
-  return `${index + 1}/${count}: ${snapshot.label ?? ""} (epoch ${fmt(snapshot.epoch)}, step ${fmt(snapshot.step)})`;
+  const label = snapshot.label ?? "";
+  if (kind === "posthoc") return label || `checkpoint ${fmt(snapshot.step)}`;
+  const epoch = `epoch ${fmt(snapshot.epoch)}`;
+  if (label === "" || label === epoch) return `${epoch} (step ${fmt(snapshot.step)})`;
+  if (label.includes(epoch)) return `${label} (step ${fmt(snapshot.step)})`;
+  return `${label} (${epoch}, step ${fmt(snapshot.step)})`;
+}
+
+function snapshotLabel(snapshot, index, count, kind) {
+  if (!snapshot) return "";
+  return `${index + 1}/${count}: ${snapshotName(snapshot, kind)}`;
 }
 
 /** Builds the ESD view. `isActive()` says whether the view is shown (for the arrow keys). */
@@ -36,6 +51,7 @@ export function createEsdView({ isActive }) {
   const slider = h("input", { id: "snapshot", type: "range", min: 0, max: 0, step: 1, value: 0 });
   const sliderLabel = h("span", { id: "snapshot-label", class: "note" });
   const title = h("h2", { id: "esd-title" });
+  const viewNote = h("p", { id: "esd-note", class: "note", hidden: true });
   const plot = s("svg", { id: "esd-plot", role: "img", "aria-label": "eigenvalue spectrum density, log-log" });
   const legend = h("div", { id: "esd-legend", class: "plot-legend" });
   const notes = h("div", { id: "overlay-notes" });
@@ -56,6 +72,7 @@ export function createEsdView({ isActive }) {
       slider,
       sliderLabel,
     ),
+    viewNote,
     title,
     h(
       "div",
@@ -82,7 +99,28 @@ export function createEsdView({ isActive }) {
 
   function updateSliderLabel() {
     const count = state.detail?.snapshots?.length ?? 0;
-    sliderLabel.textContent = count ? snapshotLabel(currentSnapshot(), state.index, count) : "no snapshot";
+    sliderLabel.textContent = count ? snapshotLabel(currentSnapshot(), state.index, count, state.detail?.kind) : "no snapshot";
+  }
+
+  /** A note above the plot about what the view did on its own (empty text hides it). */
+  function setNote(text) {
+    viewNote.textContent = text;
+    viewNote.hidden = !text;
+  }
+
+  /**
+   * Empties the plot, legend, fit table and operator spectrum after a failure, and titles the
+   * view with what could not be shown, so nothing of an earlier selection stays on screen.
+   */
+  function showNoData(message) {
+    plot.classList.remove("loading");
+    clear(plot).append(s("text", { class: "empty-note", x: 380, y: 210, "text-anchor": "middle", text: "no plot: see the error above" }));
+    for (const key of ["run", "layer", "step", "epoch"]) plot.removeAttribute(`data-${key}`);
+    clear(legend);
+    clear(notes);
+    clear(table);
+    drawOperatorBox({ operator: null });
+    title.textContent = message;
   }
 
   async function updateOverlayChoices() {
@@ -179,6 +217,7 @@ export function createEsdView({ isActive }) {
     const ticket = latest.take();
     const run = state.run;
     const layer = state.layer;
+    const kind = state.detail?.kind;
     const signal = latest.signal;
     plot.classList.add("loading");
     let data;
@@ -189,10 +228,8 @@ export function createEsdView({ isActive }) {
       overlays = await Promise.all(others.map((name) => fetchOverlay(name, data.epoch, signal)));
     } catch (error) {
       if (!latest.isCurrent(ticket) || error.name === "AbortError") return;
-      plot.classList.remove("loading");
       showError(error, "esd");
-      clear(plot).append(s("text", { class: "empty-note", x: 380, y: 210, "text-anchor": "middle", text: "no plot: see the error above" }));
-      clear(legend);
+      showNoData(`${layer} - ${run} - ${snapshotName(snapshot, kind)}: no data`);
       return;
     }
     if (!latest.isCurrent(ticket)) return;
@@ -214,7 +251,8 @@ export function createEsdView({ isActive }) {
       plot.setAttribute(`data-${key}`, String(value));
     }
     drawLegend(series, data);
-    title.textContent = `${data.layer ?? layer} - ${data.run ?? run} - ${data.label ?? ""} (epoch ${fmt(data.epoch)}, step ${fmt(data.step)})`;
+    const shown = { epoch: data.epoch, step: data.step, label: data.label ?? snapshot.label };
+    title.textContent = `${data.layer ?? layer} - ${data.run ?? run} - ${snapshotName(shown, kind)}`;
     fillFitTable(table, data);
     drawOperatorBox(data);
   }
@@ -226,7 +264,24 @@ export function createEsdView({ isActive }) {
     try {
       detail = await store.runDetail(name);
     } catch (error) {
-      if (runTicket.isCurrent(ticket)) showError(error, "esd");
+      if (!runTicket.isCurrent(ticket)) return;
+      showError(error, "esd");
+      // The selects show the chosen run: the view must not keep the previous run's data.
+      clearTimeout(pendingLoad);
+      latest.take();
+      state.run = name;
+      state.detail = null;
+      runSelect.value = name;
+      runSelect.title = name;
+      setOptions(layerSelect, []);
+      layerSelect.title = "";
+      slider.max = "0";
+      slider.value = "0";
+      slider.disabled = true;
+      state.index = 0;
+      updateSliderLabel();
+      clear(overlayRuns);
+      showNoData(`${name}: cannot be shown`);
       return;
     }
     if (!runTicket.isCurrent(ticket)) return;
@@ -234,9 +289,11 @@ export function createEsdView({ isActive }) {
     state.run = name;
     state.detail = detail;
     runSelect.value = name;
+    runSelect.title = name;
     const layers = (detail.layers || []).map((l) => l.name);
     const layer = [prefer.layer, state.layer].find((l) => l !== undefined && layers.includes(l)) ?? layers[0] ?? null;
     setOptions(layerSelect, layers, layer);
+    layerSelect.title = layer ?? "";
     state.layer = layer;
     const snapshots = detail.snapshots || [];
     let index = snapshots.length - 1;
@@ -250,8 +307,10 @@ export function createEsdView({ isActive }) {
     slider.disabled = snapshots.length < 2;
     updateSliderLabel();
     if (!layer || snapshots.length === 0) {
+      clearTimeout(pendingLoad);
+      latest.take();
+      showNoData(`${name}: no analyzed layer or snapshot yet`);
       clear(plot);
-      title.textContent = `${name}: no analyzed layer or snapshot yet`;
       return;
     }
     refreshOverlays();
@@ -276,14 +335,16 @@ export function createEsdView({ isActive }) {
   }
 
   // After a choice, focus leaves the select so that the arrow keys move the snapshot again
-  // instead of changing the run or layer.
+  // instead of changing the run or layer (see also the keydown handler below).
   runSelect.addEventListener("change", () => {
     runSelect.blur();
+    setNote("");
     selectRun(runSelect.value, { keepEpoch: true });
   });
   layerSelect.addEventListener("change", () => {
     layerSelect.blur();
     state.layer = layerSelect.value;
+    layerSelect.title = state.layer;
     refreshOverlays();
     loadEsd();
   });
@@ -295,28 +356,40 @@ export function createEsdView({ isActive }) {
   document.addEventListener("keydown", (event) => {
     if (!isActive() || event.altKey || event.ctrlKey || event.metaKey) return;
     if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
-    if (isTextEntry(event.target)) return;
+    // Left/right on the run and layer selects move the snapshot too (their up/down keys still
+    // change the run or layer); other inputs keep their own use of the keys.
+    const onSelect = event.target === runSelect || event.target === layerSelect;
+    if (!onSelect && isTextEntry(event.target)) return;
     event.preventDefault();
     moveSnapshot(event.key === "ArrowRight" ? 1 : -1);
   });
 
-  /** Redraws after the run list changed; keeps the selection when it still exists. */
+  /**
+   * Redraws after the run list changed; keeps the selection when it still exists, and says so
+   * when the shown run is gone and another one takes its place.
+   */
   function refresh() {
     const names = store.runNames();
     setOptions(runSelect, names, state.run);
     clear(overlayRuns);
+    const vanished = state.run !== null && !names.includes(state.run) ? state.run : null;
     if (names.length === 0) {
-      title.textContent = "No run to show.";
+      setNote(vanished === null ? "" : `Run ${vanished} is no longer in the log directory.`);
+      clearTimeout(pendingLoad);
+      latest.take();
+      showNoData("No run to show.");
       clear(plot);
       return Promise.resolve();
     }
     const step = currentSnapshot()?.step;
-    const run = names.includes(state.run) ? state.run : names[0];
+    const run = vanished === null && state.run !== null ? state.run : names[0];
+    setNote(vanished === null ? "" : `Run ${vanished} is no longer in the log directory: showing ${run} instead.`);
     return selectRun(run, { layer: state.layer, step });
   }
 
   /** Shows a given run, layer and snapshot (from a heatmap click). */
   function open({ run, layer, step }) {
+    setNote("");
     setOptions(runSelect, store.runNames(), run);
     return selectRun(run, { layer, step });
   }

@@ -8,7 +8,10 @@ function pick(...values) {
   return null;
 }
 
-/** [key, label, text] rows for an `esd` answer. */
+/**
+ * [key, label, text, hint] rows for an `esd` answer; `hint` (or undefined) says what a count
+ * counts where two counts are easily confused.
+ */
 export function fitRows(esd) {
   const fit = esd.fit || {};
   const mp = esd.mp || {};
@@ -20,11 +23,11 @@ export function fitRows(esd) {
     ["D", "D (KS distance)", fmt(pick(fit.D, metrics.D))],
     ["xmin", "xmin", fmt(pick(fit.xmin, metrics.xmin))],
     ["xmax", "xmax", fmt(pick(fit.xmax, metrics.xmax))],
-    ["num_pl_spikes", "num_pl_spikes", fmt(pick(fit.num_pl_spikes, metrics.num_pl_spikes))],
+    ["num_pl_spikes", "num_pl_spikes", fmt(pick(fit.num_pl_spikes, metrics.num_pl_spikes)), "eigenvalues in the fitted tail"],
     ["phase", "phase", esd.phase ?? "—"],
     ["status", "status", status],
     ["lambda_plus", "lambda_plus (MP edge)", fmt(pick(mp.lambda_plus, metrics.lambda_plus))],
-    ["num_spikes", "num_spikes", fmt(pick(mp.num_spikes, metrics.num_spikes))],
+    ["num_spikes", "num_spikes", fmt(pick(mp.num_spikes, metrics.num_spikes)), "beyond λ+ and its Tracy-Widom margin"],
     ["stable_rank", "stable_rank", fmt(num(metrics.stable_rank))],
     ["spectral_norm", "spectral_norm", fmt(num(metrics.spectral_norm))],
     ["N", "N", fmt(num(info.N))],
@@ -37,8 +40,9 @@ export function fitRows(esd) {
 export function fillFitTable(table, esd) {
   clear(table);
   const body = h("tbody");
-  for (const [key, label, text] of fitRows(esd)) {
-    const row = h("tr", { "data-key": key }, h("th", { scope: "row", text: label }), h("td", { text }));
+  for (const [key, label, text, hint] of fitRows(esd)) {
+    const head = h("th", { scope: "row" }, label, hint ? h("span", { class: "row-hint", text: hint }) : null);
+    const row = h("tr", { "data-key": key }, head, h("td", { text }));
     if (key === "status" && esd.status && esd.status !== "ok") row.classList.add(`status-${esd.status}`);
     body.append(row);
   }

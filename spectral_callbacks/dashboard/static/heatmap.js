@@ -8,6 +8,11 @@ import { hideTooltip, showTooltip } from "./tooltip.js";
 
 const LABEL_CHARS = 36;
 const MIN_LABEL_GAP = 40;
+// Checkpoint columns of post-hoc runs: widest cell, and label length aimed at, in characters of
+// about COL_CHAR_WIDTH pixels (see .col-label).
+const CHECKPOINT_COLUMN = 120;
+const CHECKPOINT_CHARS = 18;
+const COL_CHAR_WIDTH = 6.2;
 // Metrics that come from the power-law fit: a "no-fit" cell has no meaningful value for them.
 // Other metrics (norms, ranks, the MP fit) are computed whether or not a power law was fitted.
 const FIT_METRICS = new Set(["alpha", "alpha_weighted", "log_alpha_norm", "xmin", "xmax", "D", "sigma", "num_pl_spikes"]);
@@ -33,31 +38,37 @@ export function heatmapHeight(layers) {
   return Math.max(layers * rowHeight(layers) + UNDER_CELLS, LEGEND_HEIGHT);
 }
 
-/** Cell width in CSS pixels so the snapshots fill `available` pixels, within [2, 64]. */
-function columnWidth(snapshots, available) {
-  return Math.max(2, Math.min(64, Math.floor(available / Math.max(1, snapshots))));
+/** Cell width in CSS pixels so the snapshots fill `available` pixels, within [2, `widest`]. */
+function columnWidth(snapshots, available, widest = 64) {
+  return Math.max(2, Math.min(widest, Math.floor(available / Math.max(1, snapshots))));
 }
 
 /**
- * Shortens a long dotted name to at most `maxChars`: first abbreviates its words to their first
- * letter from the left (numbers and the last part stay, as they tell layers apart), then, if that
- * is not enough, cuts the middle. The full name goes in the label's title.
+ * Shortens a long dotted name to at most `maxChars` by one rule for every name: it keeps the
+ * end (the parts that tell layers apart) and puts "…" for what is cut, at a dot when one is near.
+ * The full name goes in the label's title.
  */
 export function shortName(name, maxChars = LABEL_CHARS) {
   if (name.length <= maxChars) return name;
-  const parts = name.split(".");
-  for (let k = 0; k < parts.length - 1 && parts.join(".").length > maxChars; k += 1) {
-    if (!/^\d+$/.test(parts[k]) && parts[k].length > 1) parts[k] = parts[k][0];
-  }
-  const short = parts.join(".");
-  if (short.length <= maxChars) return short;
-  const tail = Math.ceil((maxChars - 1) * 0.6);
-  const head = maxChars - 1 - tail;
-  return `${short.slice(0, head)}…${short.slice(short.length - tail)}`;
+  const start = name.length - (maxChars - 1);
+  const tail = name.slice(start);
+  const dot = tail.indexOf(".");
+  const atPart = name[start - 1] === ".";
+  const kept = !atPart && dot >= 0 && dot < tail.length - 1 && dot <= maxChars / 3 ? tail.slice(dot + 1) : tail;
+  return `…${kept}`;
 }
 
-/** The text under a column: the epoch, or the snapshot's position when there is no epoch. */
-function columnText(snapshot, index) {
+/** `text` cut to `maxChars` characters, "…" marking the cut. */
+function truncate(text, maxChars) {
+  return text.length <= maxChars ? text : `${text.slice(0, Math.max(1, maxChars - 1))}…`;
+}
+
+/**
+ * The text under a column: a post-hoc run's checkpoint label (cut to `maxChars`), else the
+ * epoch, or the snapshot's position when there is no epoch.
+ */
+function columnText(snapshot, index, checkpoints, maxChars) {
+  if (checkpoints) return truncate(snapshot.label || String(index), maxChars);
   return num(snapshot.epoch) === null ? String(index) : String(snapshot.epoch);
 }
 
@@ -66,8 +77,29 @@ function grayStatus(status, metric) {
   return status === "skipped" || (status === "no-fit" && FIT_METRICS.has(metric));
 }
 
+/**
+ * Where a value lies on the colour scale of `range`, in [0, 1]: linear, or on a log scale when
+ * `log` (values <= 0 then take the bottom colour).
+ */
+function scalePosition(value, [lo, hi], log) {
+  if (log) return value > 0 ? (Math.log10(value) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) : 0;
+  return hi > lo ? (value - lo) / (hi - lo) : 0.5;
+}
+
+/**
+ * Whether the colours of `metric` over `range` follow a log scale: when every value of the
+ * range is positive and it spans more than three decades (lambda_min, sv_min, norms), where a
+ * linear scale would paint all but the largest values in the bottom colour. The capped metrics
+ * (alpha) stay linear.
+ */
+export function useLogScale(range, metric) {
+  if (!range || COLOUR_CAPS[metric] !== undefined) return false;
+  const [lo, hi] = range;
+  return lo > 0 && hi / lo > 1e3;
+}
+
 /** What a cell shows: {missing, rgb} for the value or phase mode. */
-function cellLook(data, mode, i, j, lo, hi) {
+function cellLook(data, mode, i, j, lo, hi, log = false) {
   const status = data.status_names?.[data.status?.[i]?.[j]] ?? null;
   const phaseIndex = data.phases?.[i]?.[j];
   const phase = phaseIndex === null || phaseIndex === undefined ? null : data.phase_names?.[phaseIndex] ?? null;
@@ -77,8 +109,7 @@ function cellLook(data, mode, i, j, lo, hi) {
   }
   const value = num(data.values?.[i]?.[j]);
   if (value === null || grayStatus(status, data.metric)) return { missing: true };
-  const t = hi > lo ? (value - lo) / (hi - lo) : 0.5;
-  return { missing: false, rgb: sequentialRgb(t) };
+  return { missing: false, rgb: sequentialRgb(scalePosition(value, [lo, hi], log)) };
 }
 
 // Colour scales stop here: alpha above 8 is far from the heavy tails of trained layers (2 to 6,
@@ -120,10 +151,11 @@ function paint(canvas, data, mode, range, cellW, cellH) {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   const [lo, hi] = range || [0, 1];
+  const log = mode === "value" && useLogScale(range, data.metric);
   const missing = [];
   for (let i = 0; i < layers; i += 1) {
     for (let j = 0; j < snapshots; j += 1) {
-      const look = cellLook(data, mode, i, j, lo, hi);
+      const look = cellLook(data, mode, i, j, lo, hi, log);
       if (look.missing) {
         missing.push([i, j]);
         ctx.fillStyle = cssRgb(MISSING_RGB);
@@ -159,15 +191,16 @@ function paint(canvas, data, mode, range, cellW, cellH) {
   }
 }
 
-/** The text under the value legend's scale: whose values the colors span. */
 /** The legend's top label: "≥ hi" when some of the run's values lie above the colour range. */
 function highEnd(data, range) {
   const own = ownRange(data);
   return own && own[1] > range[1] ? `≥ ${fmt(range[1])}` : fmt(range[1]);
 }
 
-function scaleText(shared) {
-  return shared ? "scale: all loaded runs" : "scale: this run";
+/** The text under the value legend's scale: whose values the colors span, and how. */
+function scaleText(shared, log) {
+  const whose = shared ? "scale: all loaded runs" : "scale: this run";
+  return log ? `${whose}, log scale` : whose;
 }
 
 function legend(data, mode, range, metric, shared) {
@@ -195,7 +228,7 @@ function legend(data, mode, range, metric, shared) {
         h("span", { class: "legend-hi", text: range ? highEnd(data, range) : "—" }),
       ),
     );
-    box.append(h("div", { class: "legend-range-note note", text: scaleText(shared) }));
+    box.append(h("div", { class: "legend-range-note note", text: scaleText(shared, useLogScale(range, data.metric)) }));
   }
   const gray = mode === "phase" ? "no phase / skipped" : FIT_METRICS.has(data.metric) ? "no value / skipped / no fit" : "no value / skipped";
   box.append(h("div", { class: "legend-item" }, h("span", { class: "swatch missing" }), gray));
@@ -207,9 +240,10 @@ function legend(data, mode, range, metric, shared) {
  * `mode` is "value" (continuous colors of `metric`) or "phase" (categorical phase colors);
  * `onCellClick(layerIndex, snapshotIndex)` is called on a click on a cell. In value mode the
  * colors span `range` (e.g. shared by several runs, `shared` true) or else the run's own values.
+ * Columns are epochs, or checkpoints when `kind` is "posthoc" (labelled with their file names).
  * Returns {setRange(range, shared)}, which recolors the cells for another range.
  */
-export function drawHeatmap(container, data, { mode, metric, onCellClick, range: givenRange = null, shared = false }) {
+export function drawHeatmap(container, data, { mode, metric, onCellClick, range: givenRange = null, shared = false, kind = null }) {
   const layers = data.layers.length;
   const snapshots = data.snapshots.length;
   container.replaceChildren();
@@ -221,7 +255,9 @@ export function drawHeatmap(container, data, { mode, metric, onCellClick, range:
   const labelWidth = 230;
   const legendWidth = 190;
   const available = Math.max(200, (container.clientWidth || document.documentElement.clientWidth - 60) - labelWidth - legendWidth - 40);
-  const cellW = columnWidth(snapshots, available);
+  const checkpoints = kind === "posthoc";
+  // checkpoint columns are wider, so that a file name like "model.safetensors" fits under one
+  const cellW = columnWidth(snapshots, available, checkpoints ? CHECKPOINT_COLUMN : 64);
   const cellH = rowHeight(layers);
   const labelStride = Math.ceil(12 / cellH);
 
@@ -242,17 +278,19 @@ export function drawHeatmap(container, data, { mode, metric, onCellClick, range:
   paint(canvas, data, mode, range, cellW, cellH);
 
   const columnLabels = h("div", { class: "col-labels", style: { width: `${snapshots * cellW}px` } });
-  const stride = Math.max(1, Math.ceil(MIN_LABEL_GAP / cellW));
+  const stride = Math.max(1, Math.ceil((checkpoints ? CHECKPOINT_CHARS * COL_CHAR_WIDTH : MIN_LABEL_GAP) / cellW));
+  const labelChars = Math.max(4, Math.floor((stride * cellW - 6) / COL_CHAR_WIDTH));
   for (let j = 0; j < snapshots; j += stride) {
+    const text = columnText(data.snapshots[j], j, checkpoints, labelChars);
     columnLabels.append(
-      h("span", { class: "col-label", title: data.snapshots[j].label ?? "", text: columnText(data.snapshots[j], j), style: { left: `${(j + 0.5) * cellW}px` } }),
+      h("span", { class: "col-label", title: data.snapshots[j].label ?? "", text, style: { left: `${(j + 0.5) * cellW}px` } }),
     );
   }
   const grid = h(
     "div",
     { class: "heatmap-grid" },
     rowLabels,
-    h("div", { class: "canvas-wrap" }, canvas, columnLabels, h("div", { class: "col-title", text: "epoch" })),
+    h("div", { class: "canvas-wrap" }, canvas, columnLabels, h("div", { class: "col-title", text: checkpoints ? "checkpoint" : "epoch" })),
     legend(data, mode, range, metric, shared),
   );
   container.append(grid);
@@ -292,7 +330,7 @@ export function drawHeatmap(container, data, { mode, metric, onCellClick, range:
     paint(canvas, data, mode, newRange, cellW, cellH);
     grid.querySelector(".legend-lo").textContent = fmt(newRange[0]);
     grid.querySelector(".legend-hi").textContent = highEnd(data, newRange);
-    grid.querySelector(".legend-range-note").textContent = scaleText(newShared);
+    grid.querySelector(".legend-range-note").textContent = scaleText(newShared, useLogScale(newRange, data.metric));
   }
   return { setRange };
 }

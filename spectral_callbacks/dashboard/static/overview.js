@@ -14,8 +14,12 @@ function sameRange(a, b) {
   return a === b || (a !== null && b !== null && a[0] === b[0] && a[1] === b[1]);
 }
 
+/** "training · lightning · 4 layers · 13 snapshots", or "post-hoc results · 15 layers · 1 checkpoint(s)". */
 function runMeta(run) {
-  const parts = [run.kind, run.framework, `${run.layers} layers`, `${run.snapshots} snapshots`];
+  const posthoc = run.kind === "posthoc";
+  const parts = posthoc
+    ? ["post-hoc results", `${run.layers} layers`, `${run.snapshots} checkpoint(s)`]
+    : [run.kind, run.framework, `${run.layers} layers`, `${run.snapshots} snapshots`];
   return parts.filter((p) => p !== null && p !== undefined).join(" · ");
 }
 
@@ -66,7 +70,7 @@ export function createOverview({ onCellClick }) {
   // Sections are kept across redraws (reload, metric change): a heatmap stays on screen until
   // its new data arrives, so the page does not jump while live runs are re-read.
   const sections = new Map(); // run name -> {section, meta, body, skippedSlot}
-  // run name -> {body, data, mode, choice, click, generation, ownRange, range, handle}
+  // run name -> {body, data, mode, choice, click, kind, generation, ownRange, range, handle}
   const drawn = new Map();
   const lazy = createLazyLoader({ limit: store.FETCH_LIMIT, margin: LOAD_MARGIN, load: loadRun });
 
@@ -115,6 +119,7 @@ export function createOverview({ onCellClick }) {
       onCellClick: item.click,
       range: item.range,
       shared: !perRunScale.checked,
+      kind: item.kind,
     });
   }
 
@@ -139,7 +144,8 @@ export function createOverview({ onCellClick }) {
       const data = await store.overview(name, metric);
       if (ticket !== generation) return;
       const click = (i, j) => onCellClick(name, data.layers[i], data.snapshots[j]);
-      const item = { body: entry.body, data, mode, choice, click, generation: ticket, range: null, handle: null };
+      const kind = store.runs().runs.find((run) => run.name === name)?.kind ?? null;
+      const item = { body: entry.body, data, mode, choice, click, kind, generation: ticket, range: null, handle: null };
       item.ownRange = mode === "value" ? valueRange(data) : null;
       drawn.set(name, item);
       const shared = sharedRange();
