@@ -182,8 +182,8 @@ class SpectraPlugin(base_plugin.TBPlugin):
                 body, code = _json_bytes({"error": str(error)}), 400
             except _UnreadableRunError as error:
                 body, code = _json_bytes({"error": str(error)}), 422
-            except (OSError, ValueError, KeyError) as error:  # a file changed or broke under us
-                _logger.warning("Spectra request %s failed: %s", request.path, error)
+            except Exception as error:  # noqa: BLE001 - a damaged or forged file may raise anything
+                _logger.warning("Spectra request %s failed: %r", request.path, error)
                 body, code = _json_bytes({"error": f"The run file could not be read: {error}"}), 422
             return http_util.Respond(request, body, "application/json", code=code)
 

@@ -55,8 +55,8 @@ def run_listing(
     for entry in catalog.runs():
         try:
             runs.append(summary(entry) if summary is not None else _opened_summary(catalog, entry))
-        except (OSError, ValueError) as error:
-            runs.append({"name": entry.name, "error": str(error)})
+        except Exception as error:  # noqa: BLE001 - one damaged file must not hide the other runs
+            runs.append({"name": entry.name, "error": f"{type(error).__name__}: {error}"})
     parameters = sorted({name for run in runs for name in run.get("params", {})})
     return {
         "runs": runs,
@@ -161,8 +161,8 @@ def compare_points(
                     missing.append({"run": entry.name, "reason": f"no parameter {parameter!r}"})
                     continue
                 found = _value_at(reader, metric, layer, epoch)
-        except (OSError, ValueError) as error:
-            missing.append({"run": entry.name, "reason": str(error)})
+        except Exception as error:  # noqa: BLE001 - one damaged file must not hide the other runs
+            missing.append({"run": entry.name, "reason": f"{type(error).__name__}: {error}"})
             continue
         if isinstance(found, str):
             missing.append({"run": entry.name, "reason": found})

@@ -7,6 +7,7 @@ spectra, and any committed one ("captured", "analyzed" or "failed" analysis) for
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,14 @@ class RunReader:
         """Epochs of the analyzed snapshots that have an operator row for ``layer``."""
         group = self._group("operators", layer)
         rows = self._analyzed_rows(group)  # refreshes the snapshot column first
-        return self.snapshots()["epoch"][group["snapshot"][...][rows]]
+        return self.snapshots()["epoch"][_refreshed(group["snapshot"], self.path)[...][rows]]
 
     def operator_spectral_norm(self, layer: str) -> np.ndarray:
         """The operator's spectral norm ``sigma_max(A) = sqrt(lambda_1)`` at every analyzed snapshot
         with an operator row (:meth:`operator_epochs`); NaN where its analysis failed."""
         group = self._group("operators", layer)
         rows = self._analyzed_rows(group)
-        group["top"].refresh()
-        return np.sqrt(group["top"][:, 0][rows])
+        return np.sqrt(_refreshed(group["top"], self.path)[:, 0][rows])
 
     def operator_spectrum(
         self, layer: str, epoch: int | None = None, *, step: int | None = None
@@ -159,9 +159,8 @@ class RunReader:
                 f"{self.operator_epochs(layer).tolist()} (operator_every_n_epochs="
                 f"{self.config.get('operator_every_n_epochs')})."
             ) from None
-        for name in ("top", "edges", "counts", "count_errors"):
-            group[name].refresh()
-        return tuple(group[name][row] for name in ("top", "edges", "counts", "count_errors"))
+        names = ("top", "edges", "counts", "count_errors")
+        return tuple(_refreshed(group[name], self.path)[row] for name in names)
 
     def layer_info(self, layer: str) -> dict[str, Any]:
         """Kind, N, M, Q and number of slices of a layer."""
@@ -172,8 +171,7 @@ class RunReader:
         index = self._file["index"]
         columns = {}
         for name in ("epoch", "step", "time", "status", "reason"):
-            index[name].refresh()
-            columns[name] = index[name][...]
+            columns[name] = _refreshed(index[name], self.path)[...]
         size = min(len(column) for column in columns.values())
         columns = {name: column[:size] for name, column in columns.items()}
         columns["status"] = np.array([_name_of(code) for code in columns["status"]], dtype=object)
@@ -211,8 +209,7 @@ class RunReader:
             return {layer_name: self.metric(name, layer_name) for layer_name in self.layers}
         group = self._layer(layer)
         rows = self._analyzed_rows(group)
-        dataset = group["metrics"]
-        dataset.refresh()
+        dataset = _refreshed(group["metrics"], self.path)
         column = list(dataset.attrs["names"]).index(name)
         return dataset[:, column][rows]
 
@@ -239,9 +236,8 @@ class RunReader:
         # every layer of a file has the same columns: those of the version that wrote it
         column = list(self._file["layers"][keys[0]]["metrics"].attrs["names"]).index(name) if keys else 0
         for position, key in enumerate(keys):
-            snapshot, metrics, phase, status = _read_datasets(
-                root, key, (b"snapshot", b"metrics", b"phase", b"status")
-            )
+            names = (b"snapshot", b"metrics", b"phase", b"status")
+            snapshot, metrics, phase, status = _read_datasets(root, key, names, self.path)
             size = min(len(snapshot), len(metrics), len(phase), len(status))
             rows = np.flatnonzero(np.isin(snapshot[:size], analyzed))
             columns = np.searchsorted(analyzed, snapshot[rows])  # later rows of a snapshot win
@@ -258,10 +254,8 @@ class RunReader:
         """``(status, reason)`` of a layer at every analyzed snapshot."""
         group = self._layer(layer)
         rows = self._analyzed_rows(group)
-        for name in ("status", "reason"):
-            group[name].refresh()
-        codes = group["status"][...][rows]
-        reasons = group["reason"][...][rows]
+        codes = _refreshed(group["status"], self.path)[...][rows]
+        reasons = _refreshed(group["reason"], self.path)[...][rows]
         return [(_LAYER_STATUS_NAMES[int(c)], r.decode("utf-8")) for c, r in zip(codes, reasons, strict=True)]
 
     def phases(self, layer: str) -> list[str]:
@@ -269,14 +263,13 @@ class RunReader:
         analyzed snapshot."""
         group = self._layer(layer)
         rows = self._analyzed_rows(group)
-        group["phase"].refresh()
-        return [PHASE_CODES[int(code)] for code in group["phase"][...][rows]]
+        return [PHASE_CODES[int(code)] for code in _refreshed(group["phase"], self.path)[...][rows]]
 
     def svals(self, layer: str, epoch: int | None = None, *, step: int | None = None) -> np.ndarray:
         """Singular values ``(slices, M)`` of a layer at an epoch (the last snapshot of it) or step."""
         group = self._layer(layer)
         row = self._row_at(group, epoch, step, analyzed=True)
-        return group["svals"][row]
+        return _refreshed(group["svals"], self.path)[row]
 
     def esd(self, layer: str, epoch: int | None = None, *, step: int | None = None) -> np.ndarray:
         """The ESD (eigenvalues, ascending) of a layer, with the run's conventions."""
@@ -300,7 +293,7 @@ class RunReader:
         if "weights" not in group:
             raise KeyError(f"Run {self.path} did not save weights (save_weights=False).")
         row = self._row_at(group, epoch, step, analyzed=False)
-        return group["weights"][row]
+        return _refreshed(group["weights"], self.path)[row]
 
     def _json_attribute(self, name: str) -> dict[str, Any]:
         """A root attribute holding a JSON object, ``{}`` when absent.
@@ -337,8 +330,7 @@ class RunReader:
 
     def _analyzed_rows(self, group: h5py.Group) -> np.ndarray:
         analyzed = np.flatnonzero(self._status_codes() == SNAPSHOT_STATUS["analyzed"])
-        group["snapshot"].refresh()
-        snapshot = group["snapshot"][...]
+        snapshot = _refreshed(group["snapshot"], self.path)[...]
         rows = np.flatnonzero(np.isin(snapshot, analyzed))
         # one row per snapshot: keep the last written (a resumed run never duplicates, but be safe)
         _, last = np.unique(snapshot[rows][::-1], return_index=True)
@@ -355,20 +347,19 @@ class RunReader:
         else:
             match = committed
         ids = np.flatnonzero(match)
-        group["snapshot"].refresh()
-        rows = np.flatnonzero(np.isin(group["snapshot"][...], ids))
+        rows = np.flatnonzero(np.isin(_refreshed(group["snapshot"], self.path)[...], ids))
         if rows.size == 0:
             what = f"step {step}" if step is not None else f"epoch {epoch}"
             raise KeyError(f"No committed snapshot at {what} in {self.path}; epochs: {self.epochs.tolist()}.")
         return int(rows[-1])
 
     def _status_codes(self) -> np.ndarray:
-        dataset = self._file["index/status"]
-        dataset.refresh()
-        return dataset[...]
+        return _refreshed(self._file["index/status"], self.path)[...]
 
 
-def _read_datasets(root: h5py.h5g.GroupID, key: bytes, names: tuple[bytes, ...]) -> list[np.ndarray]:
+def _read_datasets(
+    root: h5py.h5g.GroupID, key: bytes, names: tuple[bytes, ...], path: Path
+) -> list[np.ndarray]:
     """Whole datasets of the group ``key`` under ``root``, refreshed, through h5py's low-level
     API: half the time of ``group[name][...]`` per dataset, which a run of hundreds of layers
     read for a dashboard adds up."""
@@ -377,11 +368,42 @@ def _read_datasets(root: h5py.h5g.GroupID, key: bytes, names: tuple[bytes, ...])
     for name in names:
         dataset = h5py.h5d.open(group, name)
         dataset.refresh()
+        _check_stored(dataset, path)
         array = np.empty(dataset.shape, dtype=dataset.dtype)
         if array.size:
             dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
         arrays.append(array)
     return arrays
+
+
+def _refreshed(dataset: h5py.Dataset, path: Path) -> h5py.Dataset:
+    """``dataset`` with the rows its writer has flushed since, checked by :func:`_check_stored`."""
+    dataset.refresh()
+    _check_stored(dataset.id, path)
+    return dataset
+
+
+def _check_stored(dataset: h5py.h5d.DatasetID, path: Path) -> None:
+    """Refuse a dataset whose shape claims more bytes than the file stores for it.
+
+    Run files are written uncompressed, row after row, so a dataset's rows are stored but for at
+    most one chunk (a writer killed between growing and writing it). A damaged or forged file can
+    claim a shape of terabytes over a few bytes: reading it would fill memory with fill values.
+
+    Raises:
+        ValueError: the claimed size exceeds what is stored by more than one chunk.
+    """
+    itemsize = dataset.dtype.itemsize
+    claimed = math.prod(dataset.shape) * itemsize
+    creation = dataset.get_create_plist()
+    chunk = creation.get_chunk() if creation.get_layout() == h5py.h5d.CHUNKED else None
+    slack = math.prod(chunk) * itemsize if chunk else 0
+    stored = dataset.get_storage_size()
+    if claimed > stored + slack:
+        raise ValueError(
+            f"{path}: a dataset claims {claimed:,} bytes (shape {dataset.shape}) but the file stores "
+            f"{stored:,} for it: a damaged or forged run file; refused."
+        )
 
 
 def _open_swmr(path: Path) -> h5py.File:
