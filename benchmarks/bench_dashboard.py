@@ -14,8 +14,9 @@ time). Timed, each on a cold start (files not opened before by the process that 
   page``), to the tab's page shown (``page``: the plugin's modules loaded), to the heatmaps in
   view drawn (``first screen``) and, scrolled to the last run, to its heatmap drawn (``all``:
   the page loads heatmaps as they come into view); needs Debian's ``chromium`` and
-  ``playwright``; ``tab alone``: the same for the plugin's page without TensorBoard's around it
-  (``/data/plugin_entry.html?name=spectra``);
+  ``playwright``; ``tab switched``: the same from the switch to the tab in a TensorBoard page
+  already open (at SCALARS), as a user opens it; ``tab alone``: the same for the plugin's page
+  without TensorBoard's around it (``/data/plugin_entry.html?name=spectra``);
 * ``h5py floor``: opening every file and reading the datasets the overview needs with h5py alone,
   no JSON: what reading all heatmaps cannot go below.
 
@@ -136,20 +137,28 @@ def over_http(url: str) -> dict[str, float]:
     return times
 
 
-def in_browser(url: str, runs: int, *, alone: bool = False) -> dict[str, float]:
-    """Seconds from the page's load to the Spectra tab's own page shown (TensorBoard's page and
-    the plugin's module loaded), to the heatmaps in view drawn, and to all drawn. ``alone``: the
-    plugin's page without TensorBoard's (``/data/plugin_entry.html?name=spectra``)."""
+def in_browser(url: str, runs: int, *, start: str = "page") -> dict[str, float]:
+    """Seconds to the Spectra tab's own page shown (the plugin's modules loaded), to the heatmaps
+    in view drawn, and to the last run's drawn once scrolled to, counted from: ``"page"``, the
+    load of TensorBoard's page at the tab; ``"tab"``, the switch to the tab in a TensorBoard page
+    already open at SCALARS; ``"alone"``, the load of the plugin's page without TensorBoard's
+    (``/data/plugin_entry.html?name=spectra``)."""
     times = {}
     with headless_chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(300_000)
+        if start == "tab":
+            page.goto(f"{url}/#scalars")
+            page.wait_for_load_state("networkidle")
         started = time.perf_counter()
-        if alone:
+        if start == "alone":
             page.goto(f"{url}/data/plugin_entry.html?name=spectra")
             document, frame = "document", page
         else:
-            page.goto(f"{url}/#spectra")
+            if start == "tab":
+                page.evaluate("() => { window.location.hash = '#spectra'; }")
+            else:
+                page.goto(f"{url}/#spectra")
             page.locator("iframe").wait_for(state="attached")
             times["TB's page"] = time.perf_counter() - started
             document, frame = 'document.querySelector("iframe")?.contentDocument', spectra_frame(page)
@@ -209,7 +218,9 @@ def main() -> None:
             with tensorboard(logdir, timeout=300) as url:
                 rows["browser"] = in_browser(url, args.runs)
             with tensorboard(logdir, timeout=300) as url:
-                rows["tab alone"] = in_browser(url, args.runs, alone=True)
+                rows["tab switched"] = in_browser(url, args.runs, start="tab")
+            with tensorboard(logdir, timeout=300) as url:
+                rows["tab alone"] = in_browser(url, args.runs, start="alone")
         rows["h5py floor"] = {"all": floor}
     columns = ("TB's page", "page", "listing", "first screen", "all", "again")
     print(
