@@ -9,19 +9,18 @@ checkpoint, a truncated file, random bytes) is listed as unreadable with the rea
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runfile.reader import RUN_FILE_NAME, RunReader, open_run
+from ..reporting.compare import LIGHTNING_COMPONENT, run_location
+from ..runfile.reader import RunReader, open_run
 
 __all__ = ["CANDIDATE_SUFFIXES", "Catalog", "RunEntry", "UnknownRunError"]
 
 CANDIDATE_SUFFIXES = (".h5", ".hdf5")
 _RESCAN_SECONDS = 5.0
-_LIGHTNING_COMPONENT = re.compile(r"lightning_logs|version_\d+")
 
 
 class UnknownRunError(KeyError):
@@ -145,13 +144,9 @@ def _names(logdir: Path, paths: list[Path]) -> list[str]:
     """Run names as TensorBoard names runs: the path under ``logdir`` of the run's directory
     (of the file itself, without its suffix, unless it is a ``spectra.h5``), without Lightning's
     ``lightning_logs`` and ``version_N`` components where the names stay distinct without them."""
-    full = []
-    for path in paths:
-        relative = path.relative_to(logdir)
-        parts = relative.parent.parts if path.name == RUN_FILE_NAME else relative.with_suffix("").parts
-        full.append(parts or (logdir.name,))
+    full = [run_location(path.relative_to(logdir)).parts or (logdir.name,) for path in paths]
     short = [
-        tuple(part for part in parts if not _LIGHTNING_COMPONENT.fullmatch(part)) or parts for parts in full
+        tuple(part for part in parts if not LIGHTNING_COMPONENT.fullmatch(part)) or parts for parts in full
     ]
     chosen = short if len(set(short)) == len(short) else full
     return ["/".join(parts) for parts in chosen]

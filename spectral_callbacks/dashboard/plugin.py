@@ -86,11 +86,14 @@ class SpectraPlugin(base_plugin.TBPlugin):
         return apps
 
     def _runs(self, arguments: dict[str, str]) -> bytes:
-        catalog = self._catalog_or_fail()
-        listing = queries.run_listing(
-            catalog, lambda entry: json.loads(self._answer(entry, ("summary",), queries.run_summary))
+        return _json_bytes(self._listing())
+
+    def _listing(self) -> dict[str, Any]:
+        """The run listing, each run's line kept while its file is unchanged."""
+        return queries.run_listing(
+            self._catalog_or_fail(),
+            lambda entry: json.loads(self._answer(entry, ("summary",), queries.run_summary)),
         )
-        return _json_bytes(listing)
 
     def _run(self, arguments: dict[str, str]) -> bytes:
         return self._answer(self._entry(arguments["run"]), ("run",), queries.run_details)
@@ -125,7 +128,7 @@ class SpectraPlugin(base_plugin.TBPlugin):
         metric = requests.metric(arguments["metric"])
         catalog = self._catalog_or_fail()
         parameter = arguments["param"]
-        known = queries.run_listing(catalog)["params"]
+        known = self._listing()["params"]
         requests.one_of("param", parameter, known, "run parameter")
         epoch = requests.integer("epoch", arguments.get("epoch"))
         layer = arguments.get("layer")

@@ -23,9 +23,9 @@ from ..runfile.store import LAYER_STATUS, PHASE_CODES
 from ..spectra import METRIC_NAMES
 from ..spectra.mp import spike_threshold
 from .catalog import Catalog, RunEntry
+from .requests import DEFAULT_METRIC
 
 __all__ = [
-    "DEFAULT_METRIC",
     "FIT_FIELDS",
     "MP_FIELDS",
     "compare_points",
@@ -36,7 +36,6 @@ __all__ = [
     "run_summary",
 ]
 
-DEFAULT_METRIC = "alpha"
 FIT_FIELDS = ("alpha", "xmin", "xmax", "D", "sigma", "num_pl_spikes")
 MP_FIELDS = ("lambda_plus", "mp_s", "num_spikes", "mp_softrank")
 STATUS_NAMES = tuple(sorted(LAYER_STATUS, key=LAYER_STATUS.get))  # indexed by the stored codes
@@ -143,7 +142,7 @@ def layer_esd(
             else None
         ),
         "mp": _mp_fit(metrics, int(info["N"]), int(info["M"])),
-        "operator": _operator_spectrum(reader, layer, snapshot["step"]),
+        "operator": _operator_spectrum(reader, layer, snapshot),
     }
 
 
@@ -255,18 +254,17 @@ def _mp_fit(metrics: dict[str, Any], N: int, M: int) -> dict[str, Any] | None:  
     }
 
 
-def _operator_spectrum(reader: RunReader, layer: str, step: int) -> dict[str, Any] | None:
+def _operator_spectrum(reader: RunReader, layer: str, snapshot: dict[str, Any]) -> dict[str, Any] | None:
     operator = _operator_of(reader, layer)
     if operator is None:
         return None
     try:
-        top, edges, counts, _ = reader.operator_spectrum(operator, step=step)
+        top, edges, counts, _ = reader.operator_spectrum(operator, step=snapshot["step"])
     except KeyError:
         return None
-    epoch = int(reader.snapshots()["epoch"][reader.snapshots()["step"] == step][-1])
     return {
         "layer": operator,
-        "epoch": epoch,
+        "epoch": snapshot["epoch"],
         "top": [_json_value(value) for value in top],
         "edges": [_json_value(value) for value in edges],
         "counts": [_json_value(value) for value in counts],

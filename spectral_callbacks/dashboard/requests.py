@@ -13,9 +13,18 @@ from collections.abc import Collection, Mapping, Sequence
 
 from ..spectra import METRIC_NAMES
 
-__all__ = ["MAX_NAME_LENGTH", "InvalidRequestError", "checked_arguments", "integer", "metric", "one_of"]
+__all__ = [
+    "DEFAULT_METRIC",
+    "MAX_NAME_LENGTH",
+    "InvalidRequestError",
+    "checked_arguments",
+    "integer",
+    "metric",
+    "one_of",
+]
 
 MAX_NAME_LENGTH = 1024
+DEFAULT_METRIC = "alpha"
 _INTEGER = re.compile(r"[+-]?\d{1,15}")
 
 
@@ -85,4 +94,4 @@ def metric(value: str | None) -> str:
     Raises:
         InvalidRequestError: not a stored metric.
     """
-    return one_of("metric", "alpha" if value is None else value, list(METRIC_NAMES), "metric")
+    return one_of("metric", DEFAULT_METRIC if value is None else value, list(METRIC_NAMES), "metric")

@@ -25,6 +25,7 @@ from ..spectra import METRIC_NAMES
 
 __all__ = [
     "COMPARE_CSV_COLUMNS",
+    "LIGHTNING_COMPONENT",
     "MODEL_AVERAGE",
     "CompareTable",
     "LabeledRun",
@@ -35,12 +36,14 @@ __all__ = [
     "load_runs",
     "model_average",
     "run_labels",
+    "run_location",
     "select_compared_layers",
 ]
 
 MODEL_AVERAGE = "model average"
 COMPARE_CSV_COLUMNS = ("run", "layer", "epoch", "step", "metric", "value")
-_LIGHTNING_COMPONENT = re.compile(r"lightning_logs|version_\d+")
+# path components Lightning's loggers add, which name no run: left out of labels where possible
+LIGHTNING_COMPONENT = re.compile(r"lightning_logs|version_\d+")
 
 
 class LabeledRun(NamedTuple):
@@ -109,7 +112,7 @@ def run_labels(run_files: Sequence[Path]) -> list[str]:
     its stem.
     """
     full = [_run_parts(Path(path)) for path in run_files]
-    short = [tuple(c for c in parts if not _LIGHTNING_COMPONENT.fullmatch(c)) for parts in full]
+    short = [tuple(c for c in parts if not LIGHTNING_COMPONENT.fullmatch(c)) for parts in full]
     labels = _shortest_suffixes(short)
     if labels is None:
         labels = _shortest_suffixes(full)
@@ -352,9 +355,13 @@ def _shortest_suffixes(parts: list[tuple[str, ...]]) -> list[tuple[str, ...]] | 
     return suffixes if all(suffixes) else None
 
 
+def run_location(path: Path) -> Path:
+    """The path that names a run: the directory of a ``spectra.h5``, else the file without its suffix."""
+    return path.parent if path.name == RUN_FILE_NAME else path.with_suffix("")
+
+
 def _run_parts(path: Path) -> tuple[str, ...]:
-    path = path.resolve()
-    directory = path.parent if path.name == RUN_FILE_NAME else path.with_suffix("")
+    directory = run_location(path.resolve())
     return directory.parts[1:] or (directory.anchor,)
 
 
