@@ -20,7 +20,7 @@ The bound (``u = 2^-53`` the unit roundoff of float64, ``eps = 2u``, ``gamma_k =
    ``||d d^T||_2 = ||A||_F^2``; a nonnegative matrix bounds the 2-norm of any matrix it dominates
    entrywise. Hence ``||X^ - X||_2 <= gamma_k ||A||_F^2``, and ``||A||_F^2`` is the trace of ``X^``
    up to a relative ``gamma_(k+n)`` (its terms are all positive). Blocking makes ``k`` about ``b``
-   instead of ``r``: a 4x smaller bound for 512 rows, 100x for an embedding's 50257.
+   instead of ``r``: an 8x smaller bound for 512 rows, 100x for an embedding's 50257.
 2. The eigensolver. LAPACK's symmetric eigensolvers are backward stable: the computed eigenvalues
    are exact for ``X^ + F`` with ``||F||_2 <= p(n) eps ||X^||_2``, ``p`` "a modestly growing
    function of n" (LAPACK Users' Guide, 3rd ed., 1999, section 4.7.1; Golub and Van Loan,
@@ -38,6 +38,7 @@ The bound takes every rounding at its worst, so actual errors are usually well b
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -50,6 +51,7 @@ __all__ = [
     "GRAM_BLOCK_ROWS",
     "GRAM_LARGE_BLOCK_ROWS",
     "EigValues",
+    "GramWorkspace",
     "certified",
     "expected_certified",
     "gram_eigenvalues",
@@ -63,10 +65,11 @@ __all__ = [
 EigValues = Callable[[np.ndarray], np.ndarray]
 
 # Rows per block of the Gram matrix's formation (section 1 of the module docstring). Smaller blocks
-# mean fewer roundings per product (a smaller bound) but more dsyrk calls and additions; 128 keeps
-# that cheap while the n x n partial sums stay in cache (n <= 512). Beyond that, adding them is
-# bound by memory bandwidth, and bigger blocks mean fewer additions (benchmarks/bench_gram.py).
-GRAM_BLOCK_ROWS = 128
+# mean fewer roundings per product (a smaller bound, fewer square slices sent to the SVD) but more
+# dsyrk calls and additions; 64 halves 128's bound for 4% more time forming a 512 x 512 Gram
+# matrix, while the n x n partial sums stay in cache (n <= 512). Beyond that, adding them is bound
+# by memory bandwidth, and bigger blocks mean fewer additions (benchmarks/bench_gram.py).
+GRAM_BLOCK_ROWS = 64
 GRAM_LARGE_BLOCK_ROWS = 512
 _CACHED_COLUMNS = 512
 _UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2
@@ -79,6 +82,7 @@ _UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2
 # Gram path at about half an SVD (benchmarks/bench_gram.py), trying pays while fewer than about
 # half the tries fail.
 AUTO_MARGIN = 3.0
+_WORKSPACES = threading.local()
 
 
 def lapack_eigvalsh(gram: np.ndarray) -> np.ndarray:
@@ -119,7 +123,9 @@ def expected_certified(rows: int, columns: int, rtol: float) -> bool:
     return bool(predicted * AUTO_MARGIN <= rtol)
 
 
-def gram_matrix(matrix: np.ndarray, block_rows: int | None = None) -> tuple[np.ndarray, int]:
+def gram_matrix(
+    matrix: np.ndarray, block_rows: int | None = None, workspace: GramWorkspace | None = None
+) -> tuple[np.ndarray, int]:
     """``X = A^T A`` (float64, column-major, upper triangle) of a real ``r x n`` matrix, from blocks
     of rows added pairwise (in sequence for ``n > 512``), and ``k``: the most roundings any of its
     products went through.
@@ -128,25 +134,58 @@ def gram_matrix(matrix: np.ndarray, block_rows: int | None = None) -> tuple[np.n
         matrix: any float dtype and memory layout; converted to float64 block by block (exactly).
         block_rows: rows per block; default :data:`GRAM_BLOCK_ROWS`, or
             :data:`GRAM_LARGE_BLOCK_ROWS` when ``n`` exceeds 512.
+        workspace: ``n x n`` buffers to compute in; the result is then one of them, to be handed
+            back with :meth:`GramWorkspace.release`. Default: fresh arrays.
     """
     rows, columns = matrix.shape
     block_rows = max(1, block_rows or _block_rows(columns))
+    workspace = workspace or GramWorkspace(columns)
     pairwise = columns <= _CACHED_COLUMNS
     # a binary counter of partial sums: (additions its entries went through, the sum)
     partial: list[tuple[int, np.ndarray]] = []
     for start in range(0, max(rows, 1), block_rows):
-        total, level = _block_gram(matrix[start : start + block_rows]), 0
+        total, level = _block_gram(matrix[start : start + block_rows], workspace.take()), 0
         while partial and (partial[-1][0] == level or not pairwise):
-            other_level, other = partial.pop()
-            total += other
-            level = max(level, other_level) + 1
+            total, level = _add(partial.pop(), (level, total), workspace)
         partial.append((level, total))
     level, total = partial.pop()
     while partial:
-        other_level, other = partial.pop()
-        total += other
-        level = max(level, other_level) + 1
+        total, level = _add(partial.pop(), (level, total), workspace)
     return total, min(block_rows, rows) + level
+
+
+class GramWorkspace:
+    """Reusable ``n x n`` float64 column-major buffers for :func:`gram_matrix`, lower triangles zero.
+
+    Each block's ``dsyrk`` writes into a buffer and partial sums are added in place: a fresh
+    ``n x n`` array per block would be a fresh ``mmap`` for ``n >= 128``, and its page faults cost
+    more than the block's product (``benchmarks/bench_gram.py``). ``dsyrk`` and the eigensolvers
+    read and write upper triangles only, so the zero lower triangles stay zero.
+    """
+
+    def __init__(self, columns: int) -> None:
+        self.columns = columns
+        self._free: list[np.ndarray] = []
+
+    def take(self) -> np.ndarray:
+        """A buffer whose upper triangle holds anything and whose lower triangle is zero."""
+        if self._free:
+            return self._free.pop()
+        return np.zeros((self.columns, self.columns), dtype=np.float64, order="F")
+
+    def release(self, buffer: np.ndarray) -> None:
+        """Hand a buffer from :meth:`take` (or :func:`gram_matrix`'s result) back for reuse."""
+        self._free.append(buffer)
+
+
+def _add(
+    earlier: tuple[int, np.ndarray], later: tuple[int, np.ndarray], workspace: GramWorkspace
+) -> tuple[np.ndarray, int]:
+    """Two partial sums added into the earlier one's buffer; the later's is released."""
+    (earlier_level, total), (later_level, other) = earlier, later
+    np.add(total, other, out=total)
+    workspace.release(other)
+    return total, max(earlier_level, later_level) + 1
 
 
 def gram_error_bound(trace: float, largest: float, columns: int, roundings: int) -> float:
@@ -171,9 +210,13 @@ def gram_eigenvalues(matrix: np.ndarray, eigvalsh: EigValues = lapack_eigvalsh) 
         ``(evals, delta)``: each computed eigenvalue is within ``delta`` of the exact one
         (see the module docstring). They may be negative for a (nearly) rank-deficient ``A``.
     """
-    gram, roundings = gram_matrix(matrix)
-    trace = float(np.trace(gram))
-    evals = np.asarray(eigvalsh(gram), dtype=np.float64)[::-1]
+    workspace = _thread_workspace(matrix.shape[1])
+    gram, roundings = gram_matrix(matrix, workspace=workspace)
+    try:
+        trace = float(np.trace(gram))
+        evals = np.asarray(eigvalsh(gram), dtype=np.float64)[::-1]
+    finally:
+        workspace.release(gram)
     largest = float(np.max(np.abs(evals))) if evals.size else 0.0
     return evals, gram_error_bound(trace, largest, matrix.shape[1], roundings)
 
@@ -184,12 +227,27 @@ def certified(evals: np.ndarray, delta: float, rtol: float) -> bool:
     return bool(evals.size) and float(np.min(evals)) > delta * (1 + 1 / rtol)
 
 
-def _block_gram(block: np.ndarray) -> np.ndarray:
-    """One block's ``B^T B`` by ``dsyrk`` on a float64 copy read without a transposed copy."""
+def _block_gram(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """One block's ``B^T B`` by ``dsyrk`` into ``out``'s upper triangle, from a float64 copy read
+    without a transposed copy."""
     if block.flags.c_contiguous:
         # a row-major block's transpose is column-major: dsyrk's B B^T of it needs no copy
-        return scipy.linalg.blas.dsyrk(1.0, np.asarray(block, dtype=np.float64).T, trans=0)
-    return scipy.linalg.blas.dsyrk(1.0, float64_fortran(block), trans=1)
+        operand, trans = np.asarray(block, dtype=np.float64).T, 0
+    else:
+        operand, trans = float64_fortran(block), 1
+    return scipy.linalg.blas.dsyrk(1.0, operand, beta=0.0, c=out, trans=trans, overwrite_c=1)
+
+
+def _thread_workspace(columns: int) -> GramWorkspace:
+    """This thread's workspace for ``columns x columns`` Gram matrices, kept between calls for
+    the cached sizes (at most ``2 + log2(blocks)`` buffers of ``n <= 512``: 12 MB at 512) and
+    fresh for larger ones."""
+    if columns > _CACHED_COLUMNS:
+        return GramWorkspace(columns)
+    kept = getattr(_WORKSPACES, "by_columns", None)
+    if kept is None:
+        kept = _WORKSPACES.by_columns = {}
+    return kept.setdefault(columns, GramWorkspace(columns))
 
 
 def _block_rows(columns: int) -> int:

@@ -23,6 +23,7 @@ from spectral_callbacks.spectra.gram import (
     expected_certified,
     gram_eigenvalues,
     gram_matrix,
+    lapack_eigvalsh,
 )
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -343,3 +344,16 @@ def test_auto_leaves_large_square_slices_to_the_svd_and_gram_tries_them() -> Non
 def test_invalid_options_are_named(options: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         compute_singular_values(view_of(np.ones((20, 10))), **options)
+
+
+def test_reused_workspace_buffers_give_the_fresh_buffers_eigenvalues() -> None:
+    """gram_eigenvalues computes in buffers kept between calls (overwritten by the eigensolver);
+    alternating shapes and reusing them must not change a single bit of the result."""
+    rng = np.random.default_rng(7)
+    matrices = [rng.standard_normal(shape).astype(np.float32) for shape in [(300, 64), (64, 64), (1000, 64)]]
+    for _ in range(3):
+        for matrix in matrices:
+            evals, _ = gram_eigenvalues(matrix)
+            fresh, _ = gram_matrix(matrix)
+            assert np.all(np.tril(fresh, -1) == 0)
+            np.testing.assert_array_equal(evals, lapack_eigvalsh(fresh)[::-1])
