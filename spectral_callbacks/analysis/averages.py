@@ -26,7 +26,7 @@ __all__ = [
 SCALAR_METRICS = (
     "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
     "frame_potential", "frame_potential_normalized", "rank_loss", "lambda_min",
-    "num_spikes", "mp_softrank",
+    "num_spikes", "mp_softrank", "relative_delta", "delta_W",
 )  # fmt: skip
 AVERAGED_METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -12,8 +13,9 @@ from ..capture.names import clean_name
 from ..extras import import_extra
 from ..formatting import format_columns
 from ..spectra import LayerSpectrum, SkippedParameter, analyze_view, matrices_of
+from ..spectra.distances import layer_distance
 from ..spectra.esd import GRAM_RTOL, METHODS
-from ..spectra.matrices import DEFAULT_MIN_EVALS
+from ..spectra.matrices import DEFAULT_MIN_EVALS, MatrixView
 from . import mkl_svd
 
 __all__ = [
@@ -136,8 +138,14 @@ def analyze_weights(
     svd_threads: int | None = None,
     method: str = "auto",
     gram_rtol: float = GRAM_RTOL,
+    reference: Mapping[str, np.ndarray] | None = None,
+    alignment: bool = False,
 ) -> ModelAnalysis:
     """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason.
+
+    With ``reference`` (arrays of the same parameters at another point, e.g. the previous
+    snapshot), each row also carries its distances from that version
+    (:func:`spectral_callbacks.spectra.distances.layer_distance`; ``cka`` only with ``alignment``).
 
     Large matrices go to MKL's SVD (and large Gram matrices to MKL's eigensolver) when torch
     carries it (:mod:`spectral_callbacks.analysis.mkl_svd`), on ``svd_threads`` threads (None: torch's own
@@ -164,25 +172,43 @@ def analyze_weights(
         if isinstance(views, SkippedParameter):
             rows.append(LayerSpectrum.skipped(views, kind or ""))
             continue
-        for view in views:
+        before = _reference_views(reference, name, array, kind, len(views))
+        for position, view in enumerate(views):
             try:
-                rows.append(
-                    analyze_view(
-                        view,
-                        weights_dtype=array.dtype,
-                        normalize=normalize,
-                        conv2d_norm=conv2d_norm,
-                        xmax=xmax,
-                        svdvals=svdvals,
-                        method=method,
-                        eigvalsh=eigvalsh,
-                        gram_rtol=gram_rtol,
-                    )
+                row = analyze_view(
+                    view,
+                    weights_dtype=array.dtype,
+                    normalize=normalize,
+                    conv2d_norm=conv2d_norm,
+                    xmax=xmax,
+                    svdvals=svdvals,
+                    method=method,
+                    eigvalsh=eigvalsh,
+                    gram_rtol=gram_rtol,
                 )
+                if before is not None:
+                    distance = layer_distance(before[position], view, alignment=alignment)
+                    row = dataclasses.replace(row, **dataclasses.asdict(distance))
+                rows.append(row)
             except ValueError as error:
                 skipped = SkippedParameter(view.name, tuple(view.slices.shape[1:]), str(error))
                 rows.append(LayerSpectrum.skipped(skipped, view.kind))
     return rows
+
+
+def _reference_views(
+    reference: Mapping[str, np.ndarray] | None, name: str, array: np.ndarray, kind: str | None, count: int
+) -> list[MatrixView] | None:
+    """The reference version's views of a parameter, or None when it has none of the same shape."""
+    if reference is None or name not in reference or np.shape(reference[name]) != array.shape:
+        return None
+    try:
+        views = matrices_of(name, np.asarray(reference[name]), kind, min_evals=1)
+    except ValueError:
+        return None
+    if isinstance(views, SkippedParameter) or len(views) != count:
+        return None
+    return views
 
 
 def format_table(rows: Iterable[LayerSpectrum]) -> str:

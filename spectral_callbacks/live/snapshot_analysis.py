@@ -36,6 +36,10 @@ _SNAPSHOT_MARGIN_BYTES = 256 * 1024  # metrics, singular values, HDF5 metadata o
 class SnapshotAnalyzer:
     """Writes snapshots and their spectra to a run file (and optionally TensorBoard).
 
+    Each layer's row also says how far it moved since the previous snapshot analyzed here
+    (``delta_W``, ``relative_delta``: :mod:`spectral_callbacks.spectra.distances`); for that the
+    analyzer keeps that snapshot's arrays, one snapshot's memory.
+
     Args:
         writer: the open run file.
         parameters: the captured parameters, in model order.
@@ -75,6 +79,8 @@ class SnapshotAnalyzer:
         self._operators = tuple(spec for spec in operators if spec.name in set(writer.operator_names))
         self._layers = set(writer.layer_names)
         self._committed_steps = writer.committed_steps()
+        # the last analyzed snapshot's arrays: each layer's movement is measured from them
+        self._previous: dict[str, np.ndarray] | None = None
 
     def record_dropped(self, dropped: Sequence[tuple[int, int, float, str]]) -> None:
         """Index rows for snapshots the training side dropped (``on_full="drop"``)."""
@@ -123,7 +129,9 @@ class SnapshotAnalyzer:
     def _analyze(self, row: int, epoch: int, step: int, arrays: dict[str, np.ndarray]) -> None:
         try:
             items = [(p.name, arrays[p.name], p.kind) for p in self.parameters if p.name in arrays]
-            spectra = [s for s in analyze_weights(items, **self.spectrum.kwargs()) if s.name in self._layers]
+            analyzed = analyze_weights(items, **self.spectrum.kwargs(), reference=self._previous)
+            spectra = [s for s in analyzed if s.name in self._layers]
+            self._previous = arrays
         except Exception as error:  # noqa: BLE001 - recorded, never raised into training
             self._written(self.writer.set_status, row, "failed", f"{type(error).__name__}: {error}")
             self.report("warning", f"analysis of epoch {epoch} step {step} failed: {error}")

@@ -210,7 +210,9 @@ class RunReader:
         group = self._layer(layer)
         rows = self._analyzed_rows(group)
         dataset = _refreshed(group["metrics"], self.path)
-        column = list(dataset.attrs["names"]).index(name)
+        column = _column(dataset, name)
+        if column is None:  # a metric added after the version that wrote the file
+            return np.full(len(rows), np.nan)
         return dataset[:, column][rows]
 
     def metric_grid(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,14 +236,16 @@ class RunReader:
         phases = np.zeros((len(keys), analyzed.size), dtype=np.int8)
         statuses = np.full((len(keys), analyzed.size), LAYER_STATUS["skipped"], dtype=np.int8)
         # every layer of a file has the same columns: those of the version that wrote it
-        column = list(self._file["layers"][keys[0]]["metrics"].attrs["names"]).index(name) if keys else 0
+        # (None: a metric added after the version that wrote the file, NaN throughout)
+        column = _column(self._file["layers"][keys[0]]["metrics"], name) if keys else None
         for position, key in enumerate(keys):
             names = (b"snapshot", b"metrics", b"phase", b"status")
             snapshot, metrics, phase, status = _read_datasets(root, key, names, self.path)
             size = min(len(snapshot), len(metrics), len(phase), len(status))
             rows = np.flatnonzero(np.isin(snapshot[:size], analyzed))
             columns = np.searchsorted(analyzed, snapshot[rows])  # later rows of a snapshot win
-            values[position, columns] = metrics[rows, column]
+            if column is not None:
+                values[position, columns] = metrics[rows, column]
             phases[position, columns] = phase[rows]
             statuses[position, columns] = status[rows]
         return values, phases, statuses
@@ -441,3 +445,9 @@ def _python(value: Any) -> Any:
 
 def _name_of(code: int) -> str:
     return next(name for name, value in SNAPSHOT_STATUS.items() if value == code)
+
+
+def _column(metrics: Any, name: str) -> int | None:
+    """The column of a metric in a layer's ``metrics`` dataset, or None if the file has none."""
+    names = list(metrics.attrs["names"])
+    return names.index(name) if name in names else None

@@ -45,6 +45,10 @@ class LayerSpectrum:
     ``"no-fit"`` (metrics computed but no power law: see ``reason``) or ``"skipped"`` (nothing
     computed: see ``reason``). Missing numbers are NaN with a reason, never silently.
 
+    ``delta_W``, ``relative_delta``, ``delta_W_slices`` and ``cka`` are the layer's distances
+    from a reference version of it (:mod:`spectral_callbacks.spectra.distances`; the previous
+    snapshot during training), NaN without one.
+
     ``gram_slices`` and ``gram_fallbacks`` say how the singular values were computed (not
     metrics, left out of :meth:`metrics` and :meth:`row`): the number of slices whose values are
     certified Gram eigenvalues, and of slices where the Gram path was tried, failed its
@@ -86,6 +90,10 @@ class LayerSpectrum:
     lambda_plus: float = _NAN
     num_spikes: int = 0
     mp_softrank: float = _NAN
+    delta_W: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    relative_delta: float = _NAN
+    delta_W_slices: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    cka: float = _NAN
     phase: str = "unknown"
     evals: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
     svals: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False, compare=False)

@@ -107,7 +107,8 @@ def test_alphas_equal_analyze_matrix_on_the_models_matrices(run: types.SimpleNam
             matrix = run.recorder.at_epoch[epoch][name]
             expected = analyze_matrix(matrix, kind=kind, name=name)
             assert stored["alpha"][row] == pytest.approx(expected.alpha, rel=1e-6, nan_ok=True), (name, epoch)
-            (recomputed,) = analyze_weights([(name, matrix, kind)])
+            previous = {name: run.recorder.at_epoch[epoch - 1][name]} if row else None
+            (recomputed,) = analyze_weights([(name, matrix, kind)], reference=previous)
             for metric in METRIC_NAMES:
                 assert stored[metric][row] == pytest.approx(
                     recomputed.metrics()[metric], rel=1e-6, nan_ok=True

@@ -112,7 +112,8 @@ def test_numbers_equal_a_recomputation_on_the_saved_weights(run: types.SimpleNam
         statuses = reader.layer_status(name)
         for row, epoch in enumerate(EPOCHS):
             weights = reader.weights(name, epoch)
-            (expected,) = analyze_weights([(name, weights, kind)])
+            previous = {name: reader.weights(name, epoch - 1)} if epoch else None
+            (expected,) = analyze_weights([(name, weights, kind)], reference=previous)
             assert statuses[row] == (expected.status, expected.reason or "")
             np.testing.assert_allclose(reader.svals(name, epoch), expected.svals, rtol=1e-10)
             np.testing.assert_allclose(reader.esd(name, epoch), expected.evals, rtol=1e-10)
@@ -123,6 +124,24 @@ def test_numbers_equal_a_recomputation_on_the_saved_weights(run: types.SimpleNam
             if expected.status != "no-fit":
                 alpha = analyze_matrix(weights, kind=kind, name=name).alpha
                 assert stored["alpha"][row] == pytest.approx(alpha, rel=1e-6)
+
+
+def test_each_layers_movement_is_its_relative_step_between_snapshots(
+    run: types.SimpleNamespace, tiny
+) -> None:
+    """relative_delta = ||W_t - W_(t-1)||_F / ||W_(t-1)||_F from the saved weights (NaN at the
+    first snapshot, which has nothing before it)."""
+    for name in tiny.LAYERS:
+        stored = run.reader.metric("relative_delta", name)
+        assert math.isnan(stored[0])
+        for row, epoch in enumerate(EPOCHS[1:], start=1):
+            before = run.reader.weights(name, epoch - 1).astype(np.float64)
+            after = run.reader.weights(name, epoch).astype(np.float64)
+            expected = np.linalg.norm(after - before) / np.linalg.norm(before)
+            assert stored[row] == pytest.approx(expected, rel=1e-9)
+            assert run.reader.metric("delta_W", name)[row] == pytest.approx(
+                np.linalg.norm(after - before), rel=1e-9
+            )
 
 
 @pytest.fixture(scope="module")

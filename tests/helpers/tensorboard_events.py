@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing import event_accumulator
 # Per-layer scalars ("<metric>/<layer>") compared value by value with the run file.
 TB_SCALARS = (
     "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
-    "frame_potential", "rank_loss", "lambda_min",
+    "frame_potential", "rank_loss", "lambda_min", "relative_delta", "delta_W",
 )  # fmt: skip
 
 

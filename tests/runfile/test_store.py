@@ -455,3 +455,21 @@ def test_the_lock_of_a_killed_writer_is_released(crashed_run: Path) -> None:
         weights_dtype="float32", resume_after_step=5, lock_timeout=0.3,
     )  # fmt: skip
     writer.close()
+
+
+def test_a_file_written_before_a_metric_existed_reads_it_as_nan(run_path: Path, written_run: dict) -> None:
+    """Files keep the metric columns of the version that wrote them: a newer metric is NaN there,
+    and the others (phases and statuses too) read as before."""
+    with open_run(run_path) as run:
+        alphas = run.metric_grid("alpha")
+    with h5py.File(run_path, "r+") as file:
+        for layer in file["layers"].values():
+            names = [name for name in layer["metrics"].attrs["names"] if name != "relative_delta"]
+            layer["metrics"].attrs["names"] = [*names, "a_metric_since_removed"]
+    with open_run(run_path) as run:
+        assert np.isnan(run.metric("relative_delta", "fc")).all()
+        values, phases, statuses = run.metric_grid("relative_delta")
+        assert np.isnan(values).all()
+        np.testing.assert_array_equal(phases, alphas[1])
+        np.testing.assert_array_equal(statuses, alphas[2])
+        assert run.metric("alpha", "fc") == pytest.approx(alphas[0][0], nan_ok=True)
