@@ -21,6 +21,7 @@ except ImportError as error:
         f"(or torch, or tensorflow). Importing keras failed: {error}"
     ) from error
 
+from ..analysis.alerts import SpectralMonitor
 from ..capture.keras import (
     KerasWeight,
     analyzable_layers,
@@ -76,9 +77,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         resume: continue an existing run file in ``log_dir`` instead of refusing it.
         weights_dtype, tensorboard, queue_size, on_full, min_evals, max_evals, normalize,
             conv2d_norm, xmax, esd_method, gram_rtol, max_overhead, histogram_bins, esd_figures,
-            blas_threads, lend_threads, close_timeout: as
+            blas_threads, lend_threads, close_timeout, monitor: as
             :class:`spectral_callbacks.live.config.SpectralConfig` and ``SpectralCallback``. Threads
-            are lent on the torch backend only (jax and TensorFlow size their pools once).
+            are lent on the torch backend only (jax and TensorFlow size their pools once). A
+            ``SpectralMonitor(stop=True)`` alert sets ``model.stop_training``.
 
     Conv layers' operator spectra (``SpectralCallback(operators=...)``; anonymous, 2019) are not
     supported here yet: they need the torch layer's padding options and measured input size.
@@ -118,6 +120,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         blas_threads: int = 1,
         lend_threads: bool = True,
         close_timeout: float = 600.0,
+        monitor: SpectralMonitor | None = None,
     ):
         _check_keras_3()
         super().__init__()
@@ -138,6 +141,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             conv2d_norm=conv2d_norm, xmax=xmax, esd_method=esd_method, gram_rtol=gram_rtol,
             max_overhead=max_overhead, histogram_bins=histogram_bins, esd_figures=esd_figures,
             blas_threads=blas_threads, lend_threads=lend_threads, close_timeout=close_timeout,
+            monitor=monitor,
         )  # fmt: skip
         self.resume = bool(resume)
         self._session = self._new_session()
@@ -222,6 +226,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             self._capture(epoch=self._epoch, step=step)
         else:
             self._session.relay()
+        self._stop_if_alerted()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         session = self._session
@@ -229,6 +234,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             return
         self._snapshot_at_epoch_end(epoch)
         self._update_logs(logs)
+        self._stop_if_alerted()
 
     # -- shutdown -------------------------------------------------------------------------------
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -249,6 +255,11 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             )
         else:
             session.relay()
+
+    def _stop_if_alerted(self) -> None:
+        """Stop training, as ``EarlyStopping`` does, once an alert of a ``stop=True`` monitor arrived."""
+        if self._session.stop_requested:
+            self.model.stop_training = True
 
     def _update_logs(self, logs: dict | None) -> None:
         """Put the latest results in ``logs`` (the dict Keras hands to every callback in turn)."""

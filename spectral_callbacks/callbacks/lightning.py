@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
+from ..analysis.alerts import SpectralMonitor
 from ..analysis.blas_environment import blas_threads_limited
 from ..analysis.operators import OperatorSpec, estimate_operator_seconds, operator_budget_warning
 from ..capture.selection import LayerFilter
@@ -126,6 +127,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         operator_bins: int = 50,
         operator_moments: int = 256,
         operator_probes: int = 8,
+        monitor: SpectralMonitor | None = None,
     ):
         super().__init__()
         try:
@@ -140,7 +142,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 close_timeout=close_timeout, operators=operators,
                 operator_every_n_epochs=operator_every_n_epochs, operator_top_k=operator_top_k,
                 operator_bins=operator_bins,
-                operator_moments=operator_moments, operator_probes=operator_probes,
+                operator_moments=operator_moments, operator_probes=operator_probes, monitor=monitor,
             )  # fmt: skip
         except ValueError as error:
             raise _MisconfigurationException(str(error)) from error
@@ -285,6 +287,10 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         ):
             self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
             self._log_results(trainer)
+        if trainer.world_size > 1 and self.config.monitor is not None and self.config.monitor.stop:
+            # every rank decides together at the same point, as EarlyStopping does under DDP
+            stop = trainer.strategy.broadcast(self._session.stop_requested, src=0)
+            trainer.should_stop = trainer.should_stop or bool(stop)
 
     # -- shutdown -------------------------------------------------------------------------------
     @override
@@ -342,6 +348,8 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         in the logger's new version of a resumed run, a second TensorBoard run for one training
         run. No logger is fine: the run file and the worker's events have everything.
         """
+        if self._session.stop_requested and trainer.world_size == 1:
+            trainer.should_stop = True  # with more ranks, decided together at the epoch's end
         results = self._session.take_results()
         if not results or not trainer.is_global_zero:
             return

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.alerts import SpectralMonitor
 from ..analysis.operators import OperatorOptions
 from ..analysis.options import DEFAULT_MIN_EVALS, SpectrumOptions, check_integer, check_number
 from ..capture.selection import LayerFilter
@@ -67,6 +68,9 @@ class SpectralConfig:
             estimate (256 and 8: about 1% of the eigenvalues misplaced). Each probe costs
             ``operator_moments / 2`` products with ``A^T A``; the cost per snapshot is estimated
             and logged before the first snapshot.
+        monitor: alert rules applied to each analyzed snapshot
+            (:class:`spectral_callbacks.analysis.alerts.SpectralMonitor`): each alert is a warning,
+            a TensorBoard text entry and a row of the run file; with ``stop=True`` training stops.
     """
 
     every_n_epochs: int = 1
@@ -98,6 +102,7 @@ class SpectralConfig:
     operator_bins: int = 50
     operator_moments: int = 256
     operator_probes: int = 8
+    monitor: SpectralMonitor | None = None
 
     def __post_init__(self) -> None:
         check_integer("every_n_epochs", self.every_n_epochs, 1)
@@ -129,6 +134,10 @@ class SpectralConfig:
             raise ValueError(
                 "Invalid value for esd_figures=True: the figures need matplotlib, which is not installed. "
                 'Install it with pip install "spectral-callbacks[plots]", or pass esd_figures=False.'
+            )
+        if self.monitor is not None and not isinstance(self.monitor, SpectralMonitor):
+            raise ValueError(
+                f"Invalid value for monitor={self.monitor!r}: expected None or a SpectralMonitor(...)."
             )
         object.__setattr__(self, "operators", _operators(self.operators))
         for name, low in (("every_n_epochs", 1), ("top_k", 1), ("bins", 1), ("moments", 2), ("probes", 1)):

@@ -90,6 +90,8 @@ class SpectralSession:
         self._worker: AnalysisWorker | None = None
         self._layer_names: list[str] = []
         self._results: list[SnapshotResult] = []
+        # an alert arrived and the monitor says to stop: the callback stops training
+        self.stop_requested = False
         self._warned: set[str] = set()
         self._last_relay = 0.0
         self._budget: OverheadBudget | None = None
@@ -204,6 +206,7 @@ class SpectralSession:
             resume_after_step=self.last_step if self.resuming else None,
             operators=tuple(operators),
             operator_options=config.operator_options(),
+            monitor=config.monitor,
         )
         self._worker = AnalysisWorker(
             spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads
@@ -332,6 +335,11 @@ class SpectralSession:
         for kind, content in messages:
             if kind == "metrics":
                 self._results.append(SnapshotResult(*content))
+                continue
+            if kind == "alert":
+                self.warn(content)
+                if self.config.monitor is not None and self.config.monitor.stop:
+                    self.stop_requested = True
                 continue
             if kind == "cost":
                 self._costs.analyzed += 1

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.alerts import Alert, SpectralMonitor
 from ..analysis.averages import scalar_metrics
 from ..analysis.model import analyze_weights
 from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum, analyze_operators
@@ -53,6 +54,8 @@ class SnapshotAnalyzer:
         results: called with ``(epoch, step, scalars)`` once a snapshot's spectra are in the run
             file, ``scalars`` named as the TensorBoard tags (see
             :func:`spectral_callbacks.analysis.averages.scalar_metrics`); ``None`` to send nothing.
+        monitor: alert rules applied to each analyzed snapshot; an alert goes to the run file,
+            to TensorBoard (tag ``alerts``) and to ``report`` as kind ``"alert"``.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class SnapshotAnalyzer:
         operators: Sequence[OperatorSpec] = (),
         operator_options: OperatorOptions | None = None,
         results: Results | None = None,
+        monitor: SpectralMonitor | None = None,
     ):
         self.writer = writer
         self.parameters = tuple(parameters)
@@ -76,6 +80,7 @@ class SnapshotAnalyzer:
         self.weights_dtype = weights_dtype
         self.operator_options = operator_options or OperatorOptions()
         self.results = results
+        self._monitor = monitor.state() if monitor is not None else None
         self._operators = tuple(spec for spec in operators if spec.name in set(writer.operator_names))
         self._layers = set(writer.layer_names)
         self._committed_steps = writer.committed_steps()
@@ -145,8 +150,18 @@ class SnapshotAnalyzer:
                     self.sink.write_operators(step, operators)
             if self.results is not None:
                 self.results(epoch, step, scalars)
+            if self._monitor is not None:
+                self._alert(row, step, self._monitor.check(epoch, step, spectra))
         _report_skipped(spectra, epoch, step, self.report)
         _report_operators(operators, epoch, step, self.report)
+
+    def _alert(self, row: int, step: int, alerts: Sequence[Alert]) -> None:
+        """Each alert into the run file, TensorBoard and a message to the training process."""
+        for alert in alerts:
+            self._written(self.writer.append_alert, row, alert)
+            if self.sink is not None:
+                self.sink.write_alert(step, alert.message())
+            self.report("alert", alert.message())
 
     def _room_for(self, arrays: dict[str, np.ndarray]) -> bool:
         """Whether the disk has room for a snapshot, with a margin; reported when it has not.

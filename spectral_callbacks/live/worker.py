@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.alerts import SpectralMonitor
 from ..analysis.blas_environment import blas_threads_for_children
 from ..analysis.operators import OperatorOptions, OperatorSpec
 from ..analysis.options import SpectrumOptions
@@ -66,6 +67,7 @@ class RunSpec:
     skipped: tuple[tuple[str, str], ...] = ()  # parameters not captured, with the reason
     operators: tuple[OperatorSpec, ...] = ()  # conv layers whose operator spectra are estimated
     operator_options: OperatorOptions = field(default_factory=OperatorOptions)
+    monitor: SpectralMonitor | None = None  # alert rules applied to each analyzed snapshot
 
 
 class AnalysisWorker:
@@ -282,6 +284,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         operators=spec.operators,
         operator_options=spec.operator_options,
         results=lambda epoch, step, scalars: outbox.put(("metrics", (epoch, step, scalars))),
+        monitor=spec.monitor,
     )
     try:
         analyzer.catch_up()

@@ -191,6 +191,31 @@ class RunReader:
         """Global step of every analyzed snapshot."""
         return self.snapshots("analyzed")["step"]
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts the run's ``SpectralMonitor`` raised, oldest first: dicts with ``epoch``,
+        ``step``, ``layer``, ``rule``, ``metric``, ``value`` and ``previous``; those of
+        snapshots not (yet) committed as analyzed are left out. Empty for files without alerts."""
+        if "alerts" not in self._file:
+            return []
+        group = self._file["alerts"]
+        columns = {name: _refreshed(group[name], self.path)[...] for name in _ALERT_FIELDS}
+        size = min(len(column) for column in columns.values())
+        analyzed = set(np.flatnonzero(self._status_codes() == SNAPSHOT_STATUS["analyzed"]).tolist())
+        rows = []
+        for row in range(size):
+            if int(columns["snapshot"][row]) not in analyzed:
+                continue
+            rows.append(
+                {
+                    name: columns[name][row].decode("utf-8", "replace")
+                    if isinstance(columns[name][row], bytes)
+                    else columns[name][row].item()
+                    for name in _ALERT_FIELDS
+                    if name != "snapshot"
+                }
+            )
+        return rows
+
     @property
     def dropped(self) -> list[tuple[int, int, str]]:
         """``(epoch, step, reason)`` of every snapshot dropped because the worker was behind."""
@@ -445,6 +470,9 @@ def _python(value: Any) -> Any:
 
 def _name_of(code: int) -> str:
     return next(name for name, value in SNAPSHOT_STATUS.items() if value == code)
+
+
+_ALERT_FIELDS = ("snapshot", "epoch", "step", "layer", "rule", "metric", "value", "previous")
 
 
 def _column(metrics: Any, name: str) -> int | None:

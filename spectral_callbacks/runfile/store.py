@@ -10,6 +10,8 @@ Layout (format version 4)::
     /layers/<matrix>/      attrs: name, parameter, kind, N, M, Q, num_slices
                            datasets: snapshot, svals (float64), status, reason, phase,
                            metrics (float64, one column per name in its attribute ``names``)
+    /alerts/               one row per alert of the run's SpectralMonitor: snapshot, epoch, step,
+                           layer, rule, metric, value, previous (absent from older files)
     /operators/<layer>/    attrs: name, input_hw, stride, padding, padding_mode, dilation, groups,
                            in_shape, out_shape, dimension
                            datasets: snapshot, top (top_k), edges (bins + 1), counts (bins),
@@ -35,6 +37,7 @@ import h5py
 import numpy as np
 
 from .._version import __version__
+from ..analysis.alerts import Alert
 from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum
 from ..spectra import METRIC_NAMES, PHASES, LayerSpectrum, SkippedParameter, matrices_of
 from ..spectra.matrices import DEFAULT_MIN_EVALS
@@ -56,6 +59,10 @@ LAYER_STATUS = {"ok": 0, "warning": 1, "no-fit": 2, "skipped": 3}
 REASON_DTYPE = "S240"
 PHASE_CODES = ("unknown", *PHASES)  # a layer's training phase (Martin & Mahoney, 2021), stored as its index
 WRITER_LOCK_TIMEOUT = 120.0
+_ALERT_COLUMNS = {
+    "snapshot": "i8", "epoch": "i8", "step": "i8", "layer": REASON_DTYPE, "rule": REASON_DTYPE,
+    "metric": REASON_DTYPE, "value": "f8", "previous": "f8",
+}  # fmt: skip
 _CHUNK_BYTES = 1 << 14
 
 
@@ -207,6 +214,22 @@ class RunWriter:
         values = spectrum.metrics()
         _append(group["metrics"], [values[metric] for metric in METRIC_NAMES])
 
+    def append_alert(self, snapshot: int, alert: Alert) -> bool:
+        """Record an alert of the run's monitor; False for a file made before alerts were kept
+        (a resumed older run: HDF5 cannot add the group while readers may be reading)."""
+        if "alerts" not in self.file:
+            return False
+        group = self.file["alerts"]
+        row = {
+            "snapshot": snapshot, "epoch": alert.epoch, "step": alert.step,
+            "layer": _reason(alert.layer), "rule": _reason(alert.rule), "metric": _reason(alert.metric),
+            "value": alert.value, "previous": alert.previous,
+        }  # fmt: skip
+        for name in _ALERT_COLUMNS:
+            _append(group[name], row[name])
+        self.file.flush()
+        return True
+
     def append_operator(self, snapshot: int, spectrum: OperatorSpectrum) -> None:
         """Append one operator layer's spectrum for a snapshot (NaN values when it failed)."""
         group = self.file["operators"][group_name(spectrum.name)]
@@ -299,6 +322,9 @@ class RunWriter:
         attrs["parameter_aliases"] = json.dumps(
             {spec.name: list(spec.aliases) for spec in layout.parameters if spec.aliases}
         )
+        alerts = self.file.create_group("alerts")
+        for name, dtype in _ALERT_COLUMNS.items():
+            _growing(alerts, name, (), dtype)
         self.file.create_group("operators", track_order=True)
         for spec in layout.operators:
             self._create_operator(spec, layout.operator_options)
@@ -335,6 +361,14 @@ class RunWriter:
         renumber[keep] = np.arange(keep.size)
         for name in index:
             _keep_rows(index[name], keep)
+        if "alerts" in self.file:
+            alerts = self.file["alerts"]
+            old = alerts["snapshot"][...]
+            kept = np.flatnonzero((old >= 0) & (old < renumber.size))
+            kept = kept[renumber[old[kept]] >= 0]
+            for dataset in alerts.values():
+                _keep_rows(dataset, kept)
+            alerts["snapshot"][...] = renumber[old[kept]]
         for root in ("parameters", "layers", "operators"):
             for key in self.file.get(root, ()):
                 group = self.file[root][key]

@@ -103,6 +103,11 @@ class TensorBoardSink:
                 self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
+    def write_alert(self, step: int, text: str) -> None:
+        """An alert of the run's monitor as a text entry under the tag ``alerts``."""
+        self.writer.add_text("alerts", text, step)
+        self.writer.flush()
+
     def write_operators(self, step: int, operators: Sequence[OperatorSpectrum]) -> None:
         """The KPM histogram and the spectral norm of each operator layer; failed ones are left out."""
         for operator in operators:

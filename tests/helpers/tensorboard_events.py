@@ -26,7 +26,12 @@ def read_events(path: str | Path) -> event_accumulator.EventAccumulator:
     tests can compare each step with the run file.
     """
     accumulator = event_accumulator.EventAccumulator(
-        str(path), size_guidance={event_accumulator.HISTOGRAMS: 0, event_accumulator.SCALARS: 0}
+        str(path),
+        size_guidance={
+            event_accumulator.HISTOGRAMS: 0,
+            event_accumulator.SCALARS: 0,
+            event_accumulator.TENSORS: 0,
+        },
     )
     return accumulator.Reload()
 

@@ -473,3 +473,22 @@ def test_a_file_written_before_a_metric_existed_reads_it_as_nan(run_path: Path, 
         np.testing.assert_array_equal(phases, alphas[1])
         np.testing.assert_array_equal(statuses, alphas[2])
         assert run.metric("alpha", "fc") == pytest.approx(alphas[0][0], nan_ok=True)
+
+
+def test_alerts_round_trip_and_a_resume_cuts_those_after_its_step(run_path: Path) -> None:
+    from spectral_callbacks.analysis.alerts import Alert
+
+    writer = open_writer(run_path)
+    for epoch in range(3):
+        append_snapshot(writer, epoch, 5 * epoch, random_weights(epoch))
+        writer.append_alert(epoch, Alert("alpha_range", "fc", epoch, 5 * epoch, "alpha", 1.5 + epoch, 3.0))
+    writer.close()
+    with open_run(run_path) as run:
+        alerts = run.alerts()
+    assert [(a["epoch"], a["step"], a["layer"], a["rule"], a["metric"]) for a in alerts] == [
+        (epoch, 5 * epoch, "fc", "alpha_range", "alpha") for epoch in range(3)
+    ]
+    assert [a["value"] for a in alerts] == [1.5, 2.5, 3.5] and alerts[0]["previous"] == 3.0
+    open_writer(run_path, resume_after_step=5).close()
+    with open_run(run_path) as run:
+        assert [a["epoch"] for a in run.alerts()] == [0, 1]
