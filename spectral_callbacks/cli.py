@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .analysis.blas_environment import blas_threads_before_numpy
 
@@ -183,6 +183,24 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
         help="relative error allowed on any eigenvalue kept from the Gram path (default 1e-4)",
     )  # fmt: skip
     analyze.add_argument(
+        "--fix-fingers", choices=["clip_xmax"], metavar="clip_xmax",
+        help="refit the power law without the outlying top eigenvalues, as WeightWatcher's "
+        "fix_fingers='clip_xmax' (adds num_fingers, raw_alpha)",
+    )  # fmt: skip
+    analyze.add_argument(
+        "--detX", action="store_true",
+        help="add WeightWatcher's detX / ERG columns (detX_num, detX_val, ERG_gap, num_ERG_spikes)",
+    )  # fmt: skip
+    analyze.add_argument(
+        "--randomize", action="store_true",
+        help="shuffle each matrix and compare spectra: correlation traps, as WeightWatcher's "
+        "randomize=True (adds num_traps, rand_distance and the other rand_* columns)",
+    )  # fmt: skip
+    analyze.add_argument(
+        "--seed", type=int, default=0, metavar="N",
+        help="seed of --randomize's shuffles (with each matrix's name; default 0)",
+    )  # fmt: skip
+    analyze.add_argument(
         "--timeout",
         type=float,
         default=10.0,
@@ -209,6 +227,9 @@ def _analyze(args: argparse.Namespace) -> int:
     spectra = {"esd_method": args.esd_method}
     if args.gram_rtol is not None:
         spectra["gram_rtol"] = args.gram_rtol
+    spectra.update(
+        fix_fingers=args.fix_fingers, detX=args.detX, randomize=args.randomize, randomize_seed=args.seed
+    )
     options = AnalysisOptions(min_evals=args.min_evals, blas_threads=args.threads, **spectra)
     runs = {path for path in args.paths if is_run_path(path)}
     files = [path for path in args.paths if path not in runs]
@@ -225,7 +246,7 @@ def _analyze(args: argparse.Namespace) -> int:
         if path in runs:
             failed |= not _catch_up(path)
         else:
-            failed |= not _print_result(by_path[path])
+            failed |= not _print_result(by_path[path], options)
     for path in args.out:
         if not files:
             print(f"note: {path} not written: run files hold their own results", file=sys.stderr)
@@ -243,9 +264,9 @@ def _analyze(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _print_result(result: FileResult) -> bool:
+def _print_result(result: FileResult, options: Any) -> bool:
     """Print a path's table, or its error on stderr; False when something could not be analyzed."""
-    from .analysis.model import TABLE_COLUMNS, skipped_note, table_cells
+    from .analysis.model import skipped_note, table_cells, table_columns
     from .reporting.tables import print_table
 
     if result.error is not None:
@@ -257,7 +278,8 @@ def _print_result(result: FileResult) -> bool:
     files = f"{len(result.files)} files" if len(result.files) > 1 else "1 file"
     print(f"== {result.path}")
     title = f"{result.format}, {files}: {analyzed} matrices analyzed"
-    print_table(TABLE_COLUMNS, table_cells(result.rows), title=title)
+    columns = table_columns(options)
+    print_table(columns, table_cells(result.rows, columns), title=title)
     note = skipped_note(result.rows)
     if note:
         print(note)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,20 @@ __all__ = [
     "format_table",
     "skipped_note",
     "table_cells",
+    "table_columns",
 ]
 
 TABLE_COLUMNS = (
     "name", "kind", "shape", "alpha", "D", "alpha_weighted", "log_norm",
     "log_spectral_norm", "stable_rank", "rank_loss", "lambda_min", "phase",
 )  # fmt: skip
+
+
+_OPTION_COLUMNS = {
+    "fix_fingers": ("num_fingers", "raw_alpha"),
+    "randomize": ("num_traps", "rand_distance"),
+    "detX": ("detX_num", "ERG_gap"),
+}
 
 
 class ModelAnalysis(list):
@@ -77,6 +86,10 @@ def analyze_model(
     min_evals: int = DEFAULT_MIN_EVALS,
     method: str = "auto",
     gram_rtol: float = GRAM_RTOL,
+    fix_fingers: str | None = None,
+    detX: bool = False,  # noqa: N803 - WeightWatcher's option name
+    randomize: bool = False,
+    randomize_seed: int = 0,
 ) -> ModelAnalysis:
     """Analyze every analyzable weight of a torch module or a ``{name: array}`` mapping.
 
@@ -89,6 +102,10 @@ def analyze_model(
         layers, exclude: for a torch module, layer names, regular expressions or classes.
         normalize, conv2d_norm, xmax, min_evals, method, gram_rtol: as
             :func:`spectral_callbacks.spectra.analyze_matrix`.
+        fix_fingers, detX, randomize, randomize_seed: WeightWatcher's options of the same names
+            (its ``randomize`` draws from numpy's global generator; ours from one generator per
+            matrix, seeded by ``randomize_seed`` and the matrix's name), see
+            :class:`spectral_callbacks.analysis.options.SpectrumOptions`.
 
     Returns:
         One row per matrix, in model order; bad or too-small parameters are rows with
@@ -120,6 +137,10 @@ def analyze_model(
         min_evals=min_evals,
         method=method,
         gram_rtol=gram_rtol,
+        fix_fingers=fix_fingers,
+        detX=detX,
+        randomize=randomize,
+        randomize_seed=randomize_seed,
     )
     rows.aliases = aliases
     for name, reason in skipped.items():
@@ -140,12 +161,18 @@ def analyze_weights(
     gram_rtol: float = GRAM_RTOL,
     reference: Mapping[str, np.ndarray] | None = None,
     alignment: bool = False,
+    fix_fingers: str | None = None,
+    detX: bool = False,  # noqa: N803 - WeightWatcher's option name
+    randomize: bool = False,
+    randomize_seed: int = 0,
 ) -> ModelAnalysis:
     """Analyze ``(name, array, kind)`` triples; failures become skipped rows with the reason.
 
     With ``reference`` (arrays of the same parameters at another point, e.g. the previous
     snapshot), each row also carries its distances from that version
     (:func:`spectral_callbacks.spectra.distances.layer_distance`; ``cka`` only with ``alignment``).
+    ``fix_fingers``, ``detX`` and ``randomize`` add WeightWatcher's columns of those options (see
+    :class:`spectral_callbacks.analysis.options.SpectrumOptions`).
 
     Large matrices go to MKL's SVD (and large Gram matrices to MKL's eigensolver) when torch
     carries it (:mod:`spectral_callbacks.analysis.mkl_svd`), on ``svd_threads`` threads (None: torch's own
@@ -185,6 +212,9 @@ def analyze_weights(
                     method=method,
                     eigvalsh=eigvalsh,
                     gram_rtol=gram_rtol,
+                    fix_fingers=fix_fingers,
+                    detX=detX,
+                    randomize=layer_generator(randomize_seed, view.name) if randomize else None,
                 )
                 if before is not None:
                     distance = layer_distance(before[position], view, alignment=alignment)
@@ -194,6 +224,12 @@ def analyze_weights(
                 skipped = SkippedParameter(view.name, tuple(view.slices.shape[1:]), str(error))
                 rows.append(LayerSpectrum.skipped(skipped, view.kind))
     return rows
+
+
+def layer_generator(seed: int, name: str) -> np.random.Generator:
+    """The random generator of one matrix: from the run's seed and the matrix's name, so that its
+    shuffles do not depend on the order, or the process, in which matrices are analyzed."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
 def _reference_views(
@@ -219,9 +255,21 @@ def format_table(rows: Iterable[LayerSpectrum]) -> str:
     return f"{table}\n{note}" if note else table
 
 
-def table_cells(rows: Iterable[LayerSpectrum]) -> list[list[object]]:
-    """The cells of :data:`TABLE_COLUMNS` for each analyzed (not skipped) row."""
-    return [[_cell(row, column) for column in TABLE_COLUMNS] for row in rows if row.status != "skipped"]
+def table_cells(rows: Iterable[LayerSpectrum], columns: Sequence[str] = TABLE_COLUMNS) -> list[list[object]]:
+    """The cells of ``columns`` (:data:`TABLE_COLUMNS`) for each analyzed (not skipped) row."""
+    return [[_cell(row, column) for column in columns] for row in rows if row.status != "skipped"]
+
+
+def table_columns(options: Any) -> tuple[str, ...]:
+    """:data:`TABLE_COLUMNS`, with the main columns of the WeightWatcher options ``options`` has on
+    (``fix_fingers``, ``randomize``, ``detX`` attributes) before the phase."""
+    added = [
+        column
+        for option, columns in _OPTION_COLUMNS.items()
+        if getattr(options, option)
+        for column in columns
+    ]
+    return (*TABLE_COLUMNS[:-1], *added, TABLE_COLUMNS[-1])
 
 
 def skipped_note(rows: Iterable[LayerSpectrum]) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..spectra import FIX_FINGERS
 from ..spectra.esd import GRAM_RTOL, METHODS
 from ..spectra.matrices import DEFAULT_MIN_EVALS
 
@@ -29,6 +30,13 @@ class SpectrumOptions:
         esd_method: ``"auto"``, ``"gram"`` or ``"svd"`` (``method`` of
             :mod:`spectral_callbacks.spectra.esd`).
         gram_rtol: relative error allowed on any eigenvalue the Gram path keeps.
+        fix_fingers: ``None`` or ``"clip_xmax"`` (WeightWatcher's option: the power law refitted
+            without the outlying top eigenvalues; ``num_fingers`` and ``raw_alpha`` columns).
+        detX: also compute the ERG / SETOL condition (``detX_*``, ``ERG_gap`` columns).
+        randomize: also shuffle each matrix's elements and compare spectra (correlation traps:
+            ``rand_*``, ``num_traps`` columns), with generators seeded by ``randomize_seed`` and
+            the matrix's name, so that a layer's shuffle is the same in every run.
+        randomize_seed: an integer >= 0.
 
     Raises:
         ValueError: an invalid value, named with what is allowed.
@@ -40,6 +48,10 @@ class SpectrumOptions:
     xmax: float | str | None = None
     esd_method: str = "auto"
     gram_rtol: float = GRAM_RTOL
+    fix_fingers: str | None = None
+    detX: bool = False  # noqa: N815 - WeightWatcher's option name
+    randomize: bool = False
+    randomize_seed: int = 0
 
     def __post_init__(self) -> None:
         check_integer("min_evals", self.min_evals, 1)
@@ -56,6 +68,20 @@ class SpectrumOptions:
                 f"Invalid value for gram_rtol={self.gram_rtol!r}: expected a number in (0, 1), "
                 f"e.g. {GRAM_RTOL}."
             )
+
+        if self.fix_fingers not in FIX_FINGERS:
+            raise ValueError(
+                f"Invalid value for fix_fingers={self.fix_fingers!r}: expected one of {FIX_FINGERS}."
+            )
+        if self.fix_fingers is not None and self.xmax is not None:
+            raise ValueError(
+                f"Invalid value for xmax={self.xmax!r}: fix_fingers={self.fix_fingers!r} chooses xmax "
+                "itself; pass xmax=None with it."
+            )
+        for name in ("detX", "randomize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Invalid value for {name}={getattr(self, name)!r}: expected True or False.")
+        check_integer("randomize_seed", self.randomize_seed, 0)
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`spectral_callbacks.analysis.model.analyze_weights`."""

@@ -76,7 +76,8 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         save_weights: keep the raw weights of every snapshot in the run file.
         resume: continue an existing run file in ``log_dir`` instead of refusing it.
         weights_dtype, tensorboard, queue_size, on_full, min_evals, max_evals, normalize,
-            conv2d_norm, xmax, esd_method, gram_rtol, max_overhead, histogram_bins, esd_figures,
+            conv2d_norm, xmax, esd_method, gram_rtol, fix_fingers, detX, randomize, randomize_seed,
+            max_overhead, histogram_bins, esd_figures,
             blas_threads, lend_threads, close_timeout, monitor: as
             :class:`spectral_callbacks.live.config.SpectralConfig` and ``SpectralCallback``. Threads
             are lent on the torch backend only (jax and TensorFlow size their pools once). A
@@ -114,6 +115,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         xmax: float | str | None = None,
         esd_method: str = "auto",
         gram_rtol: float = GRAM_RTOL,
+        fix_fingers: str | None = None,
+        detX: bool = False,  # noqa: N803 - WeightWatcher's option name
+        randomize: bool = False,
+        randomize_seed: int = 0,
         max_overhead: float | None = None,
         histogram_bins: int = 64,
         esd_figures: bool = False,
@@ -139,6 +144,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             log_dir=os.fspath(log_dir), tensorboard=tensorboard, queue_size=queue_size,
             on_full=on_full, min_evals=min_evals, max_evals=max_evals, normalize=normalize,
             conv2d_norm=conv2d_norm, xmax=xmax, esd_method=esd_method, gram_rtol=gram_rtol,
+            fix_fingers=fix_fingers, detX=detX, randomize=randomize, randomize_seed=randomize_seed,
             max_overhead=max_overhead, histogram_bins=histogram_bins, esd_figures=esd_figures,
             blas_threads=blas_threads, lend_threads=lend_threads, close_timeout=close_timeout,
             monitor=monitor,

@@ -46,6 +46,10 @@ class SpectralConfig:
             eigenvalues where a slice's shape is expected to pass, SVD elsewhere), ``"gram"`` or
             ``"svd"``; see :mod:`spectral_callbacks.spectra.esd`. The numbers are the same.
         gram_rtol: relative error allowed on any eigenvalue the Gram path keeps (its certificate).
+        fix_fingers, detX, randomize, randomize_seed: WeightWatcher's options, each adding its
+            columns to every snapshot (see
+            :class:`spectral_callbacks.analysis.options.SpectrumOptions`); ``randomize`` about
+            doubles the analysis' cost.
         max_overhead: a budget for the analysis' cost to training, as a fraction of training time
             (``0.03``: 3%), or ``None`` to analyze every due snapshot. A due snapshot is skipped
             (an index row with the reason) when the capture and analysis seconds of the
@@ -90,6 +94,10 @@ class SpectralConfig:
     xmax: float | str | None = None
     esd_method: str = "auto"
     gram_rtol: float = GRAM_RTOL
+    fix_fingers: str | None = None
+    detX: bool = False  # noqa: N815 - WeightWatcher's option name
+    randomize: bool = False
+    randomize_seed: int = 0
     max_overhead: float | None = None
     histogram_bins: int = 64
     esd_figures: bool = False

@@ -1,6 +1,6 @@
 """The spectral core: pure numpy/scipy, arrays in and numbers out, no I/O and no framework imports."""
 
-from .analyze import EVALS_THRESH, METRIC_NAMES, LayerSpectrum, analyze_matrix, analyze_view
+from .analyze import EVALS_THRESH, FIX_FINGERS, METRIC_NAMES, LayerSpectrum, analyze_matrix, analyze_view
 from .esd import (
     GRAM_RTOL,
     METHODS,
@@ -19,6 +19,7 @@ from .powerlaw import DistributionComparison, PowerLawFit, compare_distributions
 
 __all__ = [
     "EVALS_THRESH",
+    "FIX_FINGERS",
     "GRAM_RTOL",
     "KINDS",
     "METHODS",

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from .erg import detx_condition
 from .esd import (
     CONV2D_EIGENVALUE_SCALE,
     GRAM_RTOL,
@@ -17,6 +18,7 @@ from .esd import (
     eigenvalues,
     lapack_svdvals,
 )
+from .fingers import ClippedPowerLawFit, fit_clipped_power_law
 from .gram import EigValues, lapack_eigvalsh
 from .matrices import DEFAULT_MIN_EVALS, MatrixView, SkippedParameter, matrices_of
 from .metrics import (
@@ -28,10 +30,13 @@ from .metrics import (
     rank_tolerances,
 )
 from .mp import fit_marchenko_pastur, phase_label
-from .powerlaw import fit_power_law
+from .powerlaw import PowerLawFit, fit_power_law
+from .traps import correlation_traps
 
-__all__ = ["EVALS_THRESH", "METRIC_NAMES", "LayerSpectrum", "analyze_matrix", "analyze_view"]
+__all__ = ["EVALS_THRESH", "FIX_FINGERS", "METRIC_NAMES", "LayerSpectrum", "analyze_matrix", "analyze_view"]
 
+# WeightWatcher's fix_fingers values: no clipping, or its clip_xmax heuristic.
+FIX_FINGERS = (None, "clip_xmax")
 # WeightWatcher drops eigenvalues at or below this before the power-law fit (not for the norms).
 EVALS_THRESH = 1e-5
 _NAN = float("nan")
@@ -48,6 +53,12 @@ class LayerSpectrum:
     ``delta_W``, ``relative_delta``, ``delta_W_slices`` and ``cka`` are the layer's distances
     from a reference version of it (:mod:`spectral_callbacks.spectra.distances`; the previous
     snapshot during training), NaN without one.
+
+    The columns of WeightWatcher's options are NaN unless asked for: ``num_fingers`` and
+    ``raw_alpha`` with ``fix_fingers="clip_xmax"`` (:mod:`.fingers`), the ``rand_*``,
+    ``ww_*``, ``max_rand_eval`` and ``num_traps`` columns with ``randomize``
+    (:mod:`.traps`), ``detX_*``, ``ERG_gap`` and ``num_ERG_spikes`` with ``detX``
+    (:mod:`.erg`).
 
     ``gram_slices`` and ``gram_fallbacks`` say how the singular values were computed (not
     metrics, left out of :meth:`metrics` and :meth:`row`): the number of slices whose values are
@@ -94,6 +105,24 @@ class LayerSpectrum:
     relative_delta: float = _NAN
     delta_W_slices: float = _NAN  # noqa: N815 - WeightWatcher's column name
     cka: float = _NAN
+    num_fingers: float = _NAN
+    raw_alpha: float = _NAN
+    rand_distance: float = _NAN
+    ww_softrank: float = _NAN
+    ww_maxdist: float = _NAN
+    max_rand_eval: float = _NAN
+    num_traps: float = _NAN
+    rand_num_spikes: float = _NAN
+    rand_sigma_mp: float = _NAN
+    rand_mp_softrank: float = _NAN
+    rand_W_scale: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    rand_bulk_max: float = _NAN
+    rand_bulk_min: float = _NAN
+    detX_num: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    detX_val: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    detX_val_unrescaled: float = _NAN  # noqa: N815 - WeightWatcher's column name
+    ERG_gap: float = _NAN
+    num_ERG_spikes: float = _NAN  # noqa: N815 - WeightWatcher's column name
     phase: str = "unknown"
     evals: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
     svals: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False, compare=False)
@@ -142,6 +171,9 @@ def analyze_matrix(
     min_evals: int = DEFAULT_MIN_EVALS,
     method: str = "auto",
     gram_rtol: float = GRAM_RTOL,
+    fix_fingers: str | None = None,
+    detX: bool = False,  # noqa: N803 - WeightWatcher's option name
+    randomize: np.random.Generator | None = None,
 ) -> LayerSpectrum:
     """Analyze one weight matrix (or conv kernel in torch layout) as WeightWatcher 0.7.x would.
 
@@ -162,6 +194,11 @@ def analyze_matrix(
         gram_rtol: relative error allowed on every eigenvalue kept from the Gram path (the
             certificate's tolerance); eigenvalues near :data:`EVALS_THRESH` or a rank tolerance
             are moreover on the same side of it as the exact ones.
+        fix_fingers: ``None``, or ``"clip_xmax"`` to refit without the outlying top eigenvalues
+            (WeightWatcher's option; :func:`.fingers.fit_clipped_power_law`), with ``xmax=None``.
+        detX: also compute the ERG / SETOL condition columns (:func:`.erg.detx_condition`).
+        randomize: a random generator to shuffle the matrix's elements with, for the correlation
+            trap columns (:func:`.traps.correlation_traps`); ``None`` to leave them out.
 
     Raises:
         ValueError: the array is not an analyzable real matrix, or its spectrum has no power-law fit.
@@ -183,6 +220,9 @@ def analyze_matrix(
         strict=True,
         method=method,
         gram_rtol=gram_rtol,
+        fix_fingers=fix_fingers,
+        detX=detX,
+        randomize=randomize,
     )
 
 
@@ -198,6 +238,9 @@ def analyze_view(
     method: str = "auto",
     eigvalsh: EigValues = lapack_eigvalsh,
     gram_rtol: float = GRAM_RTOL,
+    fix_fingers: str | None = None,
+    detX: bool = False,  # noqa: N803 - WeightWatcher's option name
+    randomize: np.random.Generator | None = None,
 ) -> LayerSpectrum:
     """Analyze a matrix view; see :func:`analyze_matrix` for the options.
 
@@ -206,9 +249,13 @@ def analyze_view(
         strict: raise ``ValueError`` when the power law cannot be fitted, instead of returning
             the other metrics with ``status="no-fit"``.
         svdvals: the LAPACK call for one slice's singular values (scipy's by default).
-        method, gram_rtol: as in :func:`analyze_matrix`.
+        method, gram_rtol, fix_fingers, detX, randomize: as in :func:`analyze_matrix`.
         eigvalsh: the LAPACK call for one Gram matrix's eigenvalues (scipy's by default).
     """
+    if fix_fingers not in FIX_FINGERS:
+        raise ValueError(f"Invalid value for fix_fingers={fix_fingers!r}: expected one of {FIX_FINGERS}.")
+    if fix_fingers is not None and xmax is not None:
+        raise ValueError(f"fix_fingers={fix_fingers!r} chooses xmax itself: pass xmax=None with it.")
     dtype = np.dtype(weights_dtype if weights_dtype is not None else view.slices.dtype)
     eps = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
     computed = compute_singular_values(
@@ -228,11 +275,15 @@ def analyze_view(
     mp = fit_marchenko_pastur(np.square(svals).ravel() / view.N, view.N, view.M)
     to_esd_scale = evals[-1] / (float(svals.max()) ** 2 / view.N)
 
-    status, reason, fit = "ok", None, None
+    status, reason, fit, clipped = "ok", None, None, None
     try:
         fit_evals = evals[evals > EVALS_THRESH]
-        upper = float(fit_evals.max()) if xmax == "max" else xmax
-        fit = fit_power_law(fit_evals, xmax=upper)
+        if fix_fingers == "clip_xmax":
+            clipped = fit_clipped_power_law(fit_evals)
+            fit = clipped.fit
+        else:
+            upper = float(fit_evals.max()) if xmax == "max" else xmax
+            fit = fit_power_law(fit_evals, xmax=upper)
         if fit.warning:
             status, reason = "warning", fit.warning
     except ValueError as error:
@@ -241,6 +292,18 @@ def analyze_view(
         status, reason = "no-fit", str(error)
     alpha = fit.alpha if fit else _NAN
     norms = norm_metrics(evals, alpha)
+    num_pl_spikes = (clipped.num_pl_spikes if clipped else fit.n_tail) if fit else 0
+    options: dict[str, float] = {}
+    if clipped is not None:
+        options.update(num_fingers=clipped.num_fingers, raw_alpha=clipped.raw_alpha)
+    if detX:
+        options.update(asdict(detx_condition(evals, num_pl_spikes=num_pl_spikes if fit else None)))
+    if randomize is not None:
+        traps = correlation_traps(
+            view.slices, evals, kind=view.kind, rng=randomize, normalize=normalize,
+            conv2d_norm=conv2d_norm, method=method,
+        )  # fmt: skip
+        options.update({name: value for name, value in asdict(traps).items() if name != "rand_evals"})
     return LayerSpectrum(
         name=view.name,
         kind=view.kind,
@@ -252,10 +315,10 @@ def analyze_view(
         reason=reason,
         alpha=alpha,
         xmin=fit.xmin if fit else _NAN,
-        xmax=(fit.xmax if fit.xmax is not None else float(evals[-1])) if fit else _NAN,
+        xmax=_fit_xmax(fit, clipped, evals) if fit else _NAN,
         D=fit.D if fit else _NAN,
         sigma=fit.sigma if fit else _NAN,
-        num_pl_spikes=fit.n_tail if fit else 0,
+        num_pl_spikes=num_pl_spikes,
         alpha_weighted=norms.alpha_weighted,
         log_alpha_norm=norms.log_alpha_norm,
         norm=norms.norm,
@@ -282,7 +345,16 @@ def analyze_view(
         svals=svals,
         gram_slices=int(np.count_nonzero(computed.gram)),
         gram_fallbacks=int(np.count_nonzero(computed.fallback)),
+        **options,
     )
+
+
+def _fit_xmax(fit: PowerLawFit, clipped: ClippedPowerLawFit | None, evals: np.ndarray) -> float:
+    """The largest eigenvalue the reported fit saw: its ``xmax``, else the ESD's largest (or, with
+    fingers clipped, the largest kept)."""
+    if clipped is not None:
+        return clipped.xmax
+    return fit.xmax if fit.xmax is not None else float(evals[-1])
 
 
 def _thresholds(view: MatrixView, eps: float, *, normalize: str | None, conv2d_norm: bool) -> Thresholds:
