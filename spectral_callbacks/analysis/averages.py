@@ -62,7 +62,9 @@ def model_averages(spectra: Sequence[LayerSpectrum]) -> dict[str, float]:
 
 
 def scalar_metrics(
-    spectra: Sequence[LayerSpectrum], operators: Sequence[OperatorSpectrum] = ()
+    spectra: Sequence[LayerSpectrum],
+    operators: Sequence[OperatorSpectrum] = (),
+    changes: Sequence[LayerSpectrum] = (),
 ) -> dict[str, float]:
     """The scalars of one snapshot by their TensorBoard tag, as plain floats.
 
@@ -70,9 +72,11 @@ def scalar_metrics(
     values are left out), ``model/<metric>`` for the model averages and
     ``operator_spectral_norm/<layer>`` for the operator layers that succeeded. The same names and
     values go to TensorBoard and, through the training process, to the user's own loggers.
+    ``changes`` are rows of the weights' changes (``<layer>.delta_init``): per-layer scalars, left
+    out of the model averages.
     """
     scalars = {}
-    for spectrum in spectra:
+    for spectrum in [*spectra, *changes]:
         if spectrum.status == "skipped" or spectrum.evals.size == 0:
             continue
         for metric in SCALAR_METRICS:

@@ -18,6 +18,7 @@ from ..spectra.distances import layer_distance
 from ..spectra.esd import GRAM_RTOL, METHODS
 from ..spectra.matrices import DEFAULT_MIN_EVALS, MatrixView
 from . import mkl_svd
+from .deltas import delta_items
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -90,6 +91,7 @@ def analyze_model(
     detX: bool = False,  # noqa: N803 - WeightWatcher's option name
     randomize: bool = False,
     randomize_seed: int = 0,
+    base_model: Any = None,
 ) -> ModelAnalysis:
     """Analyze every analyzable weight of a torch module or a ``{name: array}`` mapping.
 
@@ -106,6 +108,10 @@ def analyze_model(
             (its ``randomize`` draws from numpy's global generator; ours from one generator per
             matrix, seeded by ``randomize_seed`` and the matrix's name), see
             :class:`spectral_callbacks.analysis.options.SpectrumOptions`.
+        base_model: a model of the same architecture (module or mapping, as ``model``): each
+            row is then the spectrum of the change ``W - W_base`` (WeightWatcher's
+            ``base_model``, e.g. a fine-tuning update); parameters the base lacks, or has with
+            another shape, are skipped rows saying so.
 
     Returns:
         One row per matrix, in model order; bad or too-small parameters are rows with
@@ -129,6 +135,9 @@ def analyze_model(
             f"analyze_model takes a torch.nn.Module or a mapping of names to arrays; "
             f"received {type(model).__name__}."
         )
+    base_skipped: list[LayerSpectrum] = []
+    if base_model is not None:
+        items, base_skipped = delta_items(items, _base_arrays(base_model, layers, exclude))
     rows = analyze_weights(
         items,
         normalize=normalize,
@@ -143,9 +152,24 @@ def analyze_model(
         randomize_seed=randomize_seed,
     )
     rows.aliases = aliases
+    rows.extend(base_skipped)
     for name, reason in skipped.items():
         rows.append(LayerSpectrum.skipped(SkippedParameter(name, (), reason), ""))
     return rows
+
+
+def _base_arrays(base_model: Any, layers: Any, exclude: Any) -> dict[str, np.ndarray]:
+    """The weights of ``base_model`` by name, found as :func:`analyze_model` finds ``model``'s."""
+    if hasattr(base_model, "named_modules"):
+        from ..capture.torch import copy_weights, find_layers
+
+        return copy_weights(find_layers(base_model, layers, exclude).weights)
+    if isinstance(base_model, Mapping):
+        return {name: _as_array(value) for name, value in _distinct_tensors(base_model)[0].items()}
+    raise TypeError(
+        "base_model takes a torch.nn.Module or a mapping of names to arrays; "
+        f"received {type(base_model).__name__}."
+    )
 
 
 def analyze_weights(

@@ -132,6 +132,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         operator_moments: int = 256,
         operator_probes: int = 8,
         monitor: SpectralMonitor | None = None,
+        deltas: str | None = None,
     ):
         super().__init__()
         try:
@@ -146,8 +147,8 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 esd_figures=esd_figures, blas_threads=blas_threads, lend_threads=lend_threads,
                 close_timeout=close_timeout, operators=operators,
                 operator_every_n_epochs=operator_every_n_epochs, operator_top_k=operator_top_k,
-                operator_bins=operator_bins,
-                operator_moments=operator_moments, operator_probes=operator_probes, monitor=monitor,
+                operator_bins=operator_bins, operator_moments=operator_moments,
+                operator_probes=operator_probes, monitor=monitor, deltas=deltas,
             )  # fmt: skip
         except ValueError as error:
             raise _MisconfigurationException(str(error)) from error

@@ -13,6 +13,9 @@ The layers found, and the rule for each (names are module names, as WeightWatche
 - ``nn.MultiheadAttention``: a packed ``in_proj_weight`` ``(3E, E)`` is analyzed whole, with its
   q, k, v blocks beside it; separate ``q/k/v_proj_weight`` as three linear matrices. Its
   ``out_proj`` is a Linear.
+- Hugging Face ``peft`` LoRA layers: each adapter's update ``scaling * B @ A`` ``(out, in)`` as a
+  linear matrix ``<module>.lora_update``, computed from the live factors, which are not analyzed
+  on their own; the base layer by its own rule (see :mod:`spectral_callbacks.capture.lora`).
 
 A parameter shared by several modules (tied weights: GPT-2's ``lm_head`` is ``wte``) is one
 matrix, under the first name in ``named_modules()`` order, its other names kept as aliases.
@@ -38,6 +41,7 @@ from torch import nn
 
 from ..spectra import ConvOperator
 from ..spectra.operators import OperatorSpec
+from .lora import lora_updates
 from .names import clean_name
 from .selection import LayerFilter, fullmatch_name, select_layers
 
@@ -65,7 +69,8 @@ class LayerWeight:
         kind: the matrix kind of :func:`spectral_callbacks.spectra.matrices_of`.
         layer_class: the module's class, for layer filters by class.
         parameter: the live parameter.
-        layout: a view of the parameter in the layout the kind expects (``None``: as stored).
+        layout: a view of the parameter in the layout the kind expects (``None``: as stored), or
+            the matrix computed from it (a LoRA update from its ``B`` factor).
         aliases: other names of the same parameter (tied weights).
     """
 
@@ -77,7 +82,8 @@ class LayerWeight:
     aliases: tuple[str, ...] = ()
 
     def matrix(self) -> torch.Tensor:
-        """The parameter, detached, in the layout its kind expects (a view: no copy)."""
+        """The parameter, detached, in the layout its kind expects (a view: no copy, except for a
+        LoRA update, the product of its factors)."""
         tensor = self.parameter.detach()
         return tensor if self.layout is None else self.layout(tensor)
 
@@ -107,10 +113,15 @@ def find_layers(model: nn.Module, layers: LayerFilter = None, exclude: LayerFilt
     found: dict[int, LayerWeight] = {}  # by id of the parameter: a tied one is found once
     aliases: dict[int, list[str]] = {}
     reasons: dict[int, tuple[str, str]] = {}  # parameters of no analyzable layer: (name, reason)
+    factors: set[int] = set()  # LoRA factors, analyzed as their product (met before their modules)
     for module_name, module in model.named_modules(remove_duplicate=False):
         cleaned = clean_name(module_name, unwrap)
         name = cleaned or type(module).__name__
         weights, used = _weights_of(name, module)
+        weights = [weight for weight in weights if id(weight.parameter) not in factors]
+        for update in lora_updates(name, module):
+            factors.update(update.factors)
+            weights.append(LayerWeight(update.name, "linear", type(module), update.factor_b, update.product))
         for weight in weights:
             key = id(weight.parameter)
             if key in found:

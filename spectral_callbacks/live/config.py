@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.alerts import SpectralMonitor
+from ..analysis.deltas import DELTAS
 from ..analysis.operators import OperatorOptions
 from ..analysis.options import DEFAULT_MIN_EVALS, SpectrumOptions, check_integer, check_number
 from ..capture.selection import LayerFilter
@@ -75,6 +76,10 @@ class SpectralConfig:
         monitor: alert rules applied to each analyzed snapshot
             (:class:`spectral_callbacks.analysis.alerts.SpectralMonitor`): each alert is a warning,
             a TensorBoard text entry and a row of the run file; with ``stop=True`` training stops.
+        deltas: ``"init"`` or ``"previous"`` to also analyze each matrix's change since the
+            run's first snapshot (its initialization) or since the previous snapshot, as layers
+            named ``<layer>.delta_init`` / ``<layer>.delta_previous``
+            (:mod:`spectral_callbacks.analysis.deltas`); about doubles the analysis' cost.
     """
 
     every_n_epochs: int = 1
@@ -111,6 +116,7 @@ class SpectralConfig:
     operator_moments: int = 256
     operator_probes: int = 8
     monitor: SpectralMonitor | None = None
+    deltas: str | None = None
 
     def __post_init__(self) -> None:
         check_integer("every_n_epochs", self.every_n_epochs, 1)
@@ -142,6 +148,13 @@ class SpectralConfig:
             raise ValueError(
                 "Invalid value for esd_figures=True: the figures need matplotlib, which is not installed. "
                 'Install it with pip install "spectral-callbacks[plots]", or pass esd_figures=False.'
+            )
+        if self.deltas not in DELTAS:
+            raise ValueError(f"Invalid value for deltas={self.deltas!r}: expected one of {DELTAS}.")
+        if self.deltas == "init" and not self.save_weights:
+            raise ValueError(
+                "Invalid value for deltas='init' with save_weights=False: a resumed run needs the "
+                "initial weights from the run file. Pass save_weights=True, or deltas='previous'."
             )
         if self.monitor is not None and not isinstance(self.monitor, SpectralMonitor):
             raise ValueError(

@@ -207,6 +207,7 @@ class SpectralSession:
             operators=tuple(operators),
             operator_options=config.operator_options(),
             monitor=config.monitor,
+            deltas=config.deltas,
         )
         self._worker = AnalysisWorker(
             spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads

@@ -6,6 +6,7 @@ and the offline catch-up of snapshots a dead worker left unanalyzed.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import shutil
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..analysis.alerts import Alert, SpectralMonitor
 from ..analysis.averages import scalar_metrics
+from ..analysis.deltas import delta_items, delta_name
 from ..analysis.model import analyze_weights
 from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum, analyze_operators
 from ..analysis.options import SpectrumOptions
@@ -31,6 +33,7 @@ Report = Callable[[str, str], None]
 # (epoch, step, scalars by TensorBoard tag) of each analyzed snapshot, for the user's own loggers.
 Results = Callable[[int, int, dict[str, float]], None]
 _FAILED = object()  # what a write that raised an OSError returns
+Item = tuple[str, np.ndarray, str]  # a parameter's (name, weights, kind)
 _SNAPSHOT_MARGIN_BYTES = 256 * 1024  # metrics, singular values, HDF5 metadata of a snapshot
 
 
@@ -56,6 +59,9 @@ class SnapshotAnalyzer:
             :func:`spectral_callbacks.analysis.averages.scalar_metrics`); ``None`` to send nothing.
         monitor: alert rules applied to each analyzed snapshot; an alert goes to the run file,
             to TensorBoard (tag ``alerts``) and to ``report`` as kind ``"alert"``.
+        deltas: ``"init"`` or ``"previous"``: also analyze each matrix's change since the run's
+            first snapshot (kept in memory, or read from the run file when resuming) or since
+            the previous one, as the layers the run file has for them.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class SnapshotAnalyzer:
         operator_options: OperatorOptions | None = None,
         results: Results | None = None,
         monitor: SpectralMonitor | None = None,
+        deltas: str | None = None,
     ):
         self.writer = writer
         self.parameters = tuple(parameters)
@@ -86,6 +93,8 @@ class SnapshotAnalyzer:
         self._committed_steps = writer.committed_steps()
         # the last analyzed snapshot's arrays: each layer's movement is measured from them
         self._previous: dict[str, np.ndarray] | None = None
+        self.deltas = deltas
+        self._initial: dict[str, np.ndarray] | None = None
 
     def record_dropped(self, dropped: Sequence[tuple[int, int, float, str]]) -> None:
         """Index rows for snapshots the training side dropped (``on_full="drop"``)."""
@@ -136,16 +145,17 @@ class SnapshotAnalyzer:
             items = [(p.name, arrays[p.name], p.kind) for p in self.parameters if p.name in arrays]
             analyzed = analyze_weights(items, **self.spectrum.kwargs(), reference=self._previous)
             spectra = [s for s in analyzed if s.name in self._layers]
+            changes = self._changes(row, items, arrays)
             self._previous = arrays
         except Exception as error:  # noqa: BLE001 - recorded, never raised into training
             self._written(self.writer.set_status, row, "failed", f"{type(error).__name__}: {error}")
             self.report("warning", f"analysis of epoch {epoch} step {step} failed: {error}")
             return
         operators = analyze_operators(self._operators, arrays, self.operator_options, epoch)
-        if self._written(self.writer.record_analysis, row, spectra, operators) is not _FAILED:
-            scalars = scalar_metrics(spectra, operators)
+        if self._written(self.writer.record_analysis, row, [*spectra, *changes], operators) is not _FAILED:
+            scalars = scalar_metrics(spectra, operators, changes)
             if self.sink is not None:
-                self.sink.write_snapshot(step, spectra, scalars)
+                self.sink.write_snapshot(step, [*spectra, *changes], scalars)
                 if operators:
                     self.sink.write_operators(step, operators)
             if self.results is not None:
@@ -154,6 +164,21 @@ class SnapshotAnalyzer:
                 self._alert(row, step, self._monitor.check(epoch, step, spectra))
         _report_skipped(spectra, epoch, step, self.report)
         _report_operators(operators, epoch, step, self.report)
+
+    def _changes(self, row: int, items: list[Item], arrays: dict[str, np.ndarray]) -> list[LayerSpectrum]:
+        """The rows of each matrix's change (``deltas``), for the layers the run file has; none
+        without ``deltas`` or a reference (the first snapshot, for ``"previous"``)."""
+        if self.deltas is None:
+            return []
+        if self.deltas == "init" and self._initial is None:
+            self._initial = arrays if row == 0 else self.writer.saved_weights(0)
+        base = self._initial if self.deltas == "init" else self._previous
+        if base is None:
+            return []
+        changes, skipped = delta_items(items, base)
+        rows = [*analyze_weights(changes, **self.spectrum.kwargs()), *skipped]
+        named = [dataclasses.replace(r, name=delta_name(r.name, self.deltas)) for r in rows]
+        return [r for r in named if r.name in self._layers]
 
     def _alert(self, row: int, step: int, alerts: Sequence[Alert]) -> None:
         """Each alert into the run file, TensorBoard and a message to the training process."""

@@ -68,6 +68,7 @@ class RunSpec:
     operators: tuple[OperatorSpec, ...] = ()  # conv layers whose operator spectra are estimated
     operator_options: OperatorOptions = field(default_factory=OperatorOptions)
     monitor: SpectralMonitor | None = None  # alert rules applied to each analyzed snapshot
+    deltas: str | None = None  # also the spectra of each matrix's change: "init" or "previous"
 
 
 class AnalysisWorker:
@@ -262,6 +263,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             resume_after_step=spec.resume_after_step,
             operators=spec.operators,
             operator_options=spec.operator_options,
+            deltas=spec.deltas,
         )
     except Exception as error:  # reported to the user through the outbox; training never sees it
         outbox.put(("error", f"cannot open run file {spec.path}: {error}"))
@@ -285,6 +287,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         operator_options=spec.operator_options,
         results=lambda epoch, step, scalars: outbox.put(("metrics", (epoch, step, scalars))),
         monitor=spec.monitor,
+        deltas=spec.deltas,
     )
     try:
         analyzer.catch_up()

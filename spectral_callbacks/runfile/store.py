@@ -38,6 +38,7 @@ import numpy as np
 
 from .._version import __version__
 from ..analysis.alerts import Alert
+from ..analysis.deltas import delta_name
 from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum
 from ..spectra import METRIC_NAMES, PHASES, LayerSpectrum, SkippedParameter, matrices_of
 from ..spectra.matrices import DEFAULT_MIN_EVALS
@@ -109,12 +110,15 @@ class RunWriter:
         lock_timeout: float = WRITER_LOCK_TIMEOUT,
         operators: Sequence[OperatorSpec] = (),
         operator_options: OperatorOptions | None = None,
+        deltas: str | None = None,
     ) -> RunWriter:
         """Create the run file, or reopen it to resume after ``resume_after_step``.
 
         ``skipped`` names parameters left out of the capture, with the reason, for the record.
         ``operators`` are the conv layers whose operator spectra the run records, with the
-        ``operator_options`` that fix their rows' sizes (``top_k``, ``bins``).
+        ``operator_options`` that fix their rows' sizes (``top_k``, ``bins``). ``deltas``
+        (``"init"``, ``"previous"``) adds a layer for each matrix's change, named by
+        :func:`spectral_callbacks.analysis.deltas.delta_name`.
         Only one writer at a time: a previous worker still finishing its queue (its training
         process was killed) is waited for, up to ``lock_timeout`` seconds.
 
@@ -136,6 +140,7 @@ class RunWriter:
                     dict(skipped or {}),
                     tuple(operators),
                     operator_options or OperatorOptions(),
+                    deltas,
                 )
                 _create_file(path, layout)
             elif resume_after_step is None:
@@ -318,6 +323,9 @@ class RunWriter:
                 continue
             for view in views:
                 self._create_layer(spec.name, view.name, view.kind, view.slices.shape, view.N, view.M)
+            for view in views if layout.deltas else ():
+                name = delta_name(view.name, layout.deltas)
+                self._create_layer(spec.name, name, view.kind, view.slices.shape, view.N, view.M)
         attrs["skipped_parameters"] = json.dumps(skipped)
         attrs["parameter_aliases"] = json.dumps(
             {spec.name: list(spec.aliases) for spec in layout.parameters if spec.aliases}
@@ -395,6 +403,7 @@ class _Layout:
     skipped: dict[str, str]
     operators: tuple[OperatorSpec, ...]
     operator_options: OperatorOptions
+    deltas: str | None = None
 
 
 def _create_file(path: Path, layout: _Layout) -> None:

@@ -73,3 +73,40 @@ def test_randomize_is_reproducible_and_agrees_with_weightwatcher_in_distribution
         for column, floor in (("num_traps", 1.0), ("rand_distance", 1e-3)):
             draws = np.array([getattr(rows[position], column) for rows in seeds])
             assert abs(float(reference[column]) - draws.mean()) <= 3 * draws.std() + floor, column
+
+
+def test_base_model_gives_the_spectra_of_the_change_as_weightwatcher(model) -> None:
+    """A fine-tuned copy (small Gaussian steps on every weight) against its base: the rows are the
+    spectra of W - W_base, equal to WeightWatcher's ``base_model`` analysis."""
+    import copy
+
+    tuned = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            parameter.add_(0.005 * torch.randn(parameter.shape, generator=generator))
+    ours = analyze_model(tuned, base_model=model).analyzed()
+    theirs = weightwatcher_analysis(tuned, base_model=model)
+    assert len(theirs) == len(ours) == 4
+    for (_, reference), row in zip(theirs.iterrows(), ours, strict=True):
+        for column in ("alpha", "D", "log_norm", "log_spectral_norm", "stable_rank", "num_evals"):
+            assert getattr(row, column) == pytest.approx(float(reference[column]), rel=PARITY), (
+                row.name,
+                column,
+            )
+    # the delta is not the weights: its norm is that of the steps
+    weights = {row.name: row for row in analyze_model(tuned).analyzed()}
+    assert all(row.log_norm < weights[row.name].log_norm - 1 for row in ours)
+
+
+def test_base_model_without_a_parameter_or_with_another_shape_skips_it_with_the_reason() -> None:
+    rng = np.random.default_rng(0)
+    model = {"a": rng.standard_normal((40, 20)), "b": rng.standard_normal((30, 20))}
+    base = {"a": rng.standard_normal((40, 20)), "b": rng.standard_normal((20, 30))}
+    rows = {row.name: row for row in analyze_model(model, base_model=base)}
+    assert rows["a"].status == "ok"
+    assert rows["b"].status == "skipped" and "differs from the base model" in rows["b"].reason
+    rows = {row.name: row for row in analyze_model(model, base_model={"a": base["a"]})}
+    assert rows["b"].reason == "not in the base model"
+    with pytest.raises(TypeError, match="base_model takes"):
+        analyze_model(model, base_model=[1, 2])

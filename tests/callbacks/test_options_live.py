@@ -58,3 +58,7 @@ def test_a_bad_option_is_refused_by_name() -> None:
         SpectralCallback(fix_fingers="clip_xmax", xmax="max")
     with pytest.raises(MisconfigurationException, match="randomize_seed=-1"):
         SpectralCallback(randomize=True, randomize_seed=-1)
+    with pytest.raises(MisconfigurationException, match="deltas='start'"):
+        SpectralCallback(deltas="start")
+    with pytest.raises(MisconfigurationException, match="save_weights=True, or deltas='previous'"):
+        SpectralCallback(deltas="init", save_weights=False)

@@ -1,0 +1,63 @@
+"""Spectra of the weights' change during training: ``deltas="init"`` and ``"previous"`` add a
+layer per matrix whose rows are the analysis of ``W_t - W_0`` or ``W_t - W_(t-1)``, recomputed
+here from the saved weights; their scalars reach TensorBoard and stay out of the model averages."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from tensorboard_events import read_events
+
+from spectral_callbacks import SpectralCallback, averaged_layers, open_run
+from spectral_callbacks.analysis.model import analyze_weights
+
+EPOCHS = 3
+
+
+def fit(root, tiny, deltas: str) -> types.SimpleNamespace:
+    callback = SpectralCallback(log_dir=root, deltas=deltas)
+    trainer = tiny.make_trainer(root, [callback], max_epochs=EPOCHS)
+    trainer.fit(tiny.make_model(), datamodule=tiny.make_datamodule())
+    return types.SimpleNamespace(path=callback.run_path, run_dir=callback.run_dir)
+
+
+@pytest.mark.parametrize("deltas", ["init", "previous"])
+def test_delta_layers_are_the_analysis_of_the_change(tmp_path, tiny, deltas: str) -> None:
+    run = fit(tmp_path, tiny, deltas)
+    with open_run(run.path) as reader:
+        assert sorted(reader.layers) == sorted(
+            [*tiny.LAYERS, *(f"{name}.delta_{deltas}" for name in tiny.LAYERS)]
+        )
+        for name in tiny.LAYERS:
+            kind = reader.layer_info(name)["kind"]
+            stored = reader.metrics(f"{name}.delta_{deltas}")
+            statuses = reader.layer_status(f"{name}.delta_{deltas}")
+            for epoch in range(1, EPOCHS + 1):
+                base = reader.weights(name, 0 if deltas == "init" else epoch - 1)
+                change = reader.weights(name, epoch).astype(np.float32) - base
+                (expected,) = analyze_weights([(name, change, kind)])
+                row = epoch if deltas == "init" else epoch - 1  # "previous" has no row at epoch 0
+                assert statuses[row][0] == expected.status
+                for metric in ("alpha", "log_norm", "stable_rank", "lambda_min"):
+                    assert stored[metric][row] == pytest.approx(
+                        expected.metrics()[metric], rel=1e-9, nan_ok=True
+                    )
+            if deltas == "init":  # the initialization against itself: nothing to analyze
+                assert statuses[0][0] == "skipped" and "all zeros" in statuses[0][1]
+        # the model averages are the layers' own, the changes left out
+        layers = list(tiny.LAYERS)
+        alphas = np.array([reader.metric("alpha", name) for name in layers])
+        statuses = [[status for status, _ in reader.layer_status(name)] for name in layers]
+        expected_average = [
+            np.mean([alphas[i, row] for i in averaged_layers([s[row] for s in statuses])])
+            for row in range(alphas.shape[1])
+        ]
+        steps = reader.snapshots()["step"].tolist()
+    events = read_events(run.run_dir)
+    scalars = events.Tags()["scalars"]
+    assert f"log_norm/fc1.delta_{deltas}" in scalars
+    model_alpha = [event.value for event in events.Scalars("model/alpha")]
+    assert model_alpha == pytest.approx(expected_average, rel=1e-6)
+    assert len(model_alpha) == len(steps)
