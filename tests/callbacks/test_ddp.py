@@ -30,9 +30,10 @@ _SCRIPT = textwrap.dedent(
     from torch import nn
     from torch.nn import functional
     import lightning.pytorch as pl
-    from spectral_callbacks import SpectralCallback
+    from spectral_callbacks import SpectralCallback, SpectralMonitor
 
     root, devices, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    weight_decay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0  # > 0: into rank collapse
     torch.set_num_threads(1)
 
 
@@ -47,7 +48,7 @@ _SCRIPT = textwrap.dedent(
             return functional.cross_entropy(logits, y)
 
         def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+            return torch.optim.SGD(self.parameters(), lr=0.1, weight_decay=weight_decay)
 
 
     generator = torch.Generator().manual_seed(0)
@@ -59,20 +60,23 @@ _SCRIPT = textwrap.dedent(
         default_root_dir=root, max_epochs=epochs, accelerator="cpu", devices=devices,
         strategy="ddp" if devices > 1 else "auto", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=[SpectralCallback(log_dir=os.path.join(root, "spectral"), tensorboard=False)],
+        callbacks=[SpectralCallback(
+            log_dir=os.path.join(root, "spectral"), tensorboard=False, queue_size=1,
+            monitor=SpectralMonitor(alpha_range=None, stop=True) if weight_decay else None,
+        )],
     )
     trainer.fit(Net(), data)
-    print("DONE", trainer.global_rank, flush=True)
+    print("DONE", trainer.global_rank, trainer.current_epoch, flush=True)
     """
 )
 
 
-def fit(root: Path, devices: int) -> str:
+def fit(root: Path, devices: int, epochs: int = EPOCHS, weight_decay: float = 0.0) -> str:
     script = root / "train.py"  # DDP re-runs the script for rank 1, so it must be a file
     root.mkdir(parents=True)
     script.write_text(_SCRIPT)
     result = subprocess.run(
-        [sys.executable, str(script), str(root), str(devices), str(EPOCHS)],
+        [sys.executable, str(script), str(root), str(devices), str(epochs), str(weight_decay)],
         capture_output=True, text=True, timeout=300, cwd=root,
     )  # fmt: skip
     output = result.stdout + result.stderr[-4000:]
@@ -101,3 +105,17 @@ def test_ddp_writes_one_run_file_like_a_single_process(tmp_path: Path) -> None:
             np.testing.assert_allclose(
                 ddp.metric("log_norm", layer), single.metric("log_norm", layer), rtol=1e-4
             )
+
+
+def test_an_alert_that_stops_training_stops_every_rank_together(tmp_path: Path) -> None:
+    """Weight decay 9.9 (lr 0.1) shrinks the weights 100x per step, one step an epoch: lambda_min
+    falls 10^4-fold between snapshots and rank_collapse fires at epoch 1. Rank zero alone receives the alert; both ranks
+    must stop at the same epoch (a rank that stopped alone would hang the other's collectives)."""
+    epochs = 40
+    output = fit(tmp_path / "ddp", devices=2, epochs=epochs, weight_decay=9.9)
+    stopped = sorted(line.split()[1:] for line in output.splitlines() if line.startswith("DONE"))
+    assert [rank for rank, _ in stopped] == ["0", "1"], output
+    assert stopped[0][1] == stopped[1][1], output  # the same epoch on both ranks
+    assert int(stopped[0][1]) < epochs - 1, output
+    with open_run(tmp_path / "ddp" / "spectral") as run:
+        assert any(alert["rule"] == "rank_collapse" for alert in run.alerts())
