@@ -33,6 +33,7 @@ from ..capture.keras import (
 from ..capture.selection import LayerFilter
 from ..live.config import SpectralConfig
 from ..live.session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..live.storage_policy import DEFAULT_MAX_RUN_FILE_BYTES
 from ..live.thread_lending import torch_thread_pool
 from ..runfile.reader import RUN_FILE_NAME, open_run
 from ..runfile.store import ParameterSpec
@@ -75,10 +76,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             layer classes (``keras.layers.Dense``) to include / leave out.
         save_weights: keep the raw weights of every snapshot in the run file.
         resume: continue an existing run file in ``log_dir`` instead of refusing it.
-        weights_dtype, tensorboard, queue_size, on_full, min_evals, max_evals, normalize,
-            conv2d_norm, xmax, esd_method, gram_rtol, fix_fingers, detX, randomize, randomize_seed,
-            max_overhead, histogram_bins, esd_figures,
-            blas_threads, lend_threads, close_timeout, monitor, deltas: as
+        weights_dtype, max_run_file_bytes, tensorboard, queue_size, on_full, min_evals, max_evals,
+            normalize, conv2d_norm, xmax, esd_method, gram_rtol, fix_fingers, detX, randomize,
+            randomize_seed, max_overhead, histogram_bins, esd_figures, blas_threads, lend_threads,
+            close_timeout, monitor, deltas: as
             :class:`spectral_callbacks.live.config.SpectralConfig` and ``SpectralCallback``. Threads
             are lent on the torch backend only (jax and TensorFlow size their pools once). A
             ``SpectralMonitor(stop=True)`` alert sets ``model.stop_training``.
@@ -104,6 +105,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         exclude: LayerFilter = None,
         save_weights: bool = True,
         weights_dtype: str = "float32",
+        max_run_file_bytes: int | None = DEFAULT_MAX_RUN_FILE_BYTES,
         resume: bool = False,
         tensorboard: bool = True,
         queue_size: int = 4,
@@ -142,6 +144,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         self.config = SpectralConfig(
             every_n_epochs=every_n_epochs, every_n_steps=every_n_batches, layers=layers,
             exclude=exclude, save_weights=save_weights, weights_dtype=weights_dtype,
+            max_run_file_bytes=max_run_file_bytes,
             log_dir=os.fspath(log_dir), tensorboard=tensorboard, queue_size=queue_size,
             on_full=on_full, min_evals=min_evals, max_evals=max_evals, normalize=normalize,
             conv2d_norm=conv2d_norm, xmax=xmax, esd_method=esd_method, gram_rtol=gram_rtol,
@@ -203,7 +206,10 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             [ParameterSpec(w.name, w.kind, w.shape) for w in self._weights],
             skipped=skipped_weights(model),
             analysis_costs_training=_trains_on_cpu(),
+            expected_snapshots=self._expected_snapshots(),
         )
+        if self.params.get("verbose"):
+            print(f"{_CALLER}: {session.storage_estimate}")
         self._weights = [weight for weight in self._weights if weight.name in captured]  # max_evals
         iterations = _optimizer_steps(model)
         # steps never go back, also when a resumed fit starts with a fresh optimizer
@@ -262,6 +268,15 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             )
         else:
             session.relay()
+
+    def _expected_snapshots(self) -> int | None:
+        """Snapshots this fit will take (the first included), or None when it cannot be known."""
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        if not isinstance(epochs, int):
+            return None
+        if self.config.every_n_steps is not None:
+            return epochs * steps // self.config.every_n_steps + 1 if isinstance(steps, int) else None
+        return epochs // self.config.every_n_epochs + 1
 
     def _stop_if_alerted(self) -> None:
         """Stop training, as ``EarlyStopping`` does, once an alert of a ``stop=True`` monitor arrived."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..capture.torch import (
 )
 from ..live.config import SpectralConfig
 from ..live.session import SnapshotCosts, SpectralSession, SpectralWarning, check_writable
+from ..live.storage_policy import DEFAULT_MAX_RUN_FILE_BYTES
 from ..live.thread_lending import torch_thread_pool
 from ..runfile.store import ParameterSpec
 from ..spectra.esd import GRAM_RTOL
@@ -104,6 +106,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         exclude: LayerFilter = None,
         save_weights: bool = True,
         weights_dtype: str = "float32",
+        max_run_file_bytes: int | None = DEFAULT_MAX_RUN_FILE_BYTES,
         log_dir: str | Path | None = None,
         tensorboard: bool = True,
         queue_size: int = 4,
@@ -139,6 +142,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             self.config = SpectralConfig(
                 every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, layers=layers,
                 exclude=exclude, save_weights=save_weights, weights_dtype=weights_dtype,
+                max_run_file_bytes=max_run_file_bytes,
                 log_dir=None if log_dir is None else str(log_dir), tensorboard=tensorboard,
                 queue_size=queue_size, on_full=on_full, min_evals=min_evals, max_evals=max_evals,
                 normalize=normalize, conv2d_norm=conv2d_norm, xmax=xmax, esd_method=esd_method,
@@ -381,8 +385,13 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         specs = [ParameterSpec(w.name, w.kind, w.shape, w.aliases) for w in self._layers]
         operators = self._operator_specs()
         captured = self._session.start(
-            specs, operators, self._skipped, analysis_costs_training=pl_module.device.type == "cpu"
+            specs,
+            operators,
+            self._skipped,
+            analysis_costs_training=pl_module.device.type == "cpu",
+            expected_snapshots=self._expected_snapshots(pl_module.trainer),
         )
+        _PACKAGES[0].utilities.rank_zero_info(f"SpectralCallback: {self._session.storage_estimate}")
         self._layers = [layer for layer in self._layers if layer.name in captured]
         self._operator_weights = [
             LayerWeight(layer.name, "conv2d", type(layer.module), layer.module.weight)
@@ -392,6 +401,16 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         epoch = self._session.first_snapshot_epoch(step)
         if epoch is not None:
             self._capture(epoch=epoch, step=step)
+
+    def _expected_snapshots(self, trainer: pl.Trainer) -> int | None:
+        """Snapshots this fit will take (the first included), or None when it cannot be known."""
+        config = self.config
+        if config.every_n_steps is not None:
+            steps = trainer.estimated_stepping_batches
+            return int(steps) // config.every_n_steps + 1 if math.isfinite(steps) else None
+        if trainer.max_epochs is None or trainer.max_epochs < 0:
+            return None
+        return max(0, trainer.max_epochs - trainer.current_epoch) // config.every_n_epochs + 1
 
     def _operator_specs(self) -> list[OperatorSpec]:
         """The operator layers' specs from the input sizes of the first batch; hooks removed."""

@@ -17,6 +17,7 @@ from ..analysis.operators import OperatorOptions
 from ..analysis.options import DEFAULT_MIN_EVALS, SpectrumOptions, check_integer, check_number
 from ..capture.selection import LayerFilter
 from ..spectra.esd import GRAM_RTOL
+from .storage_policy import DEFAULT_MAX_RUN_FILE_BYTES
 
 __all__ = ["SpectralConfig"]
 
@@ -32,6 +33,11 @@ class SpectralConfig:
         every_n_steps: snapshot every n optimizer steps instead (``every_n_epochs`` then ignored).
         layers, exclude: layer names, regular expressions or layer classes to include / leave out.
         save_weights: keep the raw weights of every snapshot in the run file.
+        max_run_file_bytes: the run file's size that saved weights may not push it past
+            (default 2 GiB), or None for no limit: weights are kept for every k-th snapshot, k
+            chosen at the start from the expected number of snapshots, and for none once the
+            next would pass it; spectra are kept for every snapshot
+            (:mod:`spectral_callbacks.live.storage_policy`).
         weights_dtype: dtype of the saved weights (``"float32"``, ``"float16"`` or ``"float64"``).
         log_dir: where the run file and TensorBoard events go when the trainer has no logger dir.
         tensorboard: also write TensorBoard histograms and scalars.
@@ -88,6 +94,7 @@ class SpectralConfig:
     exclude: LayerFilter = None
     save_weights: bool = True
     weights_dtype: str = "float32"
+    max_run_file_bytes: int | None = DEFAULT_MAX_RUN_FILE_BYTES
     log_dir: str | None = None
     tensorboard: bool = True
     queue_size: int = 4
@@ -123,6 +130,8 @@ class SpectralConfig:
         if self.every_n_steps is not None:
             check_integer("every_n_steps", self.every_n_steps, 1)
         check_integer("queue_size", self.queue_size, 1)
+        if self.max_run_file_bytes is not None:
+            check_integer("max_run_file_bytes", self.max_run_file_bytes, 1)
         self.spectrum_options()  # checks min_evals and the ESD conventions
         if self.max_evals is not None:
             check_integer("max_evals", self.max_evals, self.min_evals)

@@ -24,6 +24,8 @@ from ..runfile.store import ParameterSpec, new_run_id
 from ..spectra import SkippedParameter, matrices_of
 from .config import SpectralConfig
 from .overhead_budget import OverheadBudget, SnapshotCosts
+from .queue_memory import available_memory, fitting_queue_size
+from .storage_policy import plan_weights, snapshot_bytes, spectra_bytes
 from .thread_lending import ThreadLender, ThreadPool
 from .worker import AnalysisWorker, RunSpec, Snapshot
 
@@ -92,6 +94,7 @@ class SpectralSession:
         self._results: list[SnapshotResult] = []
         # an alert arrived and the monitor says to stop: the callback stops training
         self.stop_requested = False
+        self.storage_estimate = ""  # what the run will write, known once started
         self._warned: set[str] = set()
         self._last_relay = 0.0
         self._budget: OverheadBudget | None = None
@@ -174,6 +177,7 @@ class SpectralSession:
         skipped: Mapping[str, str] | None = None,
         *,
         analysis_costs_training: bool = True,
+        expected_snapshots: int | None = None,
     ) -> set[str]:
         """Spawn the worker for these parameters; returns at once, with the names to capture.
 
@@ -183,6 +187,9 @@ class SpectralSession:
         ``operators`` are the conv layers whose operator spectra are estimated too; their
         kernels must be in every snapshot, captured or not. ``analysis_costs_training``: whether
         the analysis runs on the cores training uses (CPU training), for ``max_overhead``.
+        ``expected_snapshots`` (None: unknown) spreads the weights ``max_run_file_bytes`` allows
+        over the run; :attr:`storage_estimate` then says what the run will write, and a warning
+        when weights are thinned.
         """
         config = self.config
         too_large = _too_large(parameters, config.max_evals)
@@ -190,6 +197,17 @@ class SpectralSession:
             self.warn(f"layer {name} is not captured: {reason}")
         kept = tuple(p for p in parameters if p.name not in too_large)
         self._layer_names = _layer_names(kept, config.min_evals)
+        shapes = [p.shape for p in kept]
+        size = snapshot_bytes(shapes, config.weights_dtype if config.save_weights else None)
+        other = spectra_bytes(shapes, expected_snapshots)
+        policy = plan_weights(size, expected_snapshots, config.max_run_file_bytes, other)
+        self.storage_estimate = policy.estimate(expected_snapshots)
+        if policy.stride > 1 or (
+            expected_snapshots
+            and policy.max_bytes is not None
+            and expected_snapshots * size > policy.max_bytes
+        ):
+            self.warn(self.storage_estimate)
         spec = RunSpec(
             path=str(self.run_path),
             run_id=self.run_id,
@@ -208,9 +226,21 @@ class SpectralSession:
             operator_options=config.operator_options(),
             monitor=config.monitor,
             deltas=config.deltas,
+            weight_policy=policy,
         )
+        copies = snapshot_bytes(shapes, "float32")
+        try:
+            queue_size = fitting_queue_size(copies, config.queue_size, available_memory())
+        except MemoryError as error:
+            raise ValueError(f"{self.caller} cannot start: {error}") from error
+        if queue_size < config.queue_size:
+            self.warn(
+                f"queue_size={config.queue_size} snapshots of {copies / 1e9:.3g} GB would take more than "
+                f"half the available memory: the queue holds {queue_size} (pass a smaller queue_size to "
+                "silence this)"
+            )
         self._worker = AnalysisWorker(
-            spec, queue_size=config.queue_size, on_full=config.on_full, blas_threads=config.blas_threads
+            spec, queue_size=queue_size, on_full=config.on_full, blas_threads=config.blas_threads
         )
         self._worker.start()
         if config.max_overhead is not None:

@@ -23,6 +23,7 @@ from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum
 from ..analysis.options import SpectrumOptions
 from ..runfile.store import ParameterSpec, RunWriter
 from ..spectra import LayerSpectrum
+from .storage_policy import WeightPolicy
 
 __all__ = ["SnapshotAnalyzer"]
 
@@ -62,6 +63,8 @@ class SnapshotAnalyzer:
         deltas: ``"init"`` or ``"previous"``: also analyze each matrix's change since the run's
             first snapshot (kept in memory, or read from the run file when resuming) or since
             the previous one, as the layers the run file has for them.
+        weight_policy: which snapshots keep their weights (:mod:`.storage_policy`); None keeps
+            all of them.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class SnapshotAnalyzer:
         results: Results | None = None,
         monitor: SpectralMonitor | None = None,
         deltas: str | None = None,
+        weight_policy: WeightPolicy | None = None,
     ):
         self.writer = writer
         self.parameters = tuple(parameters)
@@ -94,6 +98,7 @@ class SnapshotAnalyzer:
         # the last analyzed snapshot's arrays: each layer's movement is measured from them
         self._previous: dict[str, np.ndarray] | None = None
         self.deltas = deltas
+        self.weight_policy = weight_policy
         self._initial: dict[str, np.ndarray] | None = None
 
     def record_dropped(self, dropped: Sequence[tuple[int, int, float, str]]) -> None:
@@ -113,7 +118,7 @@ class SnapshotAnalyzer:
             return
 
         def commit() -> int:
-            if self.weights_dtype is not None:
+            if self._keeps_weights():
                 self.writer.append_weights(
                     {name: array.astype(self.weights_dtype, copy=False) for name, array in arrays.items()}
                 )
@@ -164,6 +169,26 @@ class SnapshotAnalyzer:
                 self._alert(row, step, self._monitor.check(epoch, step, spectra))
         _report_skipped(spectra, epoch, step, self.report)
         _report_operators(operators, epoch, step, self.report)
+
+    def _keeps_weights(self) -> bool:
+        """Whether the next snapshot's weights go into the run file (said once when the budget
+        stops them)."""
+        if self.weights_dtype is None:
+            return False
+        policy = self.weight_policy
+        if policy is None:
+            return True
+        snapshot = self.writer.snapshot_count()
+        if policy.keeps(snapshot, self.writer.file_bytes()):
+            return True
+        if snapshot % policy.stride == 0:
+            self.report(
+                "storage",
+                f"the run file's weights reached max_run_file_bytes={policy.max_bytes}: from snapshot "
+                f"{snapshot} on, weights are not kept (spectra are). Raise max_run_file_bytes (None: "
+                "no limit) to keep them",
+            )
+        return False
 
     def _changes(self, row: int, items: list[Item], arrays: dict[str, np.ndarray]) -> list[LayerSpectrum]:
         """The rows of each matrix's change (``deltas``), for the layers the run file has; none

@@ -28,6 +28,7 @@ from ..analysis.spawning import main_module_hidden
 from ..runfile.store import ParameterSpec, RunWriter
 from .inbox import Inbox
 from .snapshot_analysis import SnapshotAnalyzer
+from .storage_policy import WeightPolicy
 
 __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
 
@@ -69,6 +70,7 @@ class RunSpec:
     operator_options: OperatorOptions = field(default_factory=OperatorOptions)
     monitor: SpectralMonitor | None = None  # alert rules applied to each analyzed snapshot
     deltas: str | None = None  # also the spectra of each matrix's change: "init" or "previous"
+    weight_policy: WeightPolicy | None = None  # which snapshots keep their weights (None: all)
 
 
 class AnalysisWorker:
@@ -288,6 +290,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         results=lambda epoch, step, scalars: outbox.put(("metrics", (epoch, step, scalars))),
         monitor=spec.monitor,
         deltas=spec.deltas,
+        weight_policy=spec.weight_policy,
     )
     try:
         analyzer.catch_up()

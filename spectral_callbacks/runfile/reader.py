@@ -321,8 +321,30 @@ class RunReader:
         group = self._group("parameters", parameter)
         if "weights" not in group:
             raise KeyError(f"Run {self.path} did not save weights (save_weights=False).")
-        row = self._row_at(group, epoch, step, analyzed=False)
+        try:
+            row = self._row_at(group, epoch, step, analyzed=False)
+        except KeyError:
+            kept = self.weight_epochs(parameter).tolist()
+            what = f"step {step}" if step is not None else f"epoch {epoch}"
+            if (step is not None and step in self.steps) or (step is None and epoch in self.epochs):
+                raise KeyError(
+                    f"The weights of {what} were not kept in {self.path} (its max_run_file_bytes "
+                    f"budget); epochs with weights: {kept}."
+                ) from None
+            raise
         return _refreshed(group["weights"], self.path)[row]
+
+    def weight_epochs(self, parameter: str) -> np.ndarray:
+        """The epochs of the committed snapshots whose weights the run file kept for ``parameter``
+        (all of them unless the run's ``max_run_file_bytes`` thinned them; none without
+        ``save_weights``)."""
+        group = self._group("parameters", parameter)
+        index = self.snapshots()
+        if "weights" not in group:
+            return np.empty(0, dtype=np.int64)
+        committed = np.flatnonzero(np.isin(index["status"], ["analyzed", "captured", "failed"]))
+        stored = _refreshed(group["snapshot"], self.path)[...]
+        return np.asarray(index["epoch"])[np.intersect1d(committed, stored)]
 
     def _json_attribute(self, name: str) -> dict[str, Any]:
         """A root attribute holding a JSON object, ``{}`` when absent.

@@ -174,6 +174,14 @@ class RunWriter:
         groups = self.file["operators"].values() if "operators" in self.file else []  # none in format 3
         return [group.attrs["name"] for group in groups]
 
+    def snapshot_count(self) -> int:
+        """Index rows so far: the id the next snapshot gets."""
+        return int(self.file["index/epoch"].shape[0])
+
+    def file_bytes(self) -> int:
+        """The run file's size now: what it holds, with HDF5's own structures."""
+        return int(self.file.id.get_filesize())
+
     def append_weights(self, arrays: dict[str, np.ndarray]) -> int:
         """Append one snapshot's weights; return its snapshot id (not committed until indexed)."""
         snapshot = self.file["index/epoch"].shape[0]
