@@ -183,6 +183,11 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
         help="relative error allowed on any eigenvalue kept from the Gram path (default 1e-4)",
     )  # fmt: skip
     analyze.add_argument(
+        "--base-model", type=Path, metavar="PATH",
+        help="a checkpoint of the same architecture: analyze each layer's change W - W_base "
+        "(WeightWatcher's base_model, e.g. a fine-tuning update)",
+    )  # fmt: skip
+    analyze.add_argument(
         "--fix-fingers", choices=["clip_xmax"], metavar="clip_xmax",
         help="refit the power law without the outlying top eigenvalues, as WeightWatcher's "
         "fix_fingers='clip_xmax' (adds num_fingers, raw_alpha)",
@@ -233,9 +238,14 @@ def _analyze(args: argparse.Namespace) -> int:
     options = AnalysisOptions(min_evals=args.min_evals, blas_threads=args.threads, **spectra)
     runs = {path for path in args.paths if is_run_path(path)}
     files = [path for path in args.paths if path not in runs]
-    results = plan_paths(
-        files, options=options, layers=args.layers, exclude=args.exclude, allow_pickle=args.allow_pickle
-    )
+    try:
+        results = plan_paths(
+            files, options=options, layers=args.layers, exclude=args.exclude,
+            allow_pickle=args.allow_pickle, base=args.base_model,
+        )  # fmt: skip
+    except ValueError as error:
+        print(f"spectral-callbacks: {error}", file=sys.stderr)
+        return 1
     hdf5_outputs = [path for path in args.out if path.suffix.lower() != ".csv"]
     if hdf5_outputs and files:
         union_parameters(results)  # a conflict stops here, before any work

@@ -201,3 +201,21 @@ def test_run_files_without_the_attributes_still_summarize(gpt_like_run: Path, ca
     assert code == 0 and err == ""
     assert "not analyzed" not in out and "Tied" not in out
     assert out.splitlines()[-1].startswith("wte.weight ")
+
+
+def test_a_layer_without_analyzed_rows_is_summarized_with_empty_cells(tmp_path: Path, capsys) -> None:
+    """A layer the file has but no snapshot analyzed (its rows lost, or a change layer before its
+    first reference) is a row of empty cells, not a crash."""
+    from run_files import analyze, random_weights
+
+    path = tmp_path / RUN_FILE_NAME
+    writer = open_writer(path)
+    arrays = random_weights(0)
+    writer.append_weights(arrays)
+    row = writer.append_index(0, 0, "captured")
+    writer.record_analysis(row, [spectrum for spectrum in analyze(arrays) if spectrum.name == "fc"])
+    writer.close()
+    assert main(["summary", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    conv = next(line for line in lines if line.startswith("conv "))
+    assert "nan" in conv.lower() or "-" in conv

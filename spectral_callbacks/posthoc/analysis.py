@@ -125,6 +125,7 @@ def plan_paths(
     layers: LayerFilter = None,
     exclude: LayerFilter = None,
     allow_pickle: bool = False,
+    base: str | Path | None = None,
 ) -> list[FileResult]:
     """Open every path and plan its rows from metadata; a path that fails gets its ``error``.
 
@@ -133,8 +134,20 @@ def plan_paths(
         options: analysis options (``min_evals`` decides what is too small).
         layers, exclude: layer names or regular expressions (``selection.select_layers``).
         allow_pickle: load torch checkpoints with ``weights_only=False`` (runs code in the file).
+        base: a checkpoint of the same architecture: each row is then the spectrum of the change
+            ``W - W_base`` (WeightWatcher's ``base_model``); parameters the base lacks, or has
+            with another shape, are skipped rows saying so.
+
+    Raises:
+        ValueError: ``base`` cannot be opened (as :func:`~spectral_callbacks.posthoc.open_source`).
     """
     options = options or AnalysisOptions()
+    base_refs = None
+    if base is not None:
+        try:
+            base_refs = {ref.name: ref for ref in open_source(base, allow_pickle=allow_pickle).parameters}
+        except ValueError as error:
+            raise ValueError(f"base model: {error}") from error
     results = []
     for path in paths:
         result = FileResult(Path(path))
@@ -149,7 +162,9 @@ def plan_paths(
             continue
         result.format, result.files = source.format, source.files
         for ref in chosen:
-            planned = _plan(ref, options.min_evals)
+            planned = (
+                _plan(ref, options.min_evals) if base_refs is None else _plan_change(ref, base_refs, options)
+            )
             result._slots.append(planned)
             if isinstance(planned, ParameterRef):
                 result.parameters.append(ParameterSpec(ref.name, planned.kind, ref.shape))
@@ -237,6 +252,23 @@ def analyze_paths(
         results, options=options, executor=executor, workers=workers, timeout=timeout, progress=progress
     )
     return results
+
+
+def _plan_change(
+    ref: ParameterRef, base_refs: dict[str, ParameterRef], options: AnalysisOptions
+) -> LayerSpectrum | ParameterRef:
+    """:func:`_plan` of the change from the base model's parameter of the same name and shape."""
+    planned = _plan(ref, options.min_evals)
+    if not isinstance(planned, ParameterRef):
+        return planned
+    before = base_refs.get(ref.name)
+    if before is None:
+        return _skipped(ref, "not in the base model")
+    if before.shape != ref.shape or before.problem is not None:
+        return _skipped(
+            ref, before.problem or f"shape {ref.shape} differs from the base model's {before.shape}"
+        )
+    return dataclasses.replace(planned, base=before)
 
 
 def _plan(ref: ParameterRef, min_evals: int) -> LayerSpectrum | ParameterRef:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,20 +20,26 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MAX_DEFLATE_RATIO",
     "SourceError",
     "TensorInfo",
+    "check_member_size",
     "list_npz",
     "list_safetensors",
     "list_torch",
     "load_npz",
     "load_safetensors",
     "load_torch",
+    "one_line",
 ]
 
 _SAFETENSORS_FLOATS = ("F16", "BF16", "F32", "F64")
 _SAFETENSORS_NUMPY = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}  # little-endian, as the format
 # Where a checkpoint keeps its state dict, in the order tried (Lightning first).
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module")
+# deflate's largest ratio of inflated to compressed bytes is about 1032: an archive member that
+# declares more is lying about its size
+MAX_DEFLATE_RATIO = 1032
 
 
 class SourceError(ValueError):
@@ -72,7 +80,7 @@ def list_safetensors(file: str) -> list[TensorInfo]:
             return infos
     except (safetensor_error, OSError) as error:
         raise SourceError(
-            f"{file}: not a readable safetensors file (truncated or corrupt?): {error}"
+            f"{file}: not a readable safetensors file (truncated or corrupt?): {one_line(error)}"
         ) from error
 
 
@@ -102,18 +110,52 @@ def list_npz(file: str) -> list[TensorInfo]:
     try:
         with zipfile.ZipFile(file) as archive:
             infos = []
-            for member in archive.namelist():
-                if not member.endswith(".npy"):
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
                     continue
+                check_member_size(member, os.path.getsize(file))
                 with archive.open(member) as stream:
-                    infos.append(_npy_info(member[: -len(".npy")], stream))
+                    infos.append(_npy_info(member, stream))
             return infos
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise SourceError(f"{file}: not a readable .npz archive (truncated or corrupt?): {error}") from error
+    # zipfile raises NotImplementedError and RuntimeError for flags (encryption, patched data)
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        zlib.error,
+        EOFError,
+        NotImplementedError,
+        RuntimeError,
+    ) as error:
+        raise SourceError(
+            f"{file}: not a readable .npz archive (truncated or corrupt?): {one_line(error)}"
+        ) from error
+
+
+def check_member_size(member: zipfile.ZipInfo, archive_size: int) -> None:
+    """Refuse an archive member whose declared sizes are impossible: stored bytes past the end of
+    the archive, or inflating to more than what is stored (uncompressed) or than deflate's largest
+    ratio allows. Readers allocate what a member declares (``zipfile`` its compressed size,
+    numpy its arrays), so this bounds memory by the file's size.
+
+    Raises:
+        ValueError: a declared size is impossible.
+    """
+    if member.header_offset + member.compress_size > archive_size:
+        raise ValueError(
+            f"member {member.filename!r} declares {member.compress_size:,} stored bytes, past the end "
+            f"of the {archive_size:,}-byte archive: a damaged or forged archive"
+        )
+    ratio = 1 if member.compress_type == zipfile.ZIP_STORED else MAX_DEFLATE_RATIO
+    if member.file_size > ratio * member.compress_size + 64:
+        raise ValueError(
+            f"member {member.filename!r} declares {member.file_size:,} bytes over {member.compress_size:,} "
+            "stored: a damaged or forged archive"
+        )
 
 
 def load_npz(file: str, key: str) -> np.ndarray:
-    """One array of a ``.npz`` archive."""
+    """One array of a ``.npz`` archive (checked by :func:`list_npz`)."""
     with np.load(file, allow_pickle=False) as archive:
         return archive[key]
 
@@ -151,6 +193,7 @@ def _torch_state(file: str, allow_pickle: bool, mtime_ns: int) -> dict[str, Any]
         raise SourceError(
             f"{file}: reading torch checkpoints needs torch: pip install 'spectral-callbacks[torch]'."
         ) from error
+    _check_torch_archive(file)
     try:
         try:
             loaded = torch.load(file, map_location="cpu", weights_only=not allow_pickle, mmap=True)
@@ -184,6 +227,26 @@ def _torch_state(file: str, allow_pickle: bool, mtime_ns: int) -> dict[str, Any]
             f"one of the keys {', '.join(_STATE_DICT_KEYS)}."
         )
     return tensors
+
+
+def _check_torch_archive(file: str) -> None:
+    """Check the declared sizes of a zip-format checkpoint's members before torch reads them:
+    torch allocates what a member's header declares (gigabytes for a record of a few bytes).
+
+    Raises:
+        SourceError: a member with impossible sizes (:func:`check_member_size`).
+    """
+    if not zipfile.is_zipfile(file):  # the legacy format: a plain pickle stream
+        return
+    try:
+        with zipfile.ZipFile(file) as archive:
+            size = os.path.getsize(file)
+            for member in archive.infolist():
+                check_member_size(member, size)
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as error:
+        raise SourceError(
+            f"{file}: not a readable torch checkpoint (truncated or corrupt?): {one_line(error)}"
+        ) from error
 
 
 def _find_state_dict(loaded: Any) -> Mapping[str, Any]:
@@ -225,12 +288,26 @@ def _safetensors_entry(file: str, key: str) -> tuple[int, tuple[int, ...]]:
     return 8 + header_size + int(entry["data_offsets"][0]), tuple(int(size) for size in entry["shape"])
 
 
-def _npy_info(key: str, stream: Any) -> TensorInfo:
+def _npy_info(member: zipfile.ZipInfo, stream: Any) -> TensorInfo:
+    """An array's metadata from its ``.npy`` header.
+
+    Raises:
+        ValueError: the header is damaged, or claims more bytes than its member holds (numpy
+            allocates the claimed array before reading it).
+    """
+    key = member.filename[: -len(".npy")]
     version = np.lib.format.read_magic(stream)
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version not in readers:  # 3.0 is only written for structured dtypes with unicode field names
         return TensorInfo(key, (), "unknown", f".npy format version {version} is not supported")
     shape, _, dtype = readers[version](stream)
+    claimed = math.prod(shape) * dtype.itemsize
+    held = member.file_size - stream.tell()
+    if min(shape, default=0) < 0 or claimed > held:
+        raise ValueError(
+            f"array {key!r} claims shape {tuple(shape)} of {dtype} ({claimed:,} bytes) but its member "
+            f"holds {held:,}: a damaged or forged archive"
+        )
     problem = None if dtype.kind == "f" else f"dtype {dtype} is not floating point"
     return TensorInfo(key, tuple(shape), str(dtype), problem)
 
@@ -242,6 +319,13 @@ def _unpickler_reason(error: BaseException) -> str:
         rest = text.split("WeightsUnpickler error:", 1)[1].strip()
         return rest.splitlines()[0].split(". Please", 1)[0].strip() if rest else _first_line(error)
     return _first_line(error)
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An error's text on one line, at most ``limit`` characters: it may quote a damaged file's
+    bytes (control characters, newlines, a whole header), and an error is one line on stderr."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _first_line(error: BaseException) -> str:

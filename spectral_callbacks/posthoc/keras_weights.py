@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import h5py
 import numpy as np
 
-from .formats import SourceError, TensorInfo
+from .formats import MAX_DEFLATE_RATIO, SourceError, TensorInfo, check_member_size, one_line
 
 __all__ = ["list_keras", "load_keras"]
 
@@ -50,6 +53,16 @@ _NOT_ANALYZED = (
 )
 _CLASS_KEY = re.compile(r"(?P<key>.+?)(?:_\d+)?")
 _ATTENTION_PARTS = ("query_dense", "key_dense", "value_dense", "output_dense")
+# the dimensions of each kind's kernel as Keras stores it
+_KERNEL_NDIMS = {
+    "linear": (2, 3), "embedding": (2,), "conv1d": (3,), "conv2d": (4,),
+    "depthwise_conv1d": (3,), "depthwise_conv2d": (4,),
+}  # fmt: skip
+# what h5py raises on damaged metadata or data, and zipfile on a damaged archive member
+_DAMAGE = (
+    OSError, RuntimeError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error, EOFError,
+    NotImplementedError,
+)  # fmt: skip
 
 
 def list_keras(file: str) -> list[TensorInfo]:
@@ -57,10 +70,16 @@ def list_keras(file: str) -> list[TensorInfo]:
     try:
         configs = _layer_configs(file)
         with _weights(file) as weights:
-            return list(_layer_kernels(weights, "", "", configs))
-    except (OSError, zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+            infos = list(_layer_kernels(weights, "", "", configs))
+            for info in infos:
+                if info.problem is None:  # opened by its path, as loading does: a damaged name
+                    weights[info.key]  # index fails here, once, not in every layer's task
+            return infos
+    except SourceError:
+        raise
+    except _DAMAGE as error:
         raise SourceError(
-            f"{file}: not a readable Keras weights file (truncated or corrupt?): {error}"
+            f"{file}: not a readable Keras weights file (truncated or corrupt?): {one_line(error)}"
         ) from error
 
 
@@ -96,6 +115,7 @@ def _weights(file: str) -> Iterator[h5py.File]:
             )
         # Keras stores the member uncompressed, so h5py's seeks in it are cheap, and what is read
         # is bounded by the file's size: a compressed member could inflate without bound
+        check_member_size(archive.getinfo(WEIGHTS_MEMBER), os.path.getsize(file))
         if archive.getinfo(WEIGHTS_MEMBER).compress_type != zipfile.ZIP_STORED:
             raise SourceError(
                 f"{file}: its {WEIGHTS_MEMBER} is compressed; Keras stores it uncompressed. Refused: a "
@@ -119,7 +139,10 @@ def _layer_configs(file: str) -> dict[str, dict[str, Any]]:
                 f"{file}: its config.json inflates to {archive.getinfo('config.json').file_size:,} bytes, "
                 f"more than any model's configuration ({MAX_CONFIG_BYTES:,}); refused."
             )
+        check_member_size(archive.getinfo("config.json"), os.path.getsize(file))
         model = json.loads(archive.read("config.json"))
+    if not isinstance(model, dict):
+        raise ValueError(f"config.json holds {type(model).__name__}, not a model's configuration")
     configs: dict[str, dict[str, Any]] = {}
 
     def walk(layers: Any, prefix: str) -> None:
@@ -174,6 +197,13 @@ def _kernels(
         kernel = variables.get(index)
         if not isinstance(kernel, h5py.Dataset):
             continue
+        _check_stored(f"{path}/vars/{index}", kernel)
+        if kernel.ndim not in _KERNEL_NDIMS[part_kind]:
+            yield TensorInfo(
+                f"{path}/vars/{index}", kernel.shape, str(kernel.dtype),
+                f"a kernel of shape {kernel.shape} is not a {part_kind} kernel", None, part_name,
+            )  # fmt: skip
+            continue
         shape = _torch_shape(path, part_kind, kernel.shape)
         groups = config.get("groups", 1) if part_kind in ("conv1d", "conv2d") else 1
         problem = None if kernel.dtype.kind == "f" else f"dtype {kernel.dtype} is not floating point"
@@ -181,6 +211,24 @@ def _kernels(
             part_kind = f"{'depthwise' if shape[1] == 1 else 'grouped'}_{part_kind}"
             shape = (groups, shape[0] // groups, *shape[1:])
         yield TensorInfo(f"{path}/vars/{index}", shape, str(kernel.dtype), problem, part_kind, part_name)
+
+
+def _check_stored(key: str, dataset: h5py.Dataset) -> None:
+    """Refuse a dataset that claims more bytes than the file stores for it (a forged shape over
+    nothing would be allocated, and filled, when read). Keras writes its variables uncompressed;
+    a compressed one may inflate by deflate's largest ratio at most.
+
+    Raises:
+        ValueError: the claimed size is impossible.
+    """
+    claimed = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    ratio = MAX_DEFLATE_RATIO if dataset.id.get_create_plist().get_nfilters() else 1
+    if claimed > ratio * stored:
+        raise ValueError(
+            f"{key!r} claims shape {dataset.shape} of {dataset.dtype} ({claimed:,} bytes) but the file "
+            f"stores {stored:,} for it: a damaged or forged file"
+        )
 
 
 def _kind(key: str, parent: str) -> str | None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..analysis.options import SpectrumOptions
 from ..live.snapshot_analysis import SnapshotAnalyzer
-from ..runfile.reader import RUN_FILE_NAME, open_run
+from ..runfile.reader import RUN_FILE_NAME, check_stored, open_for_reading, open_run
 from ..runfile.store import ParameterSpec, RunFileBusyError, RunWriter
 
 __all__ = ["catch_up_run", "is_run_path"]
@@ -34,9 +34,11 @@ def is_run_path(path: str | Path) -> bool:
     if not (path.is_file() and h5py.is_hdf5(path)):
         return False
     try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as file:
+        # a plain open unless a writer has the file: a SWMR reader retries every damaged metadata
+        # read for minutes (see ``runfile.reader``)
+        with open_for_reading(path) as file:
             return "format_version" in file.attrs and "index" in file
-    except OSError:
+    except (OSError, RuntimeError, ValueError, KeyError):
         return False
 
 
@@ -46,12 +48,23 @@ def catch_up_run(path: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> tup
     Nothing is written when no snapshot is pending.
 
     Raises:
-        ValueError: the file is not a readable run file, or a live process is writing it.
+        ValueError: the file is not a readable run file (damaged or forged: its metadata, or
+            datasets claiming more than the file stores), or a live process is writing it.
     """
+    try:
+        return _catch_up(path, lock_timeout)
+    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError, OSError) as error:
+        # what a damaged or forged run file makes h5py or the run's own code raise
+        text = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ValueError(f"not a readable run file (damaged?): {type(error).__name__}: {text}") from error
+
+
+def _catch_up(path: str | Path, lock_timeout: float) -> tuple[int, list[str]]:
     with open_run(path) as run:
         if run.snapshots("captured")["epoch"].size == 0:
             return 0, []
         run_path, attributes, config = run.path, run.attributes, run.config
+    _check_readable(run_path)
     try:
         writer = RunWriter.open(
             run_path,
@@ -80,6 +93,21 @@ def catch_up_run(path: str | Path, *, lock_timeout: float = LOCK_TIMEOUT) -> tup
     finally:
         writer.close()
     return done, messages
+
+
+def _check_readable(path: Path) -> None:
+    """Read every object's metadata once, opened plainly, and check every dataset's claimed size
+    against what the file stores, before the writer opens the file: a SWMR writer retries every
+    damaged metadata read for minutes, and its recovery reads whole datasets.
+
+    Raises:
+        ValueError: a dataset claims more bytes than the file stores.
+        OSError, RuntimeError, KeyError: damaged metadata (as h5py reports it).
+    """
+    with open_for_reading(path) as file:
+        file.visititems(
+            lambda _, item: check_stored(item.id, path) if isinstance(item, h5py.Dataset) else None
+        )
 
 
 def _parameters(file: h5py.File) -> tuple[list[ParameterSpec], str | None]:

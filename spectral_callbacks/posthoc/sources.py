@@ -57,6 +57,8 @@ class ParameterRef:
         kind: its matrix kind when the format tells it, else ``None`` (guessed from name and shape).
         problem: why it is not analyzed (dtype, not a weight), or ``None``.
         allow_pickle: load torch files with ``weights_only=False``.
+        base: the same parameter in a base model (``analyze --base-model``): then :meth:`load`
+            gives the change ``W - W_base``.
     """
 
     name: str
@@ -68,6 +70,7 @@ class ParameterRef:
     kind: str | None = None
     problem: str | None = None
     allow_pickle: bool = False
+    base: ParameterRef | None = None
 
     @property
     def layer_class(self) -> type:
@@ -75,8 +78,13 @@ class ParameterRef:
         return np.ndarray
 
     def load(self) -> np.ndarray:
-        """The parameter's values in torch layout (read from the file now)."""
-        return load_tensor(self)
+        """The parameter's values in torch layout (read from the file now), or their change from
+        the base model's."""
+        values = load_tensor(self)
+        if self.base is None:
+            return values
+        before = load_tensor(self.base)
+        return np.subtract(values, before, dtype=np.result_type(values, before, np.float32))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ rich's tables when rich is installed and the output is a terminal."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -75,8 +76,8 @@ def run_table(run: RunReader, metrics: Sequence[str] = RUN_TABLE_METRICS) -> str
                 layer,
                 info["kind"],
                 f"{info['N']}x{info['M']}",
-                values["alpha"][0],
-                *[values[m][-1] for m in metrics],
+                values["alpha"][0] if values["alpha"].size else math.nan,  # a layer never analyzed
+                *[values[m][-1] if values[m].size else math.nan for m in metrics],
             ]
         )
     return format_columns(header, rows)

@@ -18,7 +18,7 @@ import numpy as np
 from ..spectra import METRIC_NAMES, eigenvalues
 from .store import FORMAT_VERSION, LAYER_STATUS, PHASE_CODES, SNAPSHOT_STATUS, group_name
 
-__all__ = ["READABLE_FORMATS", "RUN_FILE_NAME", "RunReader", "open_run"]
+__all__ = ["READABLE_FORMATS", "RUN_FILE_NAME", "RunReader", "check_stored", "open_for_reading", "open_run"]
 
 RUN_FILE_NAME = "spectra.h5"
 # Format 4 only added /operators: a format-3 file reads as a run without operator spectra.
@@ -49,7 +49,7 @@ class RunReader:
                 f"No run file at {path}; expected a {RUN_FILE_NAME} written by a callback."
             )
         try:
-            self._file = _open_swmr(path)
+            self._file = open_for_reading(path)
         except OSError as error:
             raise ValueError(
                 f"{path} is not a readable HDF5 run file (truncated or corrupt?): {error}"
@@ -419,7 +419,7 @@ def _read_datasets(
     for name in names:
         dataset = h5py.h5d.open(group, name)
         dataset.refresh()
-        _check_stored(dataset, path)
+        check_stored(dataset, path)
         array = np.empty(dataset.shape, dtype=dataset.dtype)
         if array.size:
             dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
@@ -428,13 +428,13 @@ def _read_datasets(
 
 
 def _refreshed(dataset: h5py.Dataset, path: Path) -> h5py.Dataset:
-    """``dataset`` with the rows its writer has flushed since, checked by :func:`_check_stored`."""
+    """``dataset`` with the rows its writer has flushed since, checked by :func:`check_stored`."""
     dataset.refresh()
-    _check_stored(dataset.id, path)
+    check_stored(dataset.id, path)
     return dataset
 
 
-def _check_stored(dataset: h5py.h5d.DatasetID, path: Path) -> None:
+def check_stored(dataset: h5py.h5d.DatasetID, path: Path) -> None:
     """Refuse a dataset whose shape claims more bytes than the file stores for it.
 
     Run files are written uncompressed, row after row, so a dataset's rows are stored but for at
@@ -457,7 +457,7 @@ def _check_stored(dataset: h5py.h5d.DatasetID, path: Path) -> None:
         )
 
 
-def _open_swmr(path: Path) -> h5py.File:
+def open_for_reading(path: Path) -> h5py.File:
     """Open for reading: in SWMR mode only while a writer has the file (a live run, or one whose
     writer was killed), otherwise plainly.
 
