@@ -109,8 +109,9 @@ def test_ddp_writes_one_run_file_like_a_single_process(tmp_path: Path) -> None:
 
 def test_an_alert_that_stops_training_stops_every_rank_together(tmp_path: Path) -> None:
     """Weight decay 9.9 (lr 0.1) shrinks the weights 100x per step, one step an epoch: lambda_min
-    falls 10^4-fold between snapshots and rank_collapse fires at epoch 1. Rank zero alone receives the alert; both ranks
-    must stop at the same epoch (a rank that stopped alone would hang the other's collectives)."""
+    falls 10^4-fold between snapshots and rank_collapse fires at epoch 1. Rank zero alone receives
+    the alert; both ranks must stop at the same epoch (a rank that stopped alone would hang the
+    other's collectives)."""
     epochs = 40
     output = fit(tmp_path / "ddp", devices=2, epochs=epochs, weight_decay=9.9)
     stopped = sorted(line.split()[1:] for line in output.splitlines() if line.startswith("DONE"))
