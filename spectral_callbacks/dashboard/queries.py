@@ -21,6 +21,7 @@ from ..reporting.run_params import numeric_parameters
 from ..runfile.reader import RunReader
 from ..runfile.store import LAYER_STATUS, PHASE_CODES
 from ..spectra import METRIC_NAMES
+from ..spectra.analyze import OPTION_COLUMNS
 from ..spectra.mp import spike_threshold
 from .catalog import Catalog, RunEntry
 from .requests import DEFAULT_METRIC
@@ -60,7 +61,7 @@ def run_listing(
     return {
         "runs": runs,
         "unreadable": [{"name": name, "reason": reason} for name, reason in catalog.unreadable().items()],
-        "metrics": list(METRIC_NAMES),
+        "metrics": listed_metrics({option for run in runs for option in run.get("options", ())}),
         "default_metric": DEFAULT_METRIC,
         "params": parameters,
     }
@@ -206,7 +207,23 @@ def run_summary(entry: RunEntry, reader: RunReader) -> dict[str, Any]:
         "snapshots": int(epochs.size),
         "last_epoch": int(epochs[-1]) if epochs.size else None,
         "params": numeric_parameters(entry.path.parent, entry.name),
+        "options": sorted(option for option in OPTION_COLUMNS if reader.config.get(option)),
     }
+
+
+def listed_metrics(options: set[str]) -> list[str]:
+    """The metrics a run's rows can hold: every one but the columns of WeightWatcher's options no
+    run had on (all NaN) and ``cka`` (computed on request post hoc, never stored)."""
+    hidden = {
+        "cka",
+        *(
+            column
+            for option, columns in OPTION_COLUMNS.items()
+            if option not in options
+            for column in columns
+        ),
+    }
+    return [name for name in METRIC_NAMES if name not in hidden]
 
 
 def _snapshots(reader: RunReader) -> list[dict[str, Any]]:

@@ -33,8 +33,25 @@ from .mp import fit_marchenko_pastur, phase_label
 from .powerlaw import PowerLawFit, fit_power_law
 from .traps import correlation_traps
 
-__all__ = ["EVALS_THRESH", "FIX_FINGERS", "METRIC_NAMES", "LayerSpectrum", "analyze_matrix", "analyze_view"]
+__all__ = [
+    "EVALS_THRESH",
+    "FIX_FINGERS",
+    "METRIC_NAMES",
+    "OPTION_COLUMNS",
+    "LayerSpectrum",
+    "analyze_matrix",
+    "analyze_view",
+]
 
+# The columns each of WeightWatcher's options adds (NaN in a row analyzed without it).
+OPTION_COLUMNS = {
+    "fix_fingers": ("num_fingers", "raw_alpha"),
+    "randomize": (
+        "rand_distance", "ww_softrank", "ww_maxdist", "max_rand_eval", "num_traps", "rand_num_spikes",
+        "rand_sigma_mp", "rand_mp_softrank", "rand_W_scale", "rand_bulk_max", "rand_bulk_min",
+    ),
+    "detX": ("detX_num", "detX_val", "detX_val_unrescaled", "ERG_gap", "num_ERG_spikes"),
+}  # fmt: skip
 # WeightWatcher's fix_fingers values: no clipping, or its clip_xmax heuristic.
 FIX_FINGERS = (None, "clip_xmax")
 # WeightWatcher drops eigenvalues at or below this before the power-law fit (not for the norms).

@@ -18,9 +18,11 @@ from werkzeug.wrappers import Response
 
 from spectral_callbacks import open_run
 from spectral_callbacks.dashboard.plugin import SpectraPlugin
+from spectral_callbacks.dashboard.queries import listed_metrics
 from spectral_callbacks.reporting.compare import model_average
 from spectral_callbacks.runfile.store import PHASE_CODES
 from spectral_callbacks.spectra import METRIC_NAMES
+from spectral_callbacks.spectra.analyze import OPTION_COLUMNS
 
 RUNS = ["wd_0.0001", "wd_0.01"]
 
@@ -40,7 +42,17 @@ def test_the_listing_names_the_runs_as_compare_does_and_lists_the_foreign_file(g
     assert listing["params"] == ["wd", "weight_decay"]
     assert [entry["name"] for entry in listing["unreadable"]] == ["checkpoint"]
     assert "not a readable HDF5 run file" in listing["unreadable"][0]["reason"]
-    assert listing["metrics"] == list(METRIC_NAMES)
+    # the columns of WeightWatcher's options are left out when no run had them on
+    hidden = {"cka", *(column for columns in OPTION_COLUMNS.values() for column in columns)}
+    assert listing["metrics"] == [name for name in METRIC_NAMES if name not in hidden]
+    assert {"alpha", "relative_delta", "lambda_min"} <= set(listing["metrics"])
+
+
+def test_the_metrics_of_an_option_a_run_had_on_are_listed() -> None:
+    runs = [{"options": ["randomize"]}, {"options": []}]
+    listed = listed_metrics({option for run in runs for option in run["options"]})
+    assert "num_traps" in listed and "rand_distance" in listed
+    assert "raw_alpha" not in listed and "detX_num" not in listed
 
 
 def test_the_overview_holds_every_layer_at_every_snapshot_as_the_reader_reads_it(get, logdir) -> None:
