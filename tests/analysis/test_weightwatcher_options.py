@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from weightwatcher_runs import weightwatcher_analysis
+from weightwatcher_runs import set_student_t_weights, weightwatcher_analysis
 
 from spectral_callbacks import analyze_model
 
@@ -33,13 +33,7 @@ def model():
         torch.nn.Linear(200, 400),
         torch.nn.Linear(400, 100),
     )
-    rng = np.random.default_rng(0)
-    with torch.no_grad():
-        for layer in model:
-            if hasattr(layer, "weight"):
-                shape = tuple(layer.weight.shape)
-                heavy = rng.standard_t(2.5, size=shape) / np.sqrt(np.prod(shape[1:]))
-                layer.weight.copy_(torch.from_numpy(heavy))
+    set_student_t_weights(model, 2.5)
     return model
 
 

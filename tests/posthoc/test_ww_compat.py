@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from weightwatcher_runs import weightwatcher_analysis
+from weightwatcher_runs import set_student_t_weights, weightwatcher_analysis
 
 from spectral_callbacks.posthoc import analyze_paths
 
@@ -50,12 +50,7 @@ def model() -> TinyTransformer:
     """Seeded, with Student-t weights (heavy tails, as trained layers have)."""
     torch.manual_seed(0)
     model = TinyTransformer()
-    rng = np.random.default_rng(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim >= 2:
-                values = rng.standard_t(3.0, size=tuple(parameter.shape)) / np.sqrt(parameter[0].numel())
-                parameter.copy_(torch.from_numpy(values))
+    set_student_t_weights(model, 3.0)
     return model
 
 

