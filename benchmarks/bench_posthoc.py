@@ -56,9 +56,9 @@ import numpy as np
 from common import best_time, load_average, own_svd_floor, svd_floor, weightwatcher_details
 from threadpoolctl import threadpool_limits
 
+from spectral_callbacks.analysis.executors import ExecutorSpec, local_cluster, open_executor, process_context
 from spectral_callbacks.posthoc import AnalysisOptions, analyze_paths
 from spectral_callbacks.posthoc.analysis import largest_first, plan_paths, run_on
-from spectral_callbacks.posthoc.executors import ExecutorSpec, local_cluster, open_executor, process_context
 from spectral_callbacks.spectra import METRIC_NAMES
 
 TARGET_FLOOR_RATIO = 1.25

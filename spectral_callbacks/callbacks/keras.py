@@ -79,7 +79,7 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         weights_dtype, max_run_file_bytes, tensorboard, queue_size, on_full, min_evals, max_evals,
             normalize, conv2d_norm, xmax, esd_method, gram_rtol, fix_fingers, detX, randomize,
             randomize_seed, max_overhead, histogram_bins, esd_figures, blas_threads, lend_threads,
-            close_timeout, monitor, deltas: as
+            close_timeout, monitor, deltas, analysis_executor, analysis_workers: as
             :class:`spectral_callbacks.live.config.SpectralConfig` and ``SpectralCallback``. Threads
             are lent on the torch backend only (jax and TensorFlow size their pools once). A
             ``SpectralMonitor(stop=True)`` alert sets ``model.stop_training``.
@@ -129,6 +129,8 @@ class KerasSpectralCallback(keras.callbacks.Callback):
         close_timeout: float = 600.0,
         monitor: SpectralMonitor | None = None,
         deltas: str | None = None,
+        analysis_executor: str = "process",
+        analysis_workers: int | None = None,
     ):
         _check_keras_3()
         super().__init__()
@@ -151,7 +153,8 @@ class KerasSpectralCallback(keras.callbacks.Callback):
             fix_fingers=fix_fingers, detX=detX, randomize=randomize, randomize_seed=randomize_seed,
             max_overhead=max_overhead, histogram_bins=histogram_bins, esd_figures=esd_figures,
             blas_threads=blas_threads, lend_threads=lend_threads, close_timeout=close_timeout,
-            monitor=monitor, deltas=deltas,
+            monitor=monitor, deltas=deltas, analysis_executor=analysis_executor,
+            analysis_workers=analysis_workers,
         )  # fmt: skip
         self.resume = bool(resume)
         self._session = self._new_session()

@@ -17,6 +17,7 @@ from ..analysis.operators import OperatorOptions
 from ..analysis.options import DEFAULT_MIN_EVALS, SpectrumOptions, check_integer, check_number
 from ..capture.selection import LayerFilter
 from ..spectra.esd import GRAM_RTOL
+from .analysis_executor import check_executor
 from .storage_policy import DEFAULT_MAX_RUN_FILE_BYTES
 
 __all__ = ["SpectralConfig"]
@@ -86,6 +87,15 @@ class SpectralConfig:
             run's first snapshot (its initialization) or since the previous snapshot, as layers
             named ``<layer>.delta_init`` / ``<layer>.delta_previous``
             (:mod:`spectral_callbacks.analysis.deltas`); about doubles the analysis' cost.
+        analysis_executor: where the analysis process analyzes each snapshot's layers:
+            ``"process"`` (in itself), ``"processes"`` (a pool of ``analysis_workers``
+            processes it starts), ``"dask"`` (a local dask cluster of ``analysis_workers``
+            processes) or ``"dask://HOST:PORT"`` (a running dask scheduler's workers). The
+            analysis process still writes everything; the rows are the same, bit for bit. A
+            pool or cluster that cannot start or breaks means one warning and the analysis
+            process from then on (:mod:`spectral_callbacks.live.analysis_executor`).
+        analysis_workers: processes of the pool or local cluster (None: the CPU count), each
+            on ``blas_threads`` BLAS threads.
     """
 
     every_n_epochs: int = 1
@@ -124,6 +134,8 @@ class SpectralConfig:
     operator_probes: int = 8
     monitor: SpectralMonitor | None = None
     deltas: str | None = None
+    analysis_executor: str = "process"
+    analysis_workers: int | None = None
 
     def __post_init__(self) -> None:
         check_integer("every_n_epochs", self.every_n_epochs, 1)
@@ -137,6 +149,7 @@ class SpectralConfig:
             check_integer("max_evals", self.max_evals, self.min_evals)
         check_integer("histogram_bins", self.histogram_bins, 2)
         check_integer("blas_threads", self.blas_threads, 1)
+        check_executor(self.analysis_executor, self.analysis_workers)
         if not isinstance(self.lend_threads, bool):
             raise ValueError(f"Invalid value for lend_threads={self.lend_threads!r}: expected True or False.")
         if self.on_full not in _ON_FULL:

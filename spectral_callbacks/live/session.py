@@ -227,6 +227,9 @@ class SpectralSession:
             monitor=config.monitor,
             deltas=config.deltas,
             weight_policy=policy,
+            blas_threads=config.blas_threads,
+            analysis_executor=config.analysis_executor,
+            analysis_workers=config.analysis_workers,
         )
         copies = snapshot_bytes(shapes, "float32")
         try:

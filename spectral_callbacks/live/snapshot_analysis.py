@@ -18,11 +18,12 @@ import numpy as np
 from ..analysis.alerts import Alert, SpectralMonitor
 from ..analysis.averages import scalar_metrics
 from ..analysis.deltas import delta_items, delta_name
-from ..analysis.model import analyze_weights
+from ..analysis.model import ModelAnalysis, analyze_weights
 from ..analysis.operators import OperatorOptions, OperatorSpec, OperatorSpectrum, analyze_operators
 from ..analysis.options import SpectrumOptions
 from ..runfile.store import ParameterSpec, RunWriter
 from ..spectra import LayerSpectrum
+from .analysis_executor import LayerExecutor
 from .storage_policy import WeightPolicy
 
 __all__ = ["SnapshotAnalyzer"]
@@ -65,6 +66,8 @@ class SnapshotAnalyzer:
             the previous one, as the layers the run file has for them.
         weight_policy: which snapshots keep their weights (:mod:`.storage_policy`); None keeps
             all of them.
+        layer_executor: where the layers (and their changes) are analyzed
+            (:mod:`.analysis_executor`); None: in this process.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class SnapshotAnalyzer:
         monitor: SpectralMonitor | None = None,
         deltas: str | None = None,
         weight_policy: WeightPolicy | None = None,
+        layer_executor: LayerExecutor | None = None,
     ):
         self.writer = writer
         self.parameters = tuple(parameters)
@@ -100,6 +104,7 @@ class SnapshotAnalyzer:
         self.deltas = deltas
         self.weight_policy = weight_policy
         self._initial: dict[str, np.ndarray] | None = None
+        self._layer_executor = layer_executor or LayerExecutor(report=report)
 
     def record_dropped(self, dropped: Sequence[tuple[int, int, float, str]]) -> None:
         """Index rows for snapshots the training side dropped (``on_full="drop"``)."""
@@ -132,13 +137,18 @@ class SnapshotAnalyzer:
     def catch_up(self) -> int:
         """Analyze snapshots committed earlier but never analyzed (a worker died); returns how many.
 
-        Their saved weights are used; without saved weights they are marked failed with the reason.
+        Their saved weights are used; without them (not saved, or not kept by the storage budget)
+        they are marked failed with the reason.
         """
         done = 0
         for row, epoch, step in self.writer.pending():
             arrays = self.writer.saved_weights(row)
-            if arrays is None:
-                reason = "analysis interrupted and weights not saved (save_weights=False)"
+            if not arrays:
+                reason = (
+                    "analysis interrupted and weights not saved (save_weights=False)"
+                    if arrays is None
+                    else "analysis interrupted and this snapshot's weights not kept (max_run_file_bytes)"
+                )
                 self._written(self.writer.set_status, row, "failed", reason)
                 continue
             self._analyze(row, epoch, step, arrays)
@@ -148,7 +158,7 @@ class SnapshotAnalyzer:
     def _analyze(self, row: int, epoch: int, step: int, arrays: dict[str, np.ndarray]) -> None:
         try:
             items = [(p.name, arrays[p.name], p.kind) for p in self.parameters if p.name in arrays]
-            analyzed = analyze_weights(items, **self.spectrum.kwargs(), reference=self._previous)
+            analyzed = self._analyze_weights(items, reference=self._previous)
             spectra = [s for s in analyzed if s.name in self._layers]
             changes = self._changes(row, items, arrays)
             self._previous = arrays
@@ -169,6 +179,14 @@ class SnapshotAnalyzer:
                 self._alert(row, step, self._monitor.check(epoch, step, spectra))
         _report_skipped(spectra, epoch, step, self.report)
         _report_operators(operators, epoch, step, self.report)
+
+    def _analyze_weights(
+        self, items: Sequence[Item], reference: dict[str, np.ndarray] | None = None
+    ) -> ModelAnalysis:
+        """``analyze_weights`` of the items, here or on the layer executor (the same rows)."""
+        if self._layer_executor.parallel:
+            return self._layer_executor.analyze(items, self.spectrum, reference=reference)
+        return analyze_weights(items, **self.spectrum.kwargs(), reference=reference)
 
     def _keeps_weights(self) -> bool:
         """Whether the next snapshot's weights go into the run file (said once when the budget
@@ -200,8 +218,15 @@ class SnapshotAnalyzer:
         base = self._initial if self.deltas == "init" else self._previous
         if base is None:
             return []
+        if not base:  # a resumed run whose file kept no weights of its initialization
+            self.report(
+                "warning",
+                "deltas='init' needs the initial weights, which the run file did not keep "
+                "(max_run_file_bytes below one snapshot): no changes are analyzed",
+            )
+            return []
         changes, skipped = delta_items(items, base)
-        rows = [*analyze_weights(changes, **self.spectrum.kwargs()), *skipped]
+        rows = [*self._analyze_weights(changes), *skipped]
         named = [dataclasses.replace(r, name=delta_name(r.name, self.deltas)) for r in rows]
         return [r for r in named if r.name in self._layers]
 

@@ -26,6 +26,7 @@ from ..analysis.operators import OperatorOptions, OperatorSpec
 from ..analysis.options import SpectrumOptions
 from ..analysis.spawning import main_module_hidden
 from ..runfile.store import ParameterSpec, RunWriter
+from .analysis_executor import LayerExecutor
 from .inbox import Inbox
 from .snapshot_analysis import SnapshotAnalyzer
 from .storage_policy import WeightPolicy
@@ -71,6 +72,9 @@ class RunSpec:
     monitor: SpectralMonitor | None = None  # alert rules applied to each analyzed snapshot
     deltas: str | None = None  # also the spectra of each matrix's change: "init" or "previous"
     weight_policy: WeightPolicy | None = None  # which snapshots keep their weights (None: all)
+    blas_threads: int = 1  # the worker's BLAS threads, also those of each layer task it sends out
+    analysis_executor: str = "process"  # where the layers are analyzed (.analysis_executor)
+    analysis_workers: int | None = None  # processes of that pool or local cluster (None: CPUs)
 
 
 class AnalysisWorker:
@@ -278,12 +282,24 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             spec.tensorboard_dir, histogram_bins=spec.histogram_bins, esd_figures=spec.esd_figures
         )
         sink.write_layout(writer.layer_names, writer.operator_names)
+
+    def report(kind: str, text: str) -> None:
+        outbox.put((kind, text))
+
+    if spec.analysis_executor != "process":
+        # the process is started daemonic, so that it ends with training; a daemonic process may
+        # not start processes, and this one starts a pool or cluster it stops itself, at its end
+        multiprocessing.current_process().daemon = False
+    layers = LayerExecutor(
+        spec.analysis_executor, spec.analysis_workers, blas_threads=spec.blas_threads, report=report
+    )
+    layers.start()  # the pool or cluster starts while training runs its first steps
     analyzer = SnapshotAnalyzer(
         writer,
         spec.parameters,
         spec.spectrum,
         sink=sink,
-        report=lambda kind, text: outbox.put((kind, text)),
+        report=report,
         weights_dtype=spec.weights_dtype if spec.save_weights else None,
         operators=spec.operators,
         operator_options=spec.operator_options,
@@ -291,6 +307,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         monitor=spec.monitor,
         deltas=spec.deltas,
         weight_policy=spec.weight_policy,
+        layer_executor=layers,
     )
     try:
         analyzer.catch_up()
@@ -304,6 +321,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
                 outbox.put(("cost", (snapshot.step, time.process_time() - started)))
                 outbox.put(("ack", snapshot.step))
     finally:
+        layers.close()
         writer.close()
         if sink is not None:
             sink.close()

@@ -5,8 +5,8 @@ analyzes it), runs the tasks on the chosen executor and returns one :class:`File
 path, in the order given, with identical numbers whatever the executor.
 """
 
+from ..analysis.executors import ExecutorError, parse_executor
 from .analysis import AnalysisOptions, FileResult, analyze_paths
-from .executors import ExecutorError, parse_executor
 from .sources import ParameterRef, Source, SourceError, open_source
 
 __all__ = [

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.blas_environment import blas_threads_limited
+from ..analysis.executors import DEFAULT_TIMEOUT, ExecutorSpec, Runner, open_executor, parse_executor
 from ..analysis.model import ModelAnalysis, analyze_weights
 from ..analysis.options import SpectrumOptions, check_integer
+from ..analysis.scheduling import guided_batches, largest_first
+from ..analysis.scheduling import svd_cost as _svd_cost
 from ..capture.selection import LayerFilter, select_layers
 from ..runfile.store import ParameterSpec
 from ..spectra import LayerSpectrum, SkippedParameter, matrices_of
-from .executors import DEFAULT_TIMEOUT, ExecutorSpec, Runner, open_executor, parse_executor
 from .progress import progress_bar
 from .sources import ParameterRef, open_source
 
@@ -283,49 +285,6 @@ def _plan(ref: ParameterRef, min_evals: int) -> LayerSpectrum | ParameterRef:
     if isinstance(views, SkippedParameter):
         return LayerSpectrum.skipped(views, ref.kind or "")
     return dataclasses.replace(ref, kind=views[0].kind)
-
-
-def largest_first(refs: Sequence[ParameterRef]) -> list[int]:
-    """Indices of ``refs``, the largest SVD first: parallel workers then finish together, as
-    the last task to start is a small one."""
-    return sorted(range(len(refs)), key=lambda i: _svd_cost(refs[i].shape), reverse=True)
-
-
-def guided_batches(costs: Sequence[int], workers: int) -> list[list[int]]:
-    """Consecutive runs of ``costs`` (largest first) as tasks: each takes at least a
-    ``2 * workers``-th of the cost not yet taken, so tasks shrink toward the end.
-
-    Guided self-scheduling (Polychronopoulos & Kuck, 1987): every task costs a few milliseconds
-    of scheduling and messages, which dozens of small layers would pay each, while the last
-    tasks stay small enough for the workers to finish together. One worker: one item per task.
-
-    >>> guided_batches([8, 2, 1, 1, 1, 1, 1, 1], workers=2)
-    [[0], [1], [2, 3], [4], [5], [6], [7]]
-    """
-    if workers == 1:
-        return [[index] for index in range(len(costs))]
-    remaining = sum(costs)
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    batch_cost = 0
-    target = remaining / (2 * workers)
-    for index, cost in enumerate(costs):
-        batch.append(index)
-        batch_cost += cost
-        if batch_cost >= target:
-            batches.append(batch)
-            remaining -= batch_cost
-            batch, batch_cost = [], 0
-            target = remaining / (2 * workers)
-    if batch:
-        batches.append(batch)
-    return batches
-
-
-def _svd_cost(shape: tuple[int, ...]) -> int:
-    """Proportional to the flops of the SVDs of a parameter's matrices: ``m n min(m, n)`` each
-    (a conv kernel's ``out x in`` slices, one per kernel position, are the same formula)."""
-    return int(np.prod(shape, dtype=np.int64)) * min(shape[:2])
 
 
 def _failure(error: BaseException) -> str:

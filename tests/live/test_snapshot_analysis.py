@@ -92,6 +92,18 @@ def test_catch_up_without_saved_weights_marks_the_snapshot_failed(tmp_path: Path
         assert "weights not saved" in index["reason"][0]
 
 
+def test_catch_up_of_a_snapshot_whose_weights_the_budget_did_not_keep_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    writer = open_writer(path)  # a run that saves weights
+    writer.append_index(3, 30, "captured")  # ... but kept none for this snapshot
+    assert make_analyzer(writer, []).catch_up() == 0
+    writer.close()
+    with open_run(path) as run:
+        index = run.snapshots()
+        assert index["status"].tolist() == ["failed"]
+        assert "weights not kept (max_run_file_bytes)" in index["reason"][0]
+
+
 def test_disk_full_is_reported_and_earlier_snapshots_stay_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: tuple
 ) -> None:

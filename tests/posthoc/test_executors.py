@@ -20,9 +20,10 @@ import pytest
 from posthoc_models import analyzable
 
 from spectral_callbacks import analyze_model
+from spectral_callbacks.analysis import executors
 from spectral_callbacks.analysis.blas_environment import BLAS_THREAD_VARIABLES
-from spectral_callbacks.posthoc import ExecutorError, analysis, analyze_paths, executors, parse_executor
-from spectral_callbacks.posthoc.executors import ExecutorSpec, process_context
+from spectral_callbacks.analysis.executors import ExecutorSpec, process_context
+from spectral_callbacks.posthoc import ExecutorError, analysis, analyze_paths, parse_executor
 from spectral_callbacks.spectra import METRIC_NAMES
 
 
@@ -178,7 +179,8 @@ def test_forked_workers_run_torch_after_its_threads_ran_here(forked, tmp_path: P
 FORKED_BLAS_PROBE = """
 import os, sys
 from threadpoolctl import threadpool_info
-from spectral_callbacks.posthoc import analysis, executors
+from spectral_callbacks.analysis import executors
+from spectral_callbacks.posthoc import analysis
 
 def threads_after_a_task(path):
     (result,) = analysis.plan_paths([path])

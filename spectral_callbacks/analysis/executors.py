@@ -2,8 +2,9 @@
 
 Every executor runs the same function on the same items and reports ``(index, result, error)``
 as tasks finish; callers put results back by index, so the output order never depends on the
-executor or on timing. Items are small descriptions (a file path and a key), never arrays: each
-task loads its own tensor where it runs. Items start in the order given.
+executor or on timing. Items start in the order given. Post hoc, items are small descriptions (a
+file path and a key) and each task loads its own tensor where it runs; the live analysis sends
+the snapshot's arrays themselves (:mod:`spectral_callbacks.live.analysis_executor`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,142 @@
+"""LayerExecutor: a snapshot's layers analyzed on a process pool come back as the rows of
+``analyze_weights``, in model order; a pool whose workers die costs one warning, no row."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from spectral_callbacks.analysis.blas_environment import blas_threads_limited
+from spectral_callbacks.analysis.model import analyze_weights
+from spectral_callbacks.analysis.options import SpectrumOptions
+from spectral_callbacks.live import shared_arrays as shared_arrays_module
+from spectral_callbacks.live.analysis_executor import LayerExecutor, check_executor
+from spectral_callbacks.live.config import SpectralConfig
+from spectral_callbacks.live.shared_arrays import StoredArray, loaded, shared_arrays
+
+OPTIONS = SpectrumOptions(randomize=True)  # per-layer generators: the shuffles too must agree
+SHAPES = [(48, 16), (200, 64), (3, 3), (64, 64), (8, 4, 3, 3), (16, 130), (10,)]
+
+
+def snapshot(seed: int) -> list[tuple[str, np.ndarray, str | None]]:
+    rng = np.random.default_rng(seed)
+    return [
+        (f"layer{i}", rng.standard_t(3, size=shape).astype(np.float32), None)
+        for i, shape in enumerate(SHAPES)
+    ]
+
+
+def local_rows(items: list, reference: dict | None = None) -> list:
+    """The analysis process's rows, on one BLAS thread as the tasks run."""
+    with blas_threads_limited(1):
+        return list(analyze_weights(items, **OPTIONS.kwargs(), svd_threads=1, reference=reference))
+
+
+def assert_same_rows(found: list, expected: list) -> None:
+    assert [row.name for row in found] == [row.name for row in expected]
+    for mine, theirs in zip(found, expected, strict=True):
+        assert mine.status == theirs.status and mine.reason == theirs.reason
+        assert mine.metrics().keys() == theirs.metrics().keys()
+        np.testing.assert_array_equal(list(mine.metrics().values()), list(theirs.metrics().values()))
+        if theirs.svals is not None:
+            assert mine.svals.tobytes() == theirs.svals.tobytes()
+
+
+@pytest.fixture
+def messages() -> list:
+    return []
+
+
+def test_a_pool_gives_the_rows_of_one_process_in_model_order(messages: list) -> None:
+    before, now = snapshot(0), snapshot(1)
+    reference = {name: array for name, array, _ in before}
+    executor = LayerExecutor("processes", 2, report=lambda kind, text: messages.append((kind, text)))
+    try:
+        found = executor.analyze(now, OPTIONS, reference=reference)
+    finally:
+        executor.close()
+    assert executor.parallel and messages == []
+    expected = local_rows(now, reference)
+    assert any(row.status == "skipped" for row in expected)  # the 1-D and 3x3 parameters
+    assert np.isfinite(expected[0].delta_W)  # the movement columns are there
+    assert_same_rows(found, expected)
+
+
+def test_a_dead_pool_costs_one_warning_and_no_row(messages: list) -> None:
+    executor = LayerExecutor("processes", 2, report=lambda kind, text: messages.append((kind, text)))
+    try:
+        executor.start()
+        pool = multiprocessing.active_children()
+        assert pool
+        for process in pool:
+            os.kill(process.pid, signal.SIGKILL)
+        found = [executor.analyze(snapshot(seed), OPTIONS) for seed in (0, 1)]
+    finally:
+        executor.close()
+    assert not executor.parallel
+    assert [kind for kind, _ in messages] == ["warning"]
+    assert "analysis_executor='processes' failed" in messages[0][1]
+    for seed, rows in zip((0, 1), found, strict=True):
+        assert_same_rows(rows, local_rows(snapshot(seed)))
+
+
+@pytest.mark.parametrize(
+    "executor", ["process", "processes", "dask", "dask://10.0.0.5:8786", "dask://[::1]:8786"]
+)
+def test_valid_executors_pass(executor: str) -> None:
+    check_executor(executor, None)
+    assert SpectralConfig(analysis_executor=executor).analysis_executor == executor
+
+
+@pytest.mark.parametrize(
+    ("executor", "workers", "match"),
+    [
+        ("local", None, r"analysis_executor='local'"),
+        ("Dask", None, r"analysis_executor='Dask'"),
+        ("dask://host", None, r"analysis_executor='dask://host'"),
+        (None, None, r"analysis_executor=None"),
+        ("processes", 0, r"analysis_workers=0: expected an integer >= 1"),
+        ("processes", True, r"analysis_workers=True"),
+        ("process", 3, r"analysis_workers=3 with analysis_executor='process'"),
+    ],
+)
+def test_invalid_options_raise_naming_the_value(executor: object, workers: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SpectralConfig(analysis_executor=executor, analysis_workers=workers)
+
+
+def test_shared_arrays_round_trip_through_one_file_removed_after(tmp_path) -> None:
+    arrays = [array for _, array, _ in snapshot(2)] + [
+        np.zeros((0, 4), np.float32),
+        np.arange(6.0).reshape(2, 3).T,
+    ]
+    with shared_arrays(arrays, tmp_path) as stored:
+        assert len(list(tmp_path.iterdir())) == 1
+        assert sum(isinstance(s, StoredArray) for s in stored) == len(arrays) - 1  # not the empty one
+        for array, location in zip(arrays, stored, strict=True):
+            back = loaded(location)
+            assert back.dtype == array.dtype and back.shape == array.shape
+            np.testing.assert_array_equal(back, array)
+    assert list(tmp_path.iterdir()) == []
+    with shared_arrays(arrays, None) as stored:  # no shared memory: the arrays themselves
+        assert all(s is a for s, a in zip(stored, arrays, strict=True))
+
+
+def test_a_dead_process_s_scratch_directory_is_removed(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared_arrays_module, "SHARED_MEMORY", tmp_path)
+    child = multiprocessing.get_context("spawn").Process(target=int)
+    child.start()
+    child.join()
+    stale = tmp_path / f"spectral-snapshot-{child.pid}-abc"  # its owner has ended
+    live = tmp_path / f"spectral-snapshot-{os.getpid()}-def"
+    for directory in (stale, live):
+        directory.mkdir()
+        (directory / "x.bin").write_bytes(b"\0" * 8)
+    mine = shared_arrays_module.scratch_directory()
+    assert sorted(tmp_path.iterdir()) == sorted([live, mine]) and mine.name.startswith(
+        f"spectral-snapshot-{os.getpid()}-"
+    )
