@@ -20,6 +20,7 @@ from ..analysis.alerts import SpectralMonitor
 from ..analysis.blas_environment import blas_threads_limited
 from ..analysis.operators import OperatorSpec, estimate_operator_seconds, operator_budget_warning
 from ..capture.selection import LayerFilter
+from ..capture.sharded import ShardedCapture, is_sharded_strategy
 from ..capture.torch import (
     InputSizes,
     LayerWeight,
@@ -97,6 +98,9 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         >>> SpectralCallback(operators="auto")  # also every Conv2d's operator spectrum  # doctest: +SKIP
     """
 
+    # set in ``setup`` on every rank when the strategy shards the weights (FSDP, ZeRO-3)
+    _sharding: ShardedCapture | None = None
+
     def __init__(
         self,
         every_n_epochs: int = 1,
@@ -136,6 +140,8 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         operator_probes: int = 8,
         monitor: SpectralMonitor | None = None,
         deltas: str | None = None,
+        analysis_executor: str = "process",
+        analysis_workers: int | None = None,
     ):
         super().__init__()
         try:
@@ -153,6 +159,7 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
                 operator_every_n_epochs=operator_every_n_epochs, operator_top_k=operator_top_k,
                 operator_bins=operator_bins, operator_moments=operator_moments,
                 operator_probes=operator_probes, monitor=monitor, deltas=deltas,
+                analysis_executor=analysis_executor, analysis_workers=analysis_workers,
             )  # fmt: skip
         except ValueError as error:
             raise _MisconfigurationException(str(error)) from error
@@ -194,10 +201,15 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     # -- set-up ---------------------------------------------------------------------------------
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._sharding = self._sharded_capture(trainer, pl_module)
         if stage != "fit" or not trainer.is_global_zero:
             return
         if not _has_lazy_parameters(pl_module):
             self._layers = self._find_layers(pl_module)
+            if self._sharding is not None:
+                with _as_misconfiguration():
+                    self._layers = self._sharding.bind(self._layers)
         if self.config.operators is not None:
             with _as_misconfiguration():
                 self._operators = operator_layers(pl_module, self.config.operators)
@@ -215,15 +227,16 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        directory, versioned = self._new_run_dir
-        with _as_misconfiguration():  # a resumed run continues in its run file's directory instead
-            self._session.open(directory, self._resume, versioned=versioned)
-        if self._operators:  # the worker starts once the first batch has shown the input sizes
-            self._input_sizes = InputSizes(self._operators)
-        elif not _has_lazy_parameters(pl_module):
-            self._start(pl_module, trainer.global_step)
+        with self._sharded_round(trainer, maybe_due=True):
+            if not trainer.is_global_zero:
+                return
+            directory, versioned = self._new_run_dir
+            with _as_misconfiguration():  # a resumed run continues in its run file's directory instead
+                self._session.open(directory, self._resume, versioned=versioned)
+            if self._operators:  # the worker starts once the first batch has shown the input sizes
+                self._input_sizes = InputSizes(self._operators)
+            elif not _has_lazy_parameters(pl_module):
+                self._start(pl_module, trainer.global_step)
 
     # -- snapshots ------------------------------------------------------------------------------
     @override
@@ -239,13 +252,15 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not trainer.is_global_zero or not self._session.started:
-            return
-        if self._session.due_step(trainer.global_step):
-            self._capture(epoch=trainer.current_epoch, step=trainer.global_step)
-        else:
-            self._session.relay()
-        self._log_results(trainer)
+        every = self.config.every_n_steps
+        with self._sharded_round(trainer, maybe_due=every is not None and trainer.global_step % every == 0):
+            if not trainer.is_global_zero or not self._session.started:
+                return
+            if self._session.due_step(trainer.global_step):
+                self._capture(epoch=trainer.current_epoch, step=trainer.global_step)
+            else:
+                self._session.relay()
+            self._log_results(trainer)
 
     @override
     def on_validation_batch_end(
@@ -266,14 +281,16 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         # Validation at the end of a training epoch sees the epoch's final weights (no optimizer
         # step comes between): the snapshot due after the epoch is taken now, so that its analysis
         # runs while training waits for validation instead of during the next epoch.
-        if (
-            trainer.is_global_zero
-            and self._session.started
-            and not trainer.sanity_checking
-            and trainer.is_last_batch
-            and self._session.due_epoch(trainer.current_epoch + 1)
-        ):
-            self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
+        maybe_due = not trainer.sanity_checking and trainer.is_last_batch and self._epoch_maybe_due(trainer)
+        with self._sharded_round(trainer, maybe_due):
+            if (
+                trainer.is_global_zero
+                and self._session.started
+                and not trainer.sanity_checking
+                and trainer.is_last_batch
+                and self._session.due_epoch(trainer.current_epoch + 1)
+            ):
+                self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -290,13 +307,14 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
             self._operator_estimate = None  # checked once, on the first epoch
             if warning:
                 self._session.warn(warning)
-        if (
-            trainer.is_global_zero
-            and self._session.started
-            and self._session.due_epoch(trainer.current_epoch + 1)
-        ):
-            self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
-            self._log_results(trainer)
+        with self._sharded_round(trainer, self._epoch_maybe_due(trainer)):
+            if (
+                trainer.is_global_zero
+                and self._session.started
+                and self._session.due_epoch(trainer.current_epoch + 1)
+            ):
+                self._capture(epoch=trainer.current_epoch + 1, step=trainer.global_step)
+                self._log_results(trainer)
         if trainer.world_size > 1 and self.config.monitor is not None and self.config.monitor.stop:
             # every rank decides together at the same point, as EarlyStopping does under DDP
             stop = trainer.strategy.broadcast(self._session.stop_requested, src=0)
@@ -447,7 +465,40 @@ class SpectralCallback(*(package.Callback for package in _PACKAGES)):
         return seconds
 
     def _capture(self, epoch: int, step: int) -> None:
-        self._session.capture(epoch, step, lambda: copy_weights(self._layers + self._operator_weights))
+        weights = self._layers + self._operator_weights
+        copy = copy_weights if self._sharding is None else self._sharding.copy
+        self._session.capture(epoch, step, lambda: copy(weights))
+
+    # -- sharded training (FSDP, ZeRO-3): every rank takes part in each snapshot's gathers ------
+    def _sharded_capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ShardedCapture | None:
+        """The per-layer gathering of a strategy that shards the weights, None for one that does
+        not (single device, DDP: rank zero copies its own whole weights, as always)."""
+        if not is_sharded_strategy(trainer.strategy):
+            return None
+        strategy = type(trainer.strategy).__name__
+        if self.config.operators is not None:
+            raise _MisconfigurationException(
+                f"SpectralCallback(operators=...) is not supported with {strategy}, which shards the "
+                f"weights; received operators={self.config.operators!r}."
+            )
+        if _has_lazy_parameters(pl_module):
+            raise _MisconfigurationException(
+                f"SpectralCallback does not support lazy layers with {strategy}: the layers are found "
+                "before the strategy shards them."
+            )
+        return ShardedCapture(pl_module, lambda: trainer.strategy.model)
+
+    def _sharded_round(self, trainer: pl.Trainer, maybe_due: bool) -> contextlib.AbstractContextManager:
+        """Where rank zero may take a snapshot (``maybe_due``: the schedule allows one, a
+        decision every rank makes alike), all ranks meet to gather the weights it asks for."""
+        if self._sharding is None or not maybe_due:
+            return contextlib.nullcontext()
+        return self._sharding.round(leader=trainer.is_global_zero)
+
+    def _epoch_maybe_due(self, trainer: pl.Trainer) -> bool:
+        """Whether the epoch schedule may have a snapshot due after the current epoch."""
+        config = self.config
+        return config.every_n_steps is None and (trainer.current_epoch + 1) % config.every_n_epochs == 0
 
     def _close(self, log_to: pl.Trainer | None = None) -> None:
         """Stop the worker once its queue is done; its last results go to ``log_to``'s loggers,
