@@ -12,12 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..spectra import LayerSpectrum
+from ..spectra.analyze import OPTION_COLUMNS
 from .operators import OperatorSpectrum
+from .options import SpectrumOptions
 
 __all__ = [
     "AVERAGED_METRICS",
     "SCALAR_METRICS",
     "averaged_layers",
+    "layout_metrics",
     "metric_names",
     "model_averages",
     "scalar_metrics",
@@ -30,6 +33,18 @@ SCALAR_METRICS = (
     "num_fingers", "raw_alpha", "num_traps", "rand_distance", "detX_num", "ERG_gap",
 )  # fmt: skip
 AVERAGED_METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
+
+
+def layout_metrics(options: SpectrumOptions) -> tuple[str, ...]:
+    """The per-layer scalars a run with these options can log: :data:`SCALAR_METRICS` but the
+    columns of WeightWatcher's options it has off (their charts would stay empty)."""
+    off = {
+        column
+        for option, columns in OPTION_COLUMNS.items()
+        if not getattr(options, option)
+        for column in columns
+    }
+    return tuple(metric for metric in SCALAR_METRICS if metric not in off)
 
 
 def averaged_layers(statuses: Sequence[str]) -> list[int]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.alerts import SpectralMonitor
+from ..analysis.averages import layout_metrics
 from ..analysis.blas_environment import blas_threads_for_children
 from ..analysis.operators import OperatorOptions, OperatorSpec
 from ..analysis.options import SpectrumOptions
@@ -281,7 +282,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
         sink = TensorBoardSink(
             spec.tensorboard_dir, histogram_bins=spec.histogram_bins, esd_figures=spec.esd_figures
         )
-        sink.write_layout(writer.layer_names, writer.operator_names)
+        sink.write_layout(writer.layer_names, writer.operator_names, layout_metrics(spec.spectrum))
 
     def report(kind: str, text: str) -> None:
         outbox.put((kind, text))

@@ -71,10 +71,12 @@ class TensorBoardSink:
             self._writer = SummaryWriter(log_dir=str(self.log_dir), filename_suffix=suffix)
         return self._writer
 
-    def write_layout(self, layers: Sequence[str], operators: Sequence[str] = ()) -> None:
-        """A custom-scalars layout: one chart per metric with every layer, the model averages, and
-        the operator layers' spectral norms when there are any."""
-        per_metric = {metric: ["Multiline", [rf"^{metric}/"]] for metric in SCALAR_METRICS}
+    def write_layout(
+        self, layers: Sequence[str], operators: Sequence[str] = (), metrics: Sequence[str] = SCALAR_METRICS
+    ) -> None:
+        """A custom-scalars layout: one chart per metric of ``metrics`` with every layer, the model
+        averages, and the operator layers' spectral norms when there are any."""
+        per_metric = {metric: ["Multiline", [rf"^{metric}/"]] for metric in metrics}
         averages = {metric: ["Multiline", [rf"^model/{metric}$"]] for metric in AVERAGED_METRICS}
         layout = {"spectral: layers": per_metric, "spectral: model": averages}
         if operators:

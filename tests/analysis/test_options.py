@@ -52,3 +52,15 @@ def test_the_keyword_arguments_are_analyze_weights_own() -> None:
     weight = np.random.default_rng(0).standard_normal((40, 20))
     (row,) = analyze_weights([("w", weight, "linear")], **SpectrumOptions(esd_method="svd").kwargs())
     assert row.gram_slices == 0 and row.status != "skipped"
+
+
+def test_the_tensorboard_layout_has_charts_only_for_the_options_a_run_has_on() -> None:
+    from spectral_callbacks.analysis.averages import SCALAR_METRICS, layout_metrics
+
+    plain = layout_metrics(SpectrumOptions())
+    assert "alpha" in plain and "relative_delta" in plain
+    assert not {"num_traps", "rand_distance", "num_fingers", "raw_alpha", "detX_num", "ERG_gap"} & set(plain)
+    randomized = layout_metrics(SpectrumOptions(randomize=True))
+    assert {"num_traps", "rand_distance"} <= set(randomized) and "detX_num" not in randomized
+    every = layout_metrics(SpectrumOptions(randomize=True, detX=True, fix_fingers="clip_xmax"))
+    assert every == SCALAR_METRICS
