@@ -17,7 +17,7 @@ import numpy as np
 
 from ..spectra import LayerSpectrum, SkippedParameter
 
-__all__ = ["DELTAS", "delta_items", "delta_name"]
+__all__ = ["DELTAS", "delta_items", "delta_name", "weight_change"]
 
 # Live deltas: none, since the run's first snapshot (its initialization), since the previous one.
 DELTAS = (None, "init", "previous")
@@ -26,6 +26,12 @@ DELTAS = (None, "init", "previous")
 def delta_name(name: str, deltas: str) -> str:
     """The layer name of a matrix's delta rows: ``fc1.delta_init``, ``fc1.delta_previous``."""
     return f"{name}.delta_{deltas}"
+
+
+def weight_change(weights: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``weights - base`` in at least float32 (float16 weights would round the change)."""
+    weights, base = np.asarray(weights), np.asarray(base)
+    return np.subtract(weights, base, dtype=np.result_type(weights, base, np.float32))
 
 
 def delta_items(
@@ -45,8 +51,5 @@ def delta_items(
             shape = tuple(np.shape(array))
             skipped.append(LayerSpectrum.skipped(SkippedParameter(name, shape, reason), kind or ""))
             continue
-        array, before = np.asarray(array), np.asarray(before)
-        changes.append(
-            (name, np.subtract(array, before, dtype=np.result_type(array, before, np.float32)), kind)
-        )
+        changes.append((name, weight_change(array, before), kind))
     return changes, skipped

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.deltas import weight_change
 from ..capture.names import clean_name
 from .formats import (
     SourceError,
@@ -83,8 +84,7 @@ class ParameterRef:
         values = load_tensor(self)
         if self.base is None:
             return values
-        before = load_tensor(self.base)
-        return np.subtract(values, before, dtype=np.result_type(values, before, np.float32))
+        return weight_change(values, load_tensor(self.base))
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def test_a_keras_kernel_claiming_more_than_the_file_stores_is_refused(tmp_path: 
         del file["layers/dense/vars/0"]
         file["layers/dense/vars"].create_dataset("0", shape=(2**14, 2**14), dtype="f4", chunks=True)
 
-    line = failure(weights_with(tmp_path, forge))  # 1 GiB of fill values, before the fix
+    line = failure(weights_with(tmp_path, forge))  # read whole, 1 GiB of fill values
     assert "'layers/dense/vars/0' claims shape (16384, 16384) of float32" in line
 
 
