@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 10.0
+# How often a dask map without finished tasks checks that the cluster still has workers.
+_DASK_POLL_SECONDS = 1.0
 EXECUTORS = ("local", "processes", "dask", "dask://HOST:PORT")
 _DASK_ADDRESS = re.compile(r"dask://(?P<address>(?:[a-z]+://)?[^/\s]+:\d+)/?")
 
@@ -95,7 +98,8 @@ def open_executor(
     Args:
         spec: from :func:`parse_executor`.
         workers: processes of a process pool or of a local dask cluster (default: CPU count).
-        timeout: seconds to wait for a dask scheduler to answer.
+        timeout: seconds to wait for a dask scheduler to answer, and for a dask cluster left
+            without workers to get one before ``map`` raises :class:`ExecutorError`.
 
     Raises:
         ExecutorError: dask is not installed, or the scheduler does not answer within ``timeout``.
@@ -121,7 +125,7 @@ def open_executor(
     else:
         with _dask_client(spec.address, workers, timeout) as client:
             threads = sum(client.nthreads().values()) or workers  # a remote cluster's own size
-            yield Runner(lambda function, items: _map_dask(client, function, items), threads)
+            yield Runner(lambda function, items: _map_dask(client, function, items, timeout), threads)
 
 
 def process_context() -> multiprocessing.context.BaseContext:
@@ -168,17 +172,47 @@ def _map_futures(
         yield futures[future], None if error else future.result(), error
 
 
-def _map_dask(client: Any, function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:
-    from distributed import as_completed
+def _map_dask(
+    client: Any, function: Callable[[Any], Any], items: Sequence[Any], timeout: float
+) -> Iterator[Outcome]:
+    """Tasks on the cluster, yielded as they finish; raises :class:`ExecutorError` once the
+    cluster has had no worker for ``timeout`` seconds (its tasks would wait for one forever)."""
+    from distributed import wait
 
     futures = client.map(function, list(items), pure=False)
     index = {future.key: i for i, future in enumerate(futures)}
-    for future in as_completed(futures):
-        if future.status == "error":
-            yield index[future.key], None, future.exception()
-        else:
-            yield index[future.key], future.result(), None
-        future.release()
+    pending, idle_since = set(futures), None
+    while pending:
+        try:
+            done, pending = wait(
+                pending, timeout=min(timeout, _DASK_POLL_SECONDS), return_when="FIRST_COMPLETED"
+            )
+        except TimeoutError:
+            idle_since = _idle_since(client, idle_since, timeout)
+            continue
+        idle_since = None
+        for future in done:
+            if future.status == "error":
+                yield index[future.key], None, future.exception()
+            else:
+                yield index[future.key], future.result(), None
+            future.release()
+
+
+def _idle_since(client: Any, since: float | None, timeout: float) -> float | None:
+    """When the cluster was first seen without a worker (None while it has one); raises
+    :class:`ExecutorError` when that was over ``timeout`` seconds ago."""
+    if client.nthreads():
+        return None
+    now = time.monotonic()
+    if since is None:
+        return now
+    if now - since >= timeout:
+        raise ExecutorError(
+            f"the dask cluster at {client.scheduler.address} has had no worker for {timeout:g} s; "
+            "start workers (`dask worker ADDRESS`) or use another analysis executor"
+        )
+    return since
 
 
 @contextlib.contextmanager

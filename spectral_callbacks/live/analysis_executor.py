@@ -117,7 +117,8 @@ class LayerExecutor:
             a running scheduler's cluster has its own.
         blas_threads: BLAS threads of the analysis process, which each task uses too.
         report: called with ``("warning", text)`` when the executor cannot start or breaks.
-        timeout: seconds to wait for a dask scheduler to answer.
+        timeout: seconds to wait for a dask scheduler to answer, or for a cluster left without
+            workers to get one again.
     """
 
     def __init__(
@@ -262,5 +263,6 @@ def _reference_of(item: Item, reference: Mapping[str, np.ndarray] | None) -> np.
 def _broken(error: BaseException) -> bool:
     """Whether an error comes from the executor (a dead worker, a lost connection) rather than
     from the analysis itself, which the analysis process would raise as well."""
-    infrastructure = (concurrent.futures.BrokenExecutor, concurrent.futures.CancelledError, OSError, EOFError)
+    futures = concurrent.futures
+    infrastructure = (futures.BrokenExecutor, futures.CancelledError, OSError, EOFError, ExecutorError)
     return isinstance(error, infrastructure) or type(error).__module__.split(".")[0] == "distributed"

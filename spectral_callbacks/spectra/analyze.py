@@ -24,6 +24,7 @@ from .matrices import DEFAULT_MIN_EVALS, MatrixView, SkippedParameter, matrices_
 from .metrics import (
     entropy_rank_tolerance,
     frame_potential,
+    frame_potential_of_gram,
     matrix_entropy,
     norm_metrics,
     rank_metrics,
@@ -282,13 +283,17 @@ def analyze_view(
         eigvalsh=eigvalsh,
         rtol=gram_rtol,
         thresholds=_thresholds(view, eps, normalize=normalize, conv2d_norm=conv2d_norm),
+        neuron_gram=True,
     )
     svals = computed.values
     if not np.any(svals > 0):
         raise ValueError(f"{view.name!r} is all zeros; its spectrum is empty.")
     evals = eigenvalues(svals, kind=view.kind, N=view.N, normalize=normalize, conv2d_norm=conv2d_norm)
     rank = rank_metrics(svals, view.N, view.M, eps)
-    frame = frame_potential(view.neurons)
+    if computed.neuron_gram is not None:
+        frame = frame_potential_of_gram(computed.neuron_gram, view.neurons.shape[1])
+    else:
+        frame = frame_potential(view.neurons)
     mp = fit_marchenko_pastur(np.square(svals).ravel() / view.N, view.N, view.M)
     to_esd_scale = evals[-1] / (float(svals.max()) ** 2 / view.N)
 

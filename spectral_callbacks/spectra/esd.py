@@ -103,12 +103,16 @@ class SingularValues:
             threshold fell in an error interval), so that the slice was computed by SVD.
         bound: per slice, the absolute error bound ``delta`` on its Gram eigenvalues ``sigma^2``
             (NaN where the values come from the SVD).
+        neuron_gram: when asked for and every slice went through the Gram path with its neurons
+            as columns of ``A``: the upper triangle of ``neurons @ neurons.T`` (float64, the lower
+            triangle zero), summed over the slices; else None.
     """
 
     values: np.ndarray
     gram: np.ndarray
     fallback: np.ndarray
     bound: np.ndarray
+    neuron_gram: np.ndarray | None = None
 
 
 def lapack_svdvals(matrix: np.ndarray) -> np.ndarray:
@@ -146,6 +150,7 @@ def compute_singular_values(
     eigvalsh: EigValues = lapack_eigvalsh,
     rtol: float = GRAM_RTOL,
     thresholds: Thresholds | None = None,
+    neuron_gram: bool = False,
 ) -> SingularValues:
     """Singular values of every slice of ``view``, and which slices came from the Gram path.
 
@@ -157,6 +162,10 @@ def compute_singular_values(
         eigvalsh: computes the eigenvalues of one Gram matrix (:data:`.gram.EigValues`).
         rtol: relative error allowed on every Gram eigenvalue kept, in ``(0, 1)``.
         thresholds: values the metrics compare eigenvalues with; none by default.
+        neuron_gram: also return the neurons' Gram matrix where the Gram path forms it anyway
+            (:attr:`SingularValues.neuron_gram`): slices with no more rows than columns, whose
+            Gram matrices are then taken as ``W_s W_s^T`` (square ones too, at the same cost),
+            of a view whose neurons span its slices (:attr:`.MatrixView.neurons_span_slices`).
 
     Raises:
         ValueError: the view holds NaN/Inf or is not floating point (integer, complex); or an
@@ -171,7 +180,13 @@ def compute_singular_values(
         raise ValueError(f"{view.name!r} has dtype {slices.dtype}; expected real floating-point weights.")
     if not np.all(np.isfinite(slices)):
         raise ValueError(f"{view.name!r} contains NaN or Inf values.")
-    if slices.shape[1] < slices.shape[2]:
+    rows, columns = slices.shape[1:]
+    expected = expected_certified(max(rows, columns), min(rows, columns), rtol)
+    try_gram = method == "gram" or (method == "auto" and expected)
+    summed = None
+    if try_gram and neuron_gram and view.neurons_span_slices and rows <= columns:
+        summed = np.zeros((rows, rows), dtype=np.float64, order="F")
+    if rows < columns or summed is not None:
         # W^T has the same singular values, and LAPACK's path for tall matrices is the faster one;
         # the transpose of a row-major wide slice is also column-major, copied without transposing
         slices = slices.transpose(0, 2, 1)
@@ -181,10 +196,9 @@ def compute_singular_values(
     gram = np.zeros(count, dtype=bool)
     fallback = np.zeros(count, dtype=bool)
     bound = np.full(count, np.nan)
-    try_gram = method == "gram" or (method == "auto" and expected_certified(*slices.shape[1:], rtol))
     for index, matrix in enumerate(slices):
         if try_gram:
-            evals, delta = gram_eigenvalues(matrix, eigvalsh)
+            evals, delta = gram_eigenvalues(matrix, eigvalsh, accumulate=summed)
             if certified(evals, delta, rtol) and not _near_threshold(evals, delta, thresholds):
                 values[index], gram[index], bound[index] = np.sqrt(evals), True, delta
                 continue
@@ -201,7 +215,7 @@ def compute_singular_values(
             if _near_threshold(np.square(values[index]), spread, per_view):
                 values[index] = _slice_singular_values(slices[index], svdvals)
                 gram[index], fallback[index], bound[index] = False, True, np.nan
-    return SingularValues(values, gram, fallback, bound)
+    return SingularValues(values, gram, fallback, bound, summed)
 
 
 def _near_threshold(evals: np.ndarray, delta: float, thresholds: Thresholds) -> bool:

@@ -203,8 +203,17 @@ def gram_error_bound(trace: float, largest: float, columns: int, roundings: int)
     return _gamma(roundings) * frobenius_squared + columns * eps * norm
 
 
-def gram_eigenvalues(matrix: np.ndarray, eigvalsh: EigValues = lapack_eigvalsh) -> tuple[np.ndarray, float]:
+def gram_eigenvalues(
+    matrix: np.ndarray, eigvalsh: EigValues = lapack_eigvalsh, *, accumulate: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """The eigenvalues of ``A^T A`` (float64, descending) for a tall ``A``, and their error bound.
+
+    Args:
+        matrix: the tall slice ``A``.
+        eigvalsh: the symmetric eigensolver (:data:`EigValues`).
+        accumulate: an ``n x n`` float64 array the Gram matrix's upper triangle is added to before
+            the eigensolver overwrites it (the lower triangle adds zeros): the sum over a conv's
+            slices is the Gram matrix the frame potential needs.
 
     Returns:
         ``(evals, delta)``: each computed eigenvalue is within ``delta`` of the exact one
@@ -213,6 +222,8 @@ def gram_eigenvalues(matrix: np.ndarray, eigvalsh: EigValues = lapack_eigvalsh) 
     workspace = _thread_workspace(matrix.shape[1])
     gram, roundings = gram_matrix(matrix, workspace=workspace)
     try:
+        if accumulate is not None:
+            np.add(accumulate, gram, out=accumulate)
         trace = float(np.trace(gram))
         evals = np.asarray(eigvalsh(gram), dtype=np.float64)[::-1]
     finally:

@@ -71,6 +71,13 @@ class MatrixView:
         """Number of eigenvalues in the pooled ESD: ``S * M``."""
         return self.slices.shape[0] * self.M
 
+    @property
+    def neurons_span_slices(self) -> bool:
+        """Whether the neurons' Gram matrix ``neurons @ neurons.T`` is the sum of the slices'
+        ``W_s @ W_s.T``: each neuron's weights are its rows of every slice side by side. True
+        but for grouped and depthwise convs, whose slices are blocks of different groups."""
+        return not self.kind.startswith(("grouped_", "depthwise_"))
+
 
 @dataclass(frozen=True)
 class SkippedParameter:

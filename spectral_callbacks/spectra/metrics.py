@@ -19,6 +19,7 @@ __all__ = [
     "RankMetrics",
     "entropy_rank_tolerance",
     "frame_potential",
+    "frame_potential_of_gram",
     "matrix_entropy",
     "norm_metrics",
     "rank_metrics",
@@ -185,6 +186,32 @@ def frame_potential(neurons: np.ndarray) -> FramePotential:
     diagonal = np.diagonal(upper).astype(np.float64)
     value = 2.0 * float(np.einsum("ij,ij->", upper, upper, dtype=np.float64)) - float(diagonal @ diagonal)
     return FramePotential(value, value / max(n, n * n / d))
+
+
+def frame_potential_of_gram(upper: np.ndarray, fan_in: int) -> FramePotential:
+    """:func:`frame_potential` from the rows' Gram matrix ``G = W W^T`` given by its upper triangle.
+
+    ``<w_i, w_j>^2`` of the unit-normalized rows is ``G_ij^2 / (G_ii G_jj)``; rows with
+    ``G_ii = 0`` are left out, as all-zero rows are there. The Gram path of the ESD forms ``G``
+    in float64 anyway for slices no taller than wide (:func:`.esd.compute_singular_values`),
+    which saves the frame potential its own pass over the weights.
+
+    Args:
+        upper: ``n x n`` float64, the upper triangle of ``W W^T`` (the rest is ignored).
+        fan_in: ``d``, the length of each row, for the normalization ``max(n, n^2 / d)``.
+    """
+    diagonal = np.diagonal(upper).copy()
+    kept = np.flatnonzero(diagonal > 0)
+    n = kept.size
+    if n == 0:
+        return FramePotential(float("nan"), float("nan"))
+    if n < diagonal.size:
+        upper, diagonal = upper[np.ix_(kept, kept)], diagonal[kept]
+    inverse = 1.0 / np.sqrt(diagonal)
+    cosines = np.triu(upper) * inverse[:, None] * inverse[None, :]
+    on_diagonal = np.diagonal(cosines)
+    value = 2.0 * float(np.einsum("ij,ij->", cosines, cosines)) - float(on_diagonal @ on_diagonal)
+    return FramePotential(value, value / max(n, n * n / fan_in))
 
 
 def _log10(value: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -140,3 +141,65 @@ def test_a_dead_process_s_scratch_directory_is_removed(tmp_path, monkeypatch: py
     assert sorted(tmp_path.iterdir()) == sorted([live, mine]) and mine.name.startswith(
         f"spectral-snapshot-{os.getpid()}-"
     )
+
+
+def running_cluster(workers: int, processes: bool):
+    """A dask cluster of this machine, reached by its address as a remote one would be."""
+    distributed = pytest.importorskip("distributed")
+    from spectral_callbacks.analysis.executors import local_cluster
+
+    if processes:
+        return local_cluster(workers)
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+
+
+def test_a_killed_dask_worker_loses_nothing(messages: list) -> None:
+    """SIGKILL one of two workers: the scheduler gives its tasks to the other, no row changes."""
+    with running_cluster(2, processes=True) as cluster:
+        address = f"dask://{cluster.scheduler_address}"
+        executor = LayerExecutor(address, report=lambda kind, text: messages.append((kind, text)))
+        try:
+            first = executor.analyze(snapshot(0), OPTIONS)
+            from distributed import Client
+
+            with Client(cluster.scheduler_address) as client:
+                pids = client.run(os.getpid)
+            os.kill(next(iter(pids.values())), signal.SIGKILL)
+            second = executor.analyze(snapshot(1), OPTIONS)
+        finally:
+            executor.close()
+    assert executor.parallel and messages == []
+    assert_same_rows(first, local_rows(snapshot(0)))
+    assert_same_rows(second, local_rows(snapshot(1)))
+
+
+def test_a_dask_cluster_left_without_workers_costs_one_warning_and_no_row(messages: list) -> None:
+    """Tasks of a cluster with no worker would wait forever: after ``timeout`` seconds without
+    one, the layers are analyzed in the analysis process, from then on."""
+    with running_cluster(1, processes=False) as cluster:
+        address = f"dask://{cluster.scheduler_address}"
+        executor = LayerExecutor(
+            address, timeout=2.0, report=lambda kind, text: messages.append((kind, text))
+        )
+        try:
+            executor.start()
+            assert executor.parallel
+            cluster.scale(0)
+            deadline = time.monotonic() + 30
+            while cluster.scheduler.workers and time.monotonic() < deadline:
+                time.sleep(0.1)
+            found = [executor.analyze(snapshot(seed), OPTIONS) for seed in (0, 1)]
+        finally:
+            executor.close()
+    assert not executor.parallel
+    assert [kind for kind, _ in messages] == ["warning"]
+    assert "has had no worker for 2 s" in messages[0][1]
+    for seed, rows in zip((0, 1), found, strict=True):
+        assert_same_rows(rows, local_rows(snapshot(seed)))

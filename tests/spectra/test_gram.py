@@ -295,10 +295,51 @@ def test_every_metric_equals_the_svd_paths(case: str, method: str) -> None:
     for name in WHOLE:
         assert ours_metrics[name] == pytest.approx(svd_metrics[name], rel=GRAM_RTOL, nan_ok=True), name
     assert ours.sv_min == pytest.approx(svd.sv_min, rel=GRAM_RTOL / 2)
-    assert ours.frame_potential == svd.frame_potential
+    # the Gram path's frame potential comes from its float64 Gram matrices, the SVD path's from
+    # products in the weights' precision: both within float32's rounding of the float64 value
+    expected = float64_frame_potential(view.neurons)
+    assert ours.frame_potential == pytest.approx(expected, rel=1e-6)
+    assert svd.frame_potential == pytest.approx(expected, rel=1e-6)
     np.testing.assert_allclose(ours.evals, svd.evals, rtol=GRAM_RTOL)
     if ours.gram_slices == 0:  # nothing from the Gram path: the same numbers bit for bit
+        frame = ("frame_potential", "frame_potential_normalized")
+        ours_metrics, svd_metrics = (
+            {k: v for k, v in m.items() if k not in frame} for m in (ours_metrics, svd_metrics)
+        )
         assert ours_metrics == pytest.approx(svd_metrics, rel=0, abs=0, nan_ok=True)
+
+
+def float64_frame_potential(neurons: np.ndarray) -> float:
+    """``sum_ij <w_i, w_j>^2`` of the unit rows by numpy in float64 (all-zero rows left out)."""
+    rows = np.asarray(neurons, dtype=np.float64).reshape(neurons.shape[0], -1)
+    rows = rows[np.linalg.norm(rows, axis=1) > 0]
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return float(np.sum((unit @ unit.T) ** 2))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kind", "from_gram"),
+    [
+        ((64, 64, 3, 3), "conv2d", True),  # square slices: taken as W_s W_s^T
+        ((32, 64, 3, 3), "conv2d", True),  # wide slices: transposed anyway
+        ((64, 32, 3, 3), "conv2d", False),  # tall slices: the Gram matrix is of the inputs
+        ((48, 200), "linear", True),
+        ((4, 8, 16, 3, 3), "grouped_conv2d", False),  # slices of different groups
+    ],
+)
+def test_frame_potential_reuses_the_neurons_gram_matrix_of_the_gram_path(shape, kind, from_gram) -> None:
+    rng = np.random.default_rng(21)
+    weight = rng.standard_t(4, size=shape).astype(np.float32)
+    weight[3] = 0.0  # all-zero neurons have no direction and are left out
+    view = view_of(weight, kind)
+    computed = compute_singular_values(view, method="gram", neuron_gram=True)
+    assert (computed.neuron_gram is not None) == from_gram
+    spectrum = analyze_view(view, method="gram")
+    expected = float64_frame_potential(view.neurons)
+    tolerance = 1e-12 if from_gram else 1e-6  # float64 Gram matrix, or float32 products
+    assert spectrum.frame_potential == pytest.approx(expected, rel=tolerance)
+    n, d = int(np.count_nonzero(np.any(view.neurons, axis=1))), view.neurons.shape[1]
+    assert spectrum.frame_potential_normalized == pytest.approx(expected / max(n, n * n / d), rel=tolerance)
 
 
 @pytest.mark.parametrize(
