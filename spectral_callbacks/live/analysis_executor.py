@@ -5,7 +5,8 @@ The analysis process stays the run file's only writer. With ``"processes"``, ``"
 small ones batched (:mod:`spectral_callbacks.analysis.scheduling`, as the post-hoc analysis does),
 each carrying its arrays (and the previous snapshot's, for the movement columns), and puts the
 rows back in model order. Workers on this machine read the arrays from a file in shared memory
-(:mod:`.shared_arrays`); a remote cluster's get them in the tasks. Every task runs
+(:mod:`.shared_arrays`: the previous snapshot's from the file it was written to as the new one);
+a remote cluster's get them in the tasks. Every task runs
 :func:`~spectral_callbacks.analysis.model.analyze_weights` on the same arrays with the same
 options and BLAS thread count as the analysis process would, so the rows are the same, bit for bit.
 
@@ -42,7 +43,7 @@ from ..analysis.model import ModelAnalysis, analyze_weights
 from ..analysis.options import SpectrumOptions, check_integer
 from ..analysis.scheduling import guided_batches, largest_first, svd_cost
 from ..spectra import LayerSpectrum
-from .shared_arrays import StoredArray, loaded, scratch_directory, shared_arrays
+from .shared_arrays import SharedSnapshots, StoredArray, loaded, scratch_directory
 
 __all__ = ["EXECUTORS", "LayerExecutor", "analyze_layers", "check_executor"]
 
@@ -140,6 +141,7 @@ class LayerExecutor:
         self._stack = contextlib.ExitStack()
         self._runner: Runner | None = None
         self._scratch = None  # shared memory for workers on this machine (None: send arrays)
+        self._shared = SharedSnapshots(None)
 
     @property
     def parallel(self) -> bool:
@@ -161,6 +163,7 @@ class LayerExecutor:
                     raise error
             if self._spec.address is None:
                 self._scratch = scratch_directory()
+                self._shared = SharedSnapshots(self._scratch)
         except Exception as error:  # noqa: BLE001 - any failure to start means the local path
             self._give_up(f"cannot start ({error})")
 
@@ -170,9 +173,15 @@ class LayerExecutor:
         options: SpectrumOptions,
         *,
         reference: Mapping[str, np.ndarray] | None = None,
+        referred_to_next: bool = True,
     ) -> ModelAnalysis:
         """``analyze_weights(items, **options.kwargs(), reference=reference)``'s rows, in the
-        order of ``items``, computed on the executor."""
+        order of ``items``, computed on the executor.
+
+        ``referred_to_next``: the next call's ``reference`` may hold these items' arrays (the
+        next snapshot's previous one), so workers on this machine keep them in shared memory
+        until then rather than be sent them again.
+        """
         self.start()
         if self._spec is None or not items:
             return analyze_weights(items, **options.kwargs(), reference=reference)
@@ -186,9 +195,12 @@ class LayerExecutor:
         )
         found: list[list[LayerSpectrum] | None] = [None] * len(items)
         before = [_reference_of(item, reference) for item in items]
-        arrays = [array for _, array, _ in items] + [array for array in before if array is not None]
+        current = [array for _, array, _ in items]
+        previous = [array for array in before if array is not None]
         try:
-            with shared_arrays(arrays, self._scratch) as sent, warnings.catch_warnings():
+            sharing = self._shared.share(current, previous, keep=referred_to_next)
+            with sharing as shared, warnings.catch_warnings():
+                sent = shared[0] + shared[1]
                 # dask warns about any graph over 10 MB; here the arrays are the point
                 warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
                 tasks = _tasks(items, before, sent, [[order[i] for i in batch] for batch in batches])
@@ -208,6 +220,8 @@ class LayerExecutor:
         with contextlib.suppress(Exception):
             self._stack.close()
         self._runner = None
+        self._shared.close()
+        self._shared = SharedSnapshots(None)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None

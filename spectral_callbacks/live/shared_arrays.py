@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SHARED_MEMORY", "StoredArray", "loaded", "scratch_directory", "shared_arrays"]
+__all__ = [
+    "SHARED_MEMORY",
+    "SharedSnapshots",
+    "StoredArray",
+    "loaded",
+    "scratch_directory",
+    "shared_arrays",
+]
 
 SHARED_MEMORY = Path("/dev/shm")
 _PREFIX = "spectral-snapshot-"  # then the owning process's id
@@ -81,10 +88,73 @@ def shared_arrays(
     for the block; the file is removed after it. The arrays themselves where there is no
     directory or not twice their size free in it (a full ``/dev/shm`` kills a reader with
     SIGBUS), and for empty arrays (nothing to map)."""
+    name, stored = _written(arrays, directory)
+    try:
+        yield stored
+    finally:
+        _remove(name)
+
+
+class SharedSnapshots:
+    """Successive snapshots' arrays in shared memory, each snapshot's file kept for the next one.
+
+    A live analysis task needs each layer's arrays now and at the previous snapshot, and those
+    were written into the previous snapshot's file already: only the new arrays are written (half
+    the copying), and a file is removed once the snapshot after it is analyzed.
+
+    Args:
+        directory: from :func:`scratch_directory`; None sends the arrays themselves.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._kept_file: str | None = None
+        # the kept file's arrays, by id; the arrays are held so that their ids stay theirs
+        self._kept: dict[int, tuple[np.ndarray, StoredArray | np.ndarray]] = {}
+
+    @contextlib.contextmanager
+    def share(
+        self, current: Sequence[np.ndarray], previous: Sequence[np.ndarray], *, keep: bool = True
+    ) -> Iterator[tuple[list[StoredArray | np.ndarray], list[StoredArray | np.ndarray]]]:
+        """``current`` and ``previous`` as :func:`shared_arrays` gives them, for the block: the
+        arrays of ``previous`` that the kept call's ``current`` held (the same objects) from its
+        file, the others written into a new one. After the block, with ``keep``, the kept file is
+        removed and the new one kept, with ``current``'s locations; without, the new one is
+        removed (arrays no later snapshot refers to, such as changes since initialization)."""
+        reused = [self._kept.get(id(array), (None, None))[1] for array in previous]
+        written = list(current) + [a for a, old in zip(previous, reused, strict=True) if old is None]
+        name, stored = _written(written, self.directory)
+        try:
+            fresh = iter(stored[len(current) :])
+            sent_previous = [next(fresh) if old is None else old for old in reused]
+            yield stored[: len(current)], sent_previous
+        except BaseException:
+            _remove(name)
+            name = None
+            raise
+        finally:
+            if keep:
+                _remove(self._kept_file)
+                self._kept_file = name
+                located = zip(current, stored[: len(current)], strict=True) if name is not None else ()
+                self._kept = {id(array): (array, where) for array, where in located}
+            else:
+                _remove(name)
+
+    def close(self) -> None:
+        """Remove the kept file."""
+        _remove(self._kept_file)
+        self._kept_file, self._kept = None, {}
+
+
+def _written(
+    arrays: Sequence[np.ndarray], directory: Path | None
+) -> tuple[str | None, list[StoredArray | np.ndarray]]:
+    """``arrays`` written into a new file under ``directory`` and their locations there, or
+    ``(None, arrays)`` (see :func:`shared_arrays` for when)."""
     size = sum(array.nbytes + _ALIGNMENT for array in arrays)
     if directory is None or shutil.disk_usage(directory).free < 2 * size:
-        yield list(arrays)
-        return
+        return None, list(arrays)
     handle, name = tempfile.mkstemp(suffix=".bin", dir=directory)
     try:
         stored: list[StoredArray | np.ndarray] = []
@@ -97,7 +167,13 @@ def shared_arrays(
                 contiguous = np.ascontiguousarray(array)
                 stored.append(StoredArray(name, file.tell(), contiguous.shape, contiguous.dtype.str))
                 file.write(contiguous.data)
-        yield stored
-    finally:
+    except BaseException:
+        _remove(name)
+        raise
+    return name, stored
+
+
+def _remove(name: str | None) -> None:
+    if name is not None:
         with contextlib.suppress(OSError):
             os.unlink(name)

@@ -181,11 +181,14 @@ class SnapshotAnalyzer:
         _report_operators(operators, epoch, step, self.report)
 
     def _analyze_weights(
-        self, items: Sequence[Item], reference: dict[str, np.ndarray] | None = None
+        self, items: Sequence[Item], reference: dict[str, np.ndarray] | None = None, *, snapshot: bool = True
     ) -> ModelAnalysis:
-        """``analyze_weights`` of the items, here or on the layer executor (the same rows)."""
+        """``analyze_weights`` of the items, here or on the layer executor (the same rows);
+        ``snapshot``: the items are the snapshot's own arrays, the next one's reference."""
         if self._layer_executor.parallel:
-            return self._layer_executor.analyze(items, self.spectrum, reference=reference)
+            return self._layer_executor.analyze(
+                items, self.spectrum, reference=reference, referred_to_next=snapshot
+            )
         return analyze_weights(items, **self.spectrum.kwargs(), reference=reference)
 
     def _keeps_weights(self) -> bool:
@@ -226,7 +229,7 @@ class SnapshotAnalyzer:
             )
             return []
         changes, skipped = delta_items(items, base)
-        rows = [*self._analyze_weights(changes), *skipped]
+        rows = [*self._analyze_weights(changes, snapshot=False), *skipped]
         named = [dataclasses.replace(r, name=delta_name(r.name, self.deltas)) for r in rows]
         return [r for r in named if r.name in self._layers]
 

@@ -17,7 +17,7 @@ from spectral_callbacks.analysis.options import SpectrumOptions
 from spectral_callbacks.live import shared_arrays as shared_arrays_module
 from spectral_callbacks.live.analysis_executor import LayerExecutor, check_executor
 from spectral_callbacks.live.config import SpectralConfig
-from spectral_callbacks.live.shared_arrays import StoredArray, loaded, shared_arrays
+from spectral_callbacks.live.shared_arrays import SharedSnapshots, StoredArray, loaded, shared_arrays
 
 OPTIONS = SpectrumOptions(randomize=True)  # per-layer generators: the shuffles too must agree
 SHAPES = [(48, 16), (200, 64), (3, 3), (64, 64), (8, 4, 3, 3), (16, 130), (10,)]
@@ -125,6 +125,35 @@ def test_shared_arrays_round_trip_through_one_file_removed_after(tmp_path) -> No
     assert list(tmp_path.iterdir()) == []
     with shared_arrays(arrays, None) as stored:  # no shared memory: the arrays themselves
         assert all(s is a for s, a in zip(stored, arrays, strict=True))
+
+
+def test_each_snapshot_is_written_once_and_read_again_as_the_next_one_s_previous(tmp_path) -> None:
+    files = SharedSnapshots(tmp_path)
+    first, second, third = ([array for _, array, _ in snapshot(seed)] for seed in (3, 4, 5))
+    snapshot_bytes = sum(array.nbytes for array in first)
+    with files.share(first, []) as (now, before):
+        assert before == [] and len(list(tmp_path.iterdir())) == 1
+    (kept,) = tmp_path.iterdir()
+    with files.share(second, first) as (now, before):
+        assert len(list(tmp_path.iterdir())) == 2
+        new = next(path for path in tmp_path.iterdir() if path != kept)
+        assert snapshot_bytes <= new.stat().st_size < 2 * snapshot_bytes  # the second alone
+        assert {location.path for location in before if isinstance(location, StoredArray)} == {str(kept)}
+        for arrays, locations in ((second, now), (first, before)):
+            for array, location in zip(arrays, locations, strict=True):
+                np.testing.assert_array_equal(loaded(location), array)
+    assert list(tmp_path.iterdir()) == [new]  # the first snapshot's file went after its use
+    changes = [array - 1 for array in second]
+    with files.share(changes, [], keep=False) as (now, _):  # no later snapshot refers to these
+        assert len(list(tmp_path.iterdir())) == 2
+    assert list(tmp_path.iterdir()) == [new]
+    copies = [array.copy() for array in second]  # equal arrays, not the same ones: written again
+    with files.share(third, copies) as (now, before):
+        assert all(location.path != str(new) for location in before if isinstance(location, StoredArray))
+        for array, location in zip(copies, before, strict=True):
+            np.testing.assert_array_equal(loaded(location), array)
+    files.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_dead_process_s_scratch_directory_is_removed(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
