@@ -24,7 +24,8 @@ analysis process's CPU seconds per snapshot, from the callback's own accounting,
 
 Run: ``.venv/bin/python benchmarks/bench_overhead.py [--models mlp,resnet18,transformer]
 [--epochs 6] [--repeats 3] [--samples 60000] [--short-samples 16384] [--validation no|yes|both]
-[--quick]``. ``--quick`` trains tiny versions for a smoke run (its verdicts mean nothing).
+[--analysis-executor process|processes|dask] [--analysis-workers N] [--quick]``. ``--quick``
+trains tiny versions for a smoke run (its verdicts mean nothing).
 
 Columns, one row per model (and MLP epoch length; ``+val`` with a validation loop of a quarter
 as many batches, counted in the epoch):
@@ -128,8 +129,9 @@ def has_max_overhead() -> bool:
     return "max_overhead" in inspect.signature(SpectralCallback).parameters
 
 
-def fit(workload: Workload, epochs: int, threads: int, arm: str) -> Run:
-    """Train a fresh model for ``epochs`` epochs in one arm (see the module docstring)."""
+def fit(workload: Workload, epochs: int, threads: int, arm: str, options: dict | None = None) -> Run:
+    """Train a fresh model for ``epochs`` epochs in one arm (see the module docstring);
+    ``options``: more keyword arguments of the arms' ``SpectralCallback``."""
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     timer = EpochTimer()
@@ -139,7 +141,7 @@ def fit(workload: Workload, epochs: int, threads: int, arm: str) -> Run:
         spectral = None
         if arm != "plain":
             budget = {"max_overhead": MAX_OVERHEAD} if arm == "max_overhead" else {}
-            spectral = SpectralCallback(log_dir=directory, **budget)
+            spectral = SpectralCallback(log_dir=directory, **budget, **(options or {}))
             callbacks.append(spectral)
         callbacks.append(timer)  # after the spectral callback: an epoch's time includes its capture
         trainer = pl.Trainer(
@@ -210,7 +212,14 @@ class Result:
         return 1 + self.analysis * max(0.0, 1 - 1 / self.speedup) / self.epoch["plain"]
 
 
-def measure(workload: Workload, epochs: int, repeats: int, threads: int, speedup_epochs: int) -> Result:
+def measure(
+    workload: Workload,
+    epochs: int,
+    repeats: int,
+    threads: int,
+    speedup_epochs: int,
+    options: dict | None = None,
+) -> Result:
     """Interleaved arms for ``repeats`` rounds, then ``S`` and the analysis seconds."""
     arms = [arm for arm in ARMS if arm != "max_overhead" or has_max_overhead()]
     times: dict[str, list[float]] = {arm: [] for arm in arms}
@@ -219,7 +228,7 @@ def measure(workload: Workload, epochs: int, repeats: int, threads: int, speedup
     last: dict[str, Run] = {}
     for _ in range(repeats):
         for arm in arms:
-            last[arm] = fit(workload, epochs, threads, arm)
+            last[arm] = fit(workload, epochs, threads, arm, options)
             times[arm].extend(last[arm].epochs)
             if arm != "plain":
                 snapshots[arm].add(last[arm].snapshots)
@@ -328,6 +337,13 @@ def parse_args() -> argparse.Namespace:
         "--validation", choices=("no", "yes", "both"), default="no",
         help="train without a validation loop, with one (a quarter as many batches), or both",
     )  # fmt: skip
+    parser.add_argument(
+        "--analysis-executor", default="process",
+        help="the callback arms' analysis_executor (default 'process'; 'processes' with --analysis-workers)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--analysis-workers", type=int, default=None, help="the callback arms' analysis_workers"
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny models and epochs: a smoke run")
     args = parser.parse_args()
     args.models = [name.strip() for name in args.models.split(",") if name.strip()]
@@ -353,6 +369,10 @@ def main() -> None:
     print(f"torch threads {threads}, {args.epochs} epochs x {args.repeats} rounds per arm, one snapshot "
           f"per epoch; max_overhead arm: {'yes' if has_max_overhead() else 'n/a (no such option)'}"
           f"{'; QUICK: tiny sizes, verdicts not meaningful' if args.quick else ''}")  # fmt: skip
+    options = {"analysis_executor": args.analysis_executor, "analysis_workers": args.analysis_workers}
+    if args.analysis_executor != "process":
+        print(f"callback arms: analysis_executor={args.analysis_executor!r}, "
+              f"analysis_workers={args.analysis_workers}")  # fmt: skip
     chosen = workloads(args)
     for workload, _ in chosen:
         print(f"  {workload.name:<18} {workload.description}, {parameter_count(workload):,} parameters")
@@ -360,7 +380,8 @@ def main() -> None:
           f"{'S':>5} {'floor':>6} {'snaps':>9} {'mo ratio':>8} {'mo snaps':>9}")  # fmt: skip
     lines, results = [], []
     for workload, target in chosen:
-        result = measure(workload, args.epochs, args.repeats, threads, speedup_epochs=2 if args.quick else 3)
+        speedup_epochs = 2 if args.quick else 3
+        result = measure(workload, args.epochs, args.repeats, threads, speedup_epochs, options)
         print(row(result), flush=True)
         lines += verdicts(result, target, args.epochs)
         results.append(result)
