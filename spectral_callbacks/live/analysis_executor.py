@@ -24,6 +24,7 @@ import functools
 import shutil
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -85,8 +86,9 @@ def _spec(executor: str) -> ExecutorSpec | None:
 
 def analyze_layers(
     task: Task, options: Mapping[str, Any], threads: int, own_worker: bool = False
-) -> list[list[LayerSpectrum]]:
-    """The task: each parameter's rows, as ``analyze_weights`` gives them in the analysis process.
+) -> tuple[list[list[LayerSpectrum]], float]:
+    """The task: each parameter's rows, as ``analyze_weights`` gives them in the analysis process,
+    and the CPU seconds the task took (its process's, all threads).
 
     ``threads`` is the analysis process's BLAS (and torch) thread count: results depend on it.
     ``own_worker``: the task runs in a process of the analysis process's own pool, which is to
@@ -94,8 +96,9 @@ def analyze_layers(
     """
     if own_worker:
         _end_with_parent()
+    started = time.process_time()
     with blas_threads_limited(threads):
-        return [
+        rows = [
             list(
                 analyze_weights(
                     [(name, loaded(array), kind)],
@@ -106,6 +109,7 @@ def analyze_layers(
             )
             for (name, array, kind), before in task
         ]
+    return rows, time.process_time() - started
 
 
 class LayerExecutor:
@@ -141,6 +145,7 @@ class LayerExecutor:
         self._stack = contextlib.ExitStack()
         self._runner: Runner | None = None
         self._scratch = None  # shared memory for workers on this machine (None: send arrays)
+        self._local_seconds = 0.0  # CPU seconds of tasks in this machine's other processes
         self._shared = SharedSnapshots(None)
 
     @property
@@ -204,9 +209,12 @@ class LayerExecutor:
                 # dask warns about any graph over 10 MB; here the arrays are the point
                 warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
                 tasks = _tasks(items, before, sent, [[order[i] for i in batch] for batch in batches])
-                for index, rows, error in self._runner.map(function, tasks):
+                for index, result, error in self._runner.map(function, tasks):
                     if error is not None:
                         raise error
+                    rows, seconds = result
+                    if self._spec.address is None:
+                        self._local_seconds += seconds
                     for position, task in enumerate(batches[index]):
                         found[order[task]] = rows[position]
         except (Exception, asyncio.CancelledError) as error:  # noqa: BLE001 - analyzed here instead
@@ -214,6 +222,13 @@ class LayerExecutor:
                 self._give_up(f"failed ({type(error).__name__}: {error})")
             return analyze_weights(items, **options.kwargs(), reference=reference)
         return ModelAnalysis(row for rows in found for row in rows)
+
+    def take_cpu_seconds(self) -> float:
+        """The CPU seconds tasks took in other processes of this machine (a pool or local dask
+        cluster; not a running scheduler's) since the last call: with the analysis process's
+        own, what a snapshot cost the machine training runs on."""
+        seconds, self._local_seconds = self._local_seconds, 0.0
+        return seconds
 
     def close(self) -> None:
         """Stop the pool or cluster (never raises: the run file is written already)."""

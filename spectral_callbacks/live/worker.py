@@ -152,7 +152,7 @@ class AnalysisWorker:
 
         Kind ``"metrics"`` carries ``(epoch, step, scalars)`` of an analyzed snapshot instead of a
         text, in the order the worker finished them; kind ``"cost"`` ``(step, seconds)``: the CPU
-        seconds the worker spent on that snapshot.
+        seconds the worker spent on that snapshot, with those of its pool's processes.
         """
         found, self._notes = self._notes, []
         while self._outbox is not None:
@@ -312,6 +312,7 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
     )
     try:
         analyzer.catch_up()
+        layers.take_cpu_seconds()  # the catch-up's, which no snapshot's cost includes
         messages = Inbox(inbox)
         while (message := messages.next()) is not None:
             snapshot, dropped = message
@@ -319,7 +320,8 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             if snapshot is not None:
                 started = time.process_time()
                 analyzer.add(snapshot.epoch, snapshot.step, snapshot.time, snapshot.arrays)
-                outbox.put(("cost", (snapshot.step, time.process_time() - started)))
+                seconds = time.process_time() - started + layers.take_cpu_seconds()
+                outbox.put(("cost", (snapshot.step, seconds)))
                 outbox.put(("ack", snapshot.step))
     finally:
         layers.close()

@@ -47,6 +47,15 @@ def assert_same_rows(found: list, expected: list) -> None:
             assert mine.svals.tobytes() == theirs.svals.tobytes()
 
 
+def assert_gave_up_once(executor: LayerExecutor, messages: list, text: str, found: list) -> None:
+    """One warning saying ``text``; snapshots 0 and 1 (``found``) analyzed here, the same rows."""
+    assert not executor.parallel
+    assert [kind for kind, _ in messages] == ["warning"]
+    assert text in messages[0][1]
+    for seed, rows in zip((0, 1), found, strict=True):
+        assert_same_rows(rows, local_rows(snapshot(seed)))
+
+
 @pytest.fixture
 def messages() -> list:
     return []
@@ -61,6 +70,7 @@ def test_a_pool_gives_the_rows_of_one_process_in_model_order(messages: list) -> 
     finally:
         executor.close()
     assert executor.parallel and messages == []
+    assert executor.take_cpu_seconds() > 0 and executor.take_cpu_seconds() == 0  # the tasks' CPU, once
     expected = local_rows(now, reference)
     assert any(row.status == "skipped" for row in expected)  # the 1-D and 3x3 parameters
     assert np.isfinite(expected[0].delta_W)  # the movement columns are there
@@ -78,11 +88,7 @@ def test_a_dead_pool_costs_one_warning_and_no_row(messages: list) -> None:
         found = [executor.analyze(snapshot(seed), OPTIONS) for seed in (0, 1)]
     finally:
         executor.close()
-    assert not executor.parallel
-    assert [kind for kind, _ in messages] == ["warning"]
-    assert "analysis_executor='processes' failed" in messages[0][1]
-    for seed, rows in zip((0, 1), found, strict=True):
-        assert_same_rows(rows, local_rows(snapshot(seed)))
+    assert_gave_up_once(executor, messages, "analysis_executor='processes' failed", found)
 
 
 @pytest.mark.parametrize(
@@ -205,6 +211,7 @@ def test_a_killed_dask_worker_loses_nothing(messages: list) -> None:
         finally:
             executor.close()
     assert executor.parallel and messages == []
+    assert executor.take_cpu_seconds() == 0  # a running scheduler's workers: not this machine's cost
     assert_same_rows(first, local_rows(snapshot(0)))
     assert_same_rows(second, local_rows(snapshot(1)))
 
@@ -227,8 +234,4 @@ def test_a_dask_cluster_left_without_workers_costs_one_warning_and_no_row(messag
             found = [executor.analyze(snapshot(seed), OPTIONS) for seed in (0, 1)]
         finally:
             executor.close()
-    assert not executor.parallel
-    assert [kind for kind, _ in messages] == ["warning"]
-    assert "has had no worker for 2 s" in messages[0][1]
-    for seed, rows in zip((0, 1), found, strict=True):
-        assert_same_rows(rows, local_rows(snapshot(seed)))
+    assert_gave_up_once(executor, messages, "has had no worker for 2 s", found)
