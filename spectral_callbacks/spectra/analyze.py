@@ -290,7 +290,7 @@ def analyze_view(
         raise ValueError(f"{view.name!r} is all zeros; its spectrum is empty.")
     evals = eigenvalues(svals, kind=view.kind, N=view.N, normalize=normalize, conv2d_norm=conv2d_norm)
     rank = rank_metrics(svals, view.N, view.M, eps)
-    if computed.neuron_gram is not None:
+    if computed.neuron_gram is not None:  # scaled in place: nothing else reads it
         frame = frame_potential_of_gram(computed.neuron_gram, view.neurons.shape[1])
     else:
         frame = frame_potential(view.neurons)

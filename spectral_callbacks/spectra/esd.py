@@ -188,7 +188,8 @@ def compute_singular_values(
         summed = np.zeros((rows, rows), dtype=np.float64, order="F")
     if rows < columns or summed is not None:
         # W^T has the same singular values, and LAPACK's path for tall matrices is the faster one;
-        # the transpose of a row-major wide slice is also column-major, copied without transposing
+        # the transpose of a row-major wide slice is also column-major, copied without transposing.
+        # A square slice is taken as W^T when its Gram matrix W W^T is to be summed for the neurons.
         slices = slices.transpose(0, 2, 1)
     thresholds = thresholds or Thresholds()
     count, columns = slices.shape[0], slices.shape[2]

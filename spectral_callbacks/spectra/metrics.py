@@ -189,7 +189,8 @@ def frame_potential(neurons: np.ndarray) -> FramePotential:
 
 
 def frame_potential_of_gram(upper: np.ndarray, fan_in: int) -> FramePotential:
-    """:func:`frame_potential` from the rows' Gram matrix ``G = W W^T`` given by its upper triangle.
+    """:func:`frame_potential` from the rows' Gram matrix ``G = W W^T``, given by its upper triangle
+    with the lower one zero, which this overwrites (no copy: ``n x n`` float64 is 134 MB at 4096).
 
     ``<w_i, w_j>^2`` of the unit-normalized rows is ``G_ij^2 / (G_ii G_jj)``; rows with
     ``G_ii = 0`` are left out, as all-zero rows are there. The Gram path of the ESD forms ``G``
@@ -197,7 +198,7 @@ def frame_potential_of_gram(upper: np.ndarray, fan_in: int) -> FramePotential:
     which saves the frame potential its own pass over the weights.
 
     Args:
-        upper: ``n x n`` float64, the upper triangle of ``W W^T`` (the rest is ignored).
+        upper: ``n x n`` float64, the upper triangle of ``W W^T``, zeros below the diagonal.
         fan_in: ``d``, the length of each row, for the normalization ``max(n, n^2 / d)``.
     """
     diagonal = np.diagonal(upper).copy()
@@ -208,9 +209,10 @@ def frame_potential_of_gram(upper: np.ndarray, fan_in: int) -> FramePotential:
     if n < diagonal.size:
         upper, diagonal = upper[np.ix_(kept, kept)], diagonal[kept]
     inverse = 1.0 / np.sqrt(diagonal)
-    cosines = np.triu(upper) * inverse[:, None] * inverse[None, :]
-    on_diagonal = np.diagonal(cosines)
-    value = 2.0 * float(np.einsum("ij,ij->", cosines, cosines)) - float(on_diagonal @ on_diagonal)
+    upper *= inverse[:, None]
+    upper *= inverse[None, :]
+    on_diagonal = np.diagonal(upper)
+    value = 2.0 * float(np.einsum("ij,ij->", upper, upper)) - float(on_diagonal @ on_diagonal)
     return FramePotential(value, value / max(n, n * n / fan_in))
 
 
