@@ -185,7 +185,8 @@ def run_plans(
     """Run the planned tasks of all paths together on the executor; fill each result's ``rows``.
 
     Raises:
-        ExecutorError: the executor cannot be set up (nothing was analyzed).
+        ExecutorError: the executor cannot be set up (nothing was analyzed), or a dask cluster
+            was left without workers for ``timeout`` seconds.
     """
     spec = parse_executor(executor) if isinstance(executor, str) else executor
     if not any(result.tasks for result in results):
