@@ -230,7 +230,15 @@ class SnapshotAnalyzer:
             return []
         changes, skipped = delta_items(items, base)
         rows = [*self._analyze_weights(changes, snapshot=False), *skipped]
-        named = [dataclasses.replace(r, name=delta_name(r.name, self.deltas)) for r in rows]
+        named = [
+            dataclasses.replace(
+                r,
+                name=delta_name(r.name, self.deltas),
+                # "'fc' is all zeros" of an unchanged layer is said of the change, not the layer
+                reason=r.reason and r.reason.replace(repr(r.name), f"the change of {r.name!r}"),
+            )
+            for r in rows
+        ]
         return [r for r in named if r.name in self._layers]
 
     def _alert(self, row: int, step: int, alerts: Sequence[Alert]) -> None:

@@ -4,7 +4,6 @@ rich's tables when rich is installed and the output is a terminal."""
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -62,23 +61,20 @@ def print_table(
 
 
 def run_table(run: RunReader, metrics: Sequence[str] = RUN_TABLE_METRICS) -> str:
-    """Per-layer table of a run: alpha at the first and last analyzed snapshot, then the last values."""
+    """Per-layer table of a run: alpha at the first and last analyzed snapshot, then the last
+    values; a layer without a row at that snapshot (a change layer of ``deltas``, which starts at
+    the second snapshot) shows none there."""
     epochs = run.epochs
     if epochs.size == 0:
         return f"{run.path}: no analyzed snapshot yet"
     header = ["layer", "kind", "shape", f"alpha@{epochs[0]}", *[f"{m}@{epochs[-1]}" for m in metrics]]
+    first = run.metric_grid("alpha")[0][:, 0]  # (layers, snapshots), NaN where a layer has no row
+    last = [run.metric_grid(metric)[0][:, -1] for metric in metrics]
     rows = []
-    for layer in run.layers:
+    for position, layer in enumerate(run.layers):
         info = run.layer_info(layer)
-        values = {metric: run.metric(metric, layer) for metric in ("alpha", *metrics)}
         rows.append(
-            [
-                layer,
-                info["kind"],
-                f"{info['N']}x{info['M']}",
-                values["alpha"][0] if values["alpha"].size else math.nan,  # a layer never analyzed
-                *[values[m][-1] if values[m].size else math.nan for m in metrics],
-            ]
+            [layer, info["kind"], f"{info['N']}x{info['M']}", first[position], *[m[position] for m in last]]
         )
     return format_columns(header, rows)
 

@@ -45,7 +45,8 @@ def test_delta_layers_are_the_analysis_of_the_change(tmp_path, tiny, deltas: str
                         expected.metrics()[metric], rel=1e-9, nan_ok=True
                     )
             if deltas == "init":  # the initialization against itself: nothing to analyze
-                assert statuses[0][0] == "skipped" and "all zeros" in statuses[0][1]
+                reason = f"the change of {name!r} is all zeros; its spectrum is empty."
+                assert statuses[0] == ("skipped", reason)
         # the model averages are the layers' own, the changes left out
         layers = list(tiny.LAYERS)
         alphas = np.array([reader.metric("alpha", name) for name in layers])
@@ -55,9 +56,34 @@ def test_delta_layers_are_the_analysis_of_the_change(tmp_path, tiny, deltas: str
             for row in range(alphas.shape[1])
         ]
         steps = reader.snapshots()["step"].tolist()
+        final_alpha = {name: reader.metric("alpha", name)[-1] for name in reader.layers}
+    assert_summary_rows(run.path, deltas, final_alpha)
     events = read_events(run.run_dir)
     scalars = events.Tags()["scalars"]
     assert f"log_norm/fc1.delta_{deltas}" in scalars
     model_alpha = [event.value for event in events.Scalars("model/alpha")]
     assert model_alpha == pytest.approx(expected_average, rel=1e-6)
     assert len(model_alpha) == len(steps)
+
+
+def assert_summary_rows(path, deltas: str, final_alpha: dict) -> None:
+    """``summary`` puts each layer's alpha under the epochs it belongs to: a ``"previous"`` change
+    layer has none at the first epoch (its cell is empty), and its last is the last row's."""
+    import contextlib
+    import io
+
+    from spectral_callbacks.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["summary", str(path)]) == 0
+    lines = [line.split() for line in out.getvalue().splitlines()]
+    header = next(line for line in lines if line and line[0] == "layer")
+    assert header[3] == "alpha@0" and header[4] == f"alpha@{EPOCHS}"
+    by_layer = {line[0]: line for line in lines if line and line[0] in final_alpha}
+    assert set(by_layer) == set(final_alpha)
+    for name, alpha in final_alpha.items():
+        first, last = by_layer[name][3], by_layer[name][4]
+        assert last == (f"{alpha:.4g}" if np.isfinite(alpha) else "-"), name
+        if name.endswith(".delta_previous"):
+            assert first == "-", name
