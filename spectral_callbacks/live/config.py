@@ -68,6 +68,8 @@ class SpectralConfig:
         lend_threads: while the worker has snapshots to analyze, training's intra-op thread pool
             (torch's) runs ``blas_threads`` threads short, so the analysis gets cores of its own
             even when training keeps every core busy (see ``spectral_callbacks.live.thread_lending``).
+            Never with torch's deterministic algorithms on (``Trainer(deterministic=True)``): a
+            pool whose size changes makes training's reductions round differently.
         close_timeout: seconds to wait at fit end for the worker to finish its queue.
         operators: conv layers to also analyze as the linear maps they apply to whole feature
             maps (anonymous, 2019): ``{layer name or regex: (H, W) of its input}``, or ``"auto"`` for

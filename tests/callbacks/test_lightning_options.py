@@ -243,6 +243,20 @@ def test_torch_threads_are_lent_while_the_worker_is_busy(
         assert run.epochs.tolist() == [0, 1, 2]
 
 
+def test_no_thread_is_lent_under_deterministic_algorithms(tmp_path: Path, tiny, torch_thread_resizes) -> None:
+    """``Trainer(deterministic=True)``: a pool resized mid-training would round its reductions
+    differently, so the pool keeps its size (the fit of the test above resizes it)."""
+    callback = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False)
+    try:
+        _, _, caught = fit(tiny, tmp_path, [callback], max_epochs=2, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)  # the Trainer turned them on for the process
+    assert caught == [] and torch_thread_resizes == []
+    with open_run(callback.run_path) as run:
+        assert run.epochs.tolist() == [0, 1, 2]
+
+
 class FailAfterFirstEpoch(Callback):
     """Training that raises once an epoch is done, with the first snapshot still pending."""
 

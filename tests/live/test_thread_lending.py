@@ -45,6 +45,17 @@ def test_a_pool_too_small_to_lend_from_is_left_alone() -> None:
     assert (pool.size, lender.lent, pool.resizes) == (1, False, [])
 
 
+def test_a_pool_that_may_not_be_resized_now_is_lent_once_it_may() -> None:
+    pool, resizable = FakePool(4), [False]
+    lender = ThreadLender(pool.get, pool.set, lambda: resizable[0], count=1)
+    lender.lend()
+    assert (pool.size, lender.lent, pool.resizes) == (4, False, [])
+    resizable[0] = True
+    lender.lend()
+    lender.give_back()
+    assert (pool.size, pool.resizes) == (4, [3, 4])
+
+
 def test_a_size_the_user_set_meanwhile_is_kept() -> None:
     pool = FakePool(4)
     lender = ThreadLender(pool.get, pool.set, count=1)
