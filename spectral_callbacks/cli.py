@@ -132,12 +132,15 @@ def _summaries(paths: Sequence[Path], *, every_name: bool = False) -> int:
 
 
 def _summary(path: Path, *, every_name: bool = False) -> str:
-    """The per-layer table of one run, then its parameters not analyzed and its tied parameters."""
-    from .reporting.tables import not_analyzed_lines, run_table
+    """The per-layer table of one run, then its snapshots without spectra, its parameters not
+    analyzed and its tied parameters."""
+    from .reporting.tables import not_analyzed_lines, run_table, unanalyzed_snapshot_lines
     from .runfile.reader import open_run
 
     with open_run(path) as run:
-        return "\n".join([run_table(run), *not_analyzed_lines(run, every_name=every_name)])
+        return "\n".join(
+            [run_table(run), *unanalyzed_snapshot_lines(run), *not_analyzed_lines(run, every_name=every_name)]
+        )
 
 
 def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:

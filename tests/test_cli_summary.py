@@ -219,3 +219,31 @@ def test_a_layer_without_analyzed_rows_is_summarized_with_empty_cells(tmp_path: 
     lines = capsys.readouterr().out.splitlines()
     conv = next(line for line in lines if line.startswith("conv "))
     assert "nan" in conv.lower() or "-" in conv
+
+
+def test_snapshots_without_spectra_are_listed_with_their_reason_and_epochs(tmp_path: Path, capsys) -> None:
+    path = tmp_path / RUN_FILE_NAME
+    rng = np.random.default_rng(3)
+    writer = open_writer(path, parameters=SPECS, weights_dtype=None)
+    budget = "skipped by max_overhead=0.03: about 1.25 s per snapshot"
+    try:
+        for epoch in range(5):
+            if epoch in (1, 2, 4):
+                writer.append_index(epoch, 10 * epoch, "dropped", budget)
+                continue
+            arrays = {spec.name: rng.standard_normal(spec.shape) for spec in SPECS}
+            append_snapshot(writer, epoch, 10 * epoch, arrays, specs=SPECS)
+        writer.append_index(5, 50, "failed", "LinAlgError: SVD did not converge")
+    finally:
+        writer.close()
+    code, out, err = summary(capsys, path)
+    assert code == 0 and err == ""
+    header = next(line.split() for line in out.splitlines() if line.startswith("layer"))
+    assert header[3:5] == ["alpha@0", "alpha@3"]  # the analyzed epochs only
+    assert "4 snapshots without spectra:" in out
+    assert f"  3 dropped ({budget}): epochs 1, 2, 4" in out
+    assert "  1 failed (LinAlgError: SVD did not converge): epoch 5" in out
+    complete = tmp_path / "complete" / RUN_FILE_NAME
+    complete.parent.mkdir()
+    write_run(complete, seed=4)
+    assert "without spectra" not in summary(capsys, complete)[1]

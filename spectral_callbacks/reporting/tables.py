@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 from ..formatting import format_cell, format_columns
 
-__all__ = ["not_analyzed_lines", "print_table", "run_table"]
+__all__ = ["not_analyzed_lines", "print_table", "run_table", "unanalyzed_snapshot_lines"]
 
 RUN_TABLE_METRICS = (
     "alpha",
@@ -115,6 +115,25 @@ def not_analyzed_lines(run: RunReader, *, every_name: bool = False) -> list[str]
         lines += [f"  {name} = {', '.join(others)}" for name, others in shown]
         if len(shown) < len(aliases):
             lines.append(f"  ... {len(aliases) - len(shown)} more (summary --all lists them)")
+    return lines
+
+
+def unanalyzed_snapshot_lines(run: RunReader) -> list[str]:
+    """Lines on the run's snapshots that have no spectra, grouped by status and reason with their
+    epochs: dropped (``on_full="drop"``, or skipped by ``max_overhead``), failed, or captured and
+    still waiting for the analysis. No lines when every snapshot is analyzed."""
+    index = run.snapshots()
+    groups: dict[tuple[str, str], list[int]] = {}
+    for epoch, status, reason in zip(index["epoch"], index["status"], index["reason"], strict=True):
+        if status != "analyzed":
+            groups.setdefault((status, reason), []).append(int(epoch))
+    if not groups:
+        return []
+    lines = [f"{_count(sum(map(len, groups.values())), 'snapshot')} without spectra:"]
+    for (status, reason), epochs in groups.items():
+        because = f" ({reason})" if reason else ""
+        noun = "epoch" if len(epochs) == 1 else "epochs"
+        lines.append(f"  {len(epochs)} {status}{because}: {noun} {', '.join(map(str, epochs))}")
     return lines
 
 
