@@ -201,7 +201,7 @@ class SpectralSession:
         size = snapshot_bytes(shapes, config.weights_dtype if config.save_weights else None)
         other = spectra_bytes(shapes, expected_snapshots)
         policy = plan_weights(size, expected_snapshots, config.max_run_file_bytes, other)
-        self.storage_estimate = policy.estimate(expected_snapshots)
+        self.storage_estimate = policy.estimate(expected_snapshots, may_skip=config.max_overhead is not None)
         if policy.stride > 1 or (
             expected_snapshots
             and policy.max_bytes is not None

@@ -47,8 +47,9 @@ class WeightPolicy:
             return False
         return self.max_bytes is None or file_bytes + self.snapshot_bytes <= self.max_bytes
 
-    def estimate(self, expected_snapshots: int | None) -> str:
-        """One sentence: what the run will write, and how to change it."""
+    def estimate(self, expected_snapshots: int | None, *, may_skip: bool = False) -> str:
+        """One sentence: what the run will write, and how to change it; ``may_skip``: snapshots
+        may be skipped (``max_overhead``), so the figures are the most it writes."""
         if self.snapshot_bytes == 0:
             return "weights are not saved (save_weights=False); the run file holds the spectra only"
         per = _size(self.snapshot_bytes)
@@ -58,9 +59,11 @@ class WeightPolicy:
         kept = len(range(0, expected_snapshots, self.stride))
         if self.max_bytes is not None:
             kept = min(kept, self.max_bytes // self.snapshot_bytes)
-        text = f"this run will write about {_size(kept * self.snapshot_bytes)} of weights ({per} per snapshot"
+        amount = ("at most about " if may_skip else "about ") + _size(kept * self.snapshot_bytes)
+        text = f"this run will write {amount} of weights ({per} per snapshot"
         if self.stride == 1 and kept == expected_snapshots:
-            return f"{text}, all {expected_snapshots} snapshots)"
+            every = "if max_overhead skips none of the" if may_skip else "all"
+            return f"{text}, {every} {expected_snapshots} snapshots)"
         return (
             f"{text}): to stay under max_run_file_bytes={_size(self.max_bytes or 0)}, weights are kept "
             f"for {kept} of the {expected_snapshots} snapshots (every {_ordinal(self.stride)}), "

@@ -51,3 +51,7 @@ def test_the_estimate_says_what_is_written_and_how_to_change_it() -> None:
     assert "weights are kept for 4 of the 11 snapshots (every 3rd), spectra for all" in thinned
     assert "Raise max_run_file_bytes" in thinned and "8 MB" in thinned
     assert "not saved" in WeightPolicy(0).estimate(5)
+    assert plan_weights(2 * MB, 11, None).estimate(11, may_skip=True) == (  # max_overhead may skip some
+        "this run will write at most about 22 MB of weights (2 MB per snapshot, if max_overhead "
+        "skips none of the 11 snapshots)"
+    )
