@@ -120,8 +120,15 @@ def layer_esd(
     snapshots = _snapshots(reader)
     if not snapshots:
         raise KeyError(f"Run {entry.name!r} has no analyzed snapshot yet.")
-    position = _snapshot_position(entry, snapshots, step=step, epoch=epoch)
-    snapshot = snapshots[position]
+    snapshot = snapshots[_snapshot_position(entry, snapshots, step=step, epoch=epoch)]
+    # the layer's own row: a change layer of deltas="previous" has none at the first snapshot
+    rows = np.flatnonzero(reader.layer_steps(layer) == snapshot["step"])
+    if rows.size == 0:
+        raise KeyError(
+            f"Layer {layer!r} of run {entry.name!r} has no spectrum at {snapshot['label']} (a change "
+            "layer of deltas='previous' has none at the first snapshot)."
+        )
+    position = int(rows[-1])
     evals = reader.esd(layer, step=snapshot["step"])
     metrics = {name: _json_value(values[position]) for name, values in reader.metrics(layer).items()}
     status, reason = reader.layer_status(layer)[position]

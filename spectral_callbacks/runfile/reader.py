@@ -294,6 +294,14 @@ class RunReader:
         rows = self._analyzed_rows(group)
         return [PHASE_CODES[int(code)] for code in _refreshed(group["phase"], self.path)[...][rows]]
 
+    def layer_steps(self, layer: str) -> np.ndarray:
+        """Global steps of the analyzed snapshots a layer has a row at, in the order of
+        :meth:`metric`, :meth:`layer_status` and :meth:`phases` for that layer: every analyzed
+        snapshot's, but for a change layer of ``deltas="previous"``, which has none at the first."""
+        group = self._layer(layer)
+        snapshot = _refreshed(group["snapshot"], self.path)[...][self._analyzed_rows(group)]
+        return _refreshed(self._file["index/step"], self.path)[...][snapshot]
+
     def svals(self, layer: str, epoch: int | None = None, *, step: int | None = None) -> np.ndarray:
         """Singular values ``(slices, M)`` of a layer at an epoch (the last snapshot of it) or step."""
         group = self._layer(layer)
@@ -398,10 +406,18 @@ class RunReader:
         else:
             match = committed
         ids = np.flatnonzero(match)
-        rows = np.flatnonzero(np.isin(_refreshed(group["snapshot"], self.path)[...], ids))
+        snapshots = _refreshed(group["snapshot"], self.path)[...]
+        rows = np.flatnonzero(np.isin(snapshots, ids))
         if rows.size == 0:
             what = f"step {step}" if step is not None else f"epoch {epoch}"
-            raise KeyError(f"No committed snapshot at {what} in {self.path}; epochs: {self.epochs.tolist()}.")
+            if ids.size == 0:
+                epochs = self.epochs.tolist()
+                raise KeyError(f"No committed snapshot at {what} in {self.path}; epochs: {epochs}.")
+            held = sorted(set(index["epoch"][np.intersect1d(snapshots, np.flatnonzero(committed))].tolist()))
+            raise KeyError(
+                f"{group.attrs.get('name', group.name)!r} has no row at {what} in {self.path} (a change "
+                f"layer of deltas='previous' has none at the first snapshot); its epochs: {held}."
+            )
         return int(rows[-1])
 
     def _status_codes(self) -> np.ndarray:

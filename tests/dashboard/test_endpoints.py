@@ -233,3 +233,51 @@ def test_the_listing_and_first_heatmaps_are_read_before_the_page_asks(logdir: Pa
     for route, query in (("/runs", {}), ("/overview", {"run": "wd_0.01"})):
         kept = Client(apps[route], Response).get(route, query_string=query)
         assert json.loads(kept.data) == fresh(route, **query)[1]
+
+
+def test_a_change_layer_s_esd_is_at_its_own_snapshots_and_none_at_the_first(tmp_path: Path) -> None:
+    """A change layer of deltas="previous" has rows from the second snapshot on: its ESD there is
+    the analysis of the change (its row, not the run's snapshot position), and at the first a
+    400 that says why."""
+    import dataclasses
+
+    from run_files import PARAMETERS, random_weights
+
+    from spectral_callbacks.analysis.model import analyze_weights
+    from spectral_callbacks.analysis.options import SpectrumOptions
+    from spectral_callbacks.live.snapshot_analysis import SnapshotAnalyzer
+    from spectral_callbacks.runfile.store import RunWriter
+
+    path = tmp_path / "logs" / "deltas" / "spectra.h5"
+    path.parent.mkdir(parents=True)
+    spectrum = SpectrumOptions()
+    config = json.dumps({"every_n_epochs": 1, **dataclasses.asdict(spectrum)})
+    writer = RunWriter.open(
+        path, run_id="deltas", parameters=PARAMETERS, config_json=config, framework="test",
+        weights_dtype=None, deltas="previous",
+    )  # fmt: skip
+    snapshots = [random_weights(seed) for seed in range(3)]
+    analyzer = SnapshotAnalyzer(
+        writer, PARAMETERS, spectrum, report=lambda kind, text: None, weights_dtype=None, deltas="previous"
+    )
+    try:
+        for epoch, arrays in enumerate(snapshots):
+            analyzer.add(epoch, 10 * epoch, float(epoch), arrays)
+    finally:
+        writer.close()
+    get = client_of(tmp_path / "logs")
+    for epoch in (1, 2):
+        status, esd = get("/esd", run="deltas", layer="fc.delta_previous", epoch=epoch)
+        assert status == 200 and esd["epoch"] == epoch
+        change = snapshots[epoch]["fc"] - snapshots[epoch - 1]["fc"]
+        (expected,) = analyze_weights([("fc", change, "linear")])
+        np.testing.assert_allclose(esd["evals"], np.sort(expected.evals), rtol=1e-12)
+        assert esd["metrics"]["alpha"] == pytest.approx(expected.alpha, rel=1e-12)
+    status, answer = get("/esd", run="deltas", layer="fc.delta_previous", epoch=0)
+    assert status == 400
+    assert "has no spectrum at epoch 0" in answer["error"] and str(tmp_path) not in answer["error"]
+    with open_run(path) as run:
+        assert run.layer_steps("fc.delta_previous").tolist() == [10, 20]
+        assert run.layer_steps("fc").tolist() == [0, 10, 20]
+        with pytest.raises(KeyError, match=r"'fc\.delta_previous' has no row at step 0"):
+            run.esd("fc.delta_previous", step=0)
