@@ -180,17 +180,18 @@ def model_average(reader: RunReader, metric: str) -> np.ndarray:
 
     The layers are those the TensorBoard sink averages for ``model/<metric>``
     (:func:`~spectral_callbacks.analysis.averages.averaged_layers`: the fitted layers without the
-    last one), chosen again at each snapshot; NaN values are left out, and a snapshot without any
-    finite value gives NaN.
+    last one, and never the layers of the weights' changes), chosen again at each snapshot; NaN
+    values are left out, and a snapshot without any finite value gives NaN.
     """
     check_metric(metric)
-    count = reader.epochs.size
-    layers = reader.layers
-    values = np.array([reader.metric(metric, layer)[:count] for layer in layers]).reshape(len(layers), count)
-    statuses = [[status for status, _ in reader.layer_status(layer)[:count]] for layer in layers]
+    values, _, codes = reader.metric_grid(metric)  # (layers, snapshots): a layer's missing rows NaN
+    changes = reader.change_layers
+    own = [i for i, name in enumerate(reader.layers) if name not in changes]
+    values, codes = values[own], codes[own]
+    count = values.shape[1]
     averages = np.full(count, np.nan)
     for snapshot in range(count):
-        chosen = values[averaged_layers([column[snapshot] for column in statuses]), snapshot]
+        chosen = values[averaged_layers(reader.layer_status_names(codes[:, snapshot])), snapshot]
         chosen = chosen[np.isfinite(chosen)]
         if chosen.size:
             averages[snapshot] = chosen.mean()
@@ -321,7 +322,8 @@ def compare_table(
         count = index["epoch"].size
         if count == 0:
             notes.append(f"Run {label} has no analyzed snapshot yet.")
-        columns = {name: reader.metric(metric, name)[:count] for name in selection.layers}
+        grid, position = reader.metric_grid(metric)[0], {name: i for i, name in enumerate(reader.layers)}
+        columns = {name: grid[position[name], :count] for name in selection.layers}
         columns[MODEL_AVERAGE] = model_average(reader, metric)[:count]
         for name, values in columns.items():
             rows += [

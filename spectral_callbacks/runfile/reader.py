@@ -15,6 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..analysis.deltas import delta_name
 from ..spectra import METRIC_NAMES, eigenvalues
 from .store import FORMAT_VERSION, LAYER_STATUS, PHASE_CODES, SNAPSHOT_STATUS, group_name
 
@@ -105,6 +106,18 @@ class RunReader:
     def layers(self) -> list[str]:
         """Names of the analyzed matrices, in model order."""
         return [group.attrs["name"] for group in self._groups("layers")]
+
+    @property
+    def change_layers(self) -> set[str]:
+        """The layers of the weights' changes (``deltas="init"`` or ``"previous"``), which the
+        model averages leave out; empty for a run without them."""
+        deltas = self.config.get("deltas")
+        suffix = delta_name("", deltas) if deltas else None
+        return {name for name in self.layers if suffix and name.endswith(suffix)}
+
+    def layer_status_names(self, codes: np.ndarray) -> list[str]:
+        """Layer statuses (``"ok"``, ``"skipped"``, ...) of the codes :meth:`metric_grid` gives."""
+        return [_LAYER_STATUS_NAMES[int(code)] for code in codes]
 
     @property
     def layer_count(self) -> int:

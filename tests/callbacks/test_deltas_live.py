@@ -4,6 +4,7 @@ here from the saved weights; their scalars reach TensorBoard and stay out of the
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -12,6 +13,7 @@ from tensorboard_events import read_events
 
 from spectral_callbacks import SpectralCallback, averaged_layers, open_run
 from spectral_callbacks.analysis.model import analyze_weights
+from spectral_callbacks.reporting.compare import LabeledRun, compare_table, model_average
 
 EPOCHS = 3
 
@@ -56,6 +58,14 @@ def test_delta_layers_are_the_analysis_of_the_change(tmp_path, tiny, deltas: str
             for row in range(alphas.shape[1])
         ]
         steps = reader.snapshots()["step"].tolist()
+        # compare's and the Spectra tab's model average is the sink's: the changes left out
+        assert model_average(reader, "alpha") == pytest.approx(expected_average, rel=1e-12)
+        assert reader.change_layers == {f"{name}.delta_{deltas}" for name in tiny.LAYERS}
+        table = compare_table([LabeledRun("run", reader)], "alpha", layers=[f"fc1.delta_{deltas}"])
+        change = [row.value for row in table.rows if row.layer == f"fc1.delta_{deltas}"]
+        stored_change = reader.metric("alpha", f"fc1.delta_{deltas}")
+        expected_change = stored_change if deltas == "init" else [math.nan, *stored_change]
+        assert change == pytest.approx(list(expected_change), nan_ok=True)
         final_alpha = {name: reader.metric("alpha", name)[-1] for name in reader.layers}
     assert_summary_rows(run.path, deltas, final_alpha)
     events = read_events(run.run_dir)
