@@ -192,7 +192,10 @@ def _value_at(
     epochs = reader.epochs
     if layer is not None and layer not in reader.layers:
         return f"no layer {layer!r}"
-    values = model_average(reader, metric) if layer is None else reader.metric(metric, layer)
+    if layer is None:
+        values = model_average(reader, metric)
+    else:  # the run's snapshots, NaN where the layer has no row (a change layer at the first)
+        values = reader.metric_grid(metric)[0][reader.layers.index(layer)]
     rows = np.flatnonzero(epochs == epoch) if epoch is not None else np.arange(epochs.size)
     if rows.size == 0:
         return f"no analyzed snapshot at epoch {epoch}" if epoch is not None else "no analyzed snapshot"

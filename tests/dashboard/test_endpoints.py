@@ -250,6 +250,7 @@ def test_a_change_layer_s_esd_is_at_its_own_snapshots_and_none_at_the_first(tmp_
 
     path = tmp_path / "logs" / "deltas" / "spectra.h5"
     path.parent.mkdir(parents=True)
+    (path.parent / "hparams.yaml").write_text("lr: 0.1\n")
     spectrum = SpectrumOptions()
     config = json.dumps({"every_n_epochs": 1, **dataclasses.asdict(spectrum)})
     writer = RunWriter.open(
@@ -273,6 +274,13 @@ def test_a_change_layer_s_esd_is_at_its_own_snapshots_and_none_at_the_first(tmp_
         (expected,) = analyze_weights([("fc", change, "linear")])
         np.testing.assert_allclose(esd["evals"], np.sort(expected.evals), rtol=1e-12)
         assert esd["metrics"]["alpha"] == pytest.approx(expected.alpha, rel=1e-12)
+    for epoch in (1, 2):
+        point = get("/compare", metric="alpha", param="lr", layer="fc.delta_previous", epoch=epoch)[1]
+        with open_run(path) as run:
+            expected = run.metric("alpha", "fc.delta_previous")[epoch - 1]
+        assert point["points"] == [{"run": "deltas", "x": 0.1, "y": expected, "epoch": epoch}]
+    missing = get("/compare", metric="alpha", param="lr", layer="fc.delta_previous", epoch=0)[1]
+    assert missing["points"] == [] and "undefined at epoch 0" in missing["missing"][0]["reason"]
     status, answer = get("/esd", run="deltas", layer="fc.delta_previous", epoch=0)
     assert status == 400
     assert "has no spectrum at epoch 0" in answer["error"] and str(tmp_path) not in answer["error"]
