@@ -183,9 +183,7 @@ def frame_potential(neurons: np.ndarray) -> FramePotential:
             upper = syrk(1.0, scaled.T, trans=int(not tall))
         else:
             upper = syrk(1.0, scaled.T, beta=1.0, c=upper, trans=int(not tall), overwrite_c=1)
-    diagonal = np.diagonal(upper).astype(np.float64)
-    value = 2.0 * float(np.einsum("ij,ij->", upper, upper, dtype=np.float64)) - float(diagonal @ diagonal)
-    return FramePotential(value, value / max(n, n * n / d))
+    return _of_unit_gram(upper, n, d)
 
 
 def frame_potential_of_gram(upper: np.ndarray, fan_in: int) -> FramePotential:
@@ -211,9 +209,16 @@ def frame_potential_of_gram(upper: np.ndarray, fan_in: int) -> FramePotential:
     inverse = 1.0 / np.sqrt(diagonal)
     upper *= inverse[:, None]
     upper *= inverse[None, :]
-    on_diagonal = np.diagonal(upper)
-    value = 2.0 * float(np.einsum("ij,ij->", upper, upper)) - float(on_diagonal @ on_diagonal)
-    return FramePotential(value, value / max(n, n * n / fan_in))
+    return _of_unit_gram(upper, n, fan_in)
+
+
+def _of_unit_gram(upper: np.ndarray, n: int, d: int) -> FramePotential:
+    """The frame potential of ``n`` unit rows of length ``d`` from the upper triangle (zeros
+    below) of their Gram matrix, of the rows or of the columns (the same squared entries' sum):
+    the off-diagonal entries count twice. Sums in float64 whatever the matrix's dtype."""
+    diagonal = np.diagonal(upper).astype(np.float64)
+    value = 2.0 * float(np.einsum("ij,ij->", upper, upper, dtype=np.float64)) - float(diagonal @ diagonal)
+    return FramePotential(value, value / max(n, n * n / d))
 
 
 def _log10(value: float) -> float:
