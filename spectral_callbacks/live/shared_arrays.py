@@ -26,7 +26,6 @@ __all__ = [
     "StoredArray",
     "loaded",
     "scratch_directory",
-    "shared_arrays",
 ]
 
 SHARED_MEMORY = Path("/dev/shm")
@@ -80,21 +79,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def shared_arrays(
-    arrays: Sequence[np.ndarray], directory: Path | None
-) -> Iterator[list[StoredArray | np.ndarray]]:
-    """``arrays`` written into one file under ``directory``, as :class:`StoredArray` locations,
-    for the block; the file is removed after it. The arrays themselves where there is no
-    directory or not twice their size free in it (a full ``/dev/shm`` kills a reader with
-    SIGBUS), and for empty arrays (nothing to map)."""
-    name, stored = _written(arrays, directory)
-    try:
-        yield stored
-    finally:
-        _remove(name)
-
-
 class SharedSnapshots:
     """Successive snapshots' arrays in shared memory, each snapshot's file kept for the next one.
 
@@ -116,11 +100,12 @@ class SharedSnapshots:
     def share(
         self, current: Sequence[np.ndarray], previous: Sequence[np.ndarray], *, keep: bool = True
     ) -> Iterator[tuple[list[StoredArray | np.ndarray], list[StoredArray | np.ndarray]]]:
-        """``current`` and ``previous`` as :func:`shared_arrays` gives them, for the block: the
-        arrays of ``previous`` that the kept call's ``current`` held (the same objects) from its
-        file, the others written into a new one. After the block, with ``keep``, the kept file is
-        removed and the new one kept, with ``current``'s locations; without, the new one is
-        removed (arrays no later snapshot refers to, such as changes since initialization)."""
+        """``current`` and ``previous`` as :class:`StoredArray` locations (see :func:`_written`)
+        for the block: the arrays of ``previous`` that the kept call's ``current`` held (the same
+        objects) from its file, the others written into a new one. After the block, with
+        ``keep``, the kept file is removed and the new one kept, with ``current``'s locations;
+        without, the new one is removed (arrays no later snapshot refers to, such as changes
+        since initialization)."""
         reused = [self._kept.get(id(array), (None, None))[1] for array in previous]
         written = list(current) + [a for a, old in zip(previous, reused, strict=True) if old is None]
         name, stored = _written(written, self.directory)
@@ -150,8 +135,9 @@ class SharedSnapshots:
 def _written(
     arrays: Sequence[np.ndarray], directory: Path | None
 ) -> tuple[str | None, list[StoredArray | np.ndarray]]:
-    """``arrays`` written into a new file under ``directory`` and their locations there, or
-    ``(None, arrays)`` (see :func:`shared_arrays` for when)."""
+    """``arrays`` written into a new file under ``directory`` and their locations there; the
+    arrays themselves (and no file) where there is no directory or not twice their size free in
+    it (a full ``/dev/shm`` kills a reader with SIGBUS), and for empty arrays (nothing to map)."""
     size = sum(array.nbytes + _ALIGNMENT for array in arrays)
     if directory is None or shutil.disk_usage(directory).free < 2 * size:
         return None, list(arrays)

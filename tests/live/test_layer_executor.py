@@ -17,7 +17,7 @@ from spectral_callbacks.analysis.options import SpectrumOptions
 from spectral_callbacks.live import shared_arrays as shared_arrays_module
 from spectral_callbacks.live.analysis_executor import LayerExecutor, check_executor
 from spectral_callbacks.live.config import SpectralConfig
-from spectral_callbacks.live.shared_arrays import SharedSnapshots, StoredArray, loaded, shared_arrays
+from spectral_callbacks.live.shared_arrays import SharedSnapshots, StoredArray, loaded
 
 OPTIONS = SpectrumOptions(randomize=True)  # per-layer generators: the shuffles too must agree
 SHAPES = [(48, 16), (200, 64), (3, 3), (64, 64), (8, 4, 3, 3), (16, 130), (10,)]
@@ -121,7 +121,7 @@ def test_shared_arrays_round_trip_through_one_file_removed_after(tmp_path) -> No
         np.zeros((0, 4), np.float32),
         np.arange(6.0).reshape(2, 3).T,
     ]
-    with shared_arrays(arrays, tmp_path) as stored:
+    with SharedSnapshots(tmp_path).share(arrays, [], keep=False) as (stored, _):
         assert len(list(tmp_path.iterdir())) == 1
         assert sum(isinstance(s, StoredArray) for s in stored) == len(arrays) - 1  # not the empty one
         for array, location in zip(arrays, stored, strict=True):
@@ -129,7 +129,7 @@ def test_shared_arrays_round_trip_through_one_file_removed_after(tmp_path) -> No
             assert back.dtype == array.dtype and back.shape == array.shape
             np.testing.assert_array_equal(back, array)
     assert list(tmp_path.iterdir()) == []
-    with shared_arrays(arrays, None) as stored:  # no shared memory: the arrays themselves
+    with SharedSnapshots(None).share(arrays, []) as (stored, _):  # no shared memory: the arrays
         assert all(s is a for s, a in zip(stored, arrays, strict=True))
 
 
