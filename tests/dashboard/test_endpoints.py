@@ -241,22 +241,18 @@ def test_a_change_layer_s_esd_is_at_its_own_snapshots_and_none_at_the_first(tmp_
     400 that says why."""
     import dataclasses
 
-    from run_files import PARAMETERS, random_weights
+    from run_files import PARAMETERS, open_writer, random_weights
 
     from spectral_callbacks.analysis.model import analyze_weights
     from spectral_callbacks.analysis.options import SpectrumOptions
     from spectral_callbacks.live.snapshot_analysis import SnapshotAnalyzer
-    from spectral_callbacks.runfile.store import RunWriter
 
     path = tmp_path / "logs" / "deltas" / "spectra.h5"
     path.parent.mkdir(parents=True)
     (path.parent / "hparams.yaml").write_text("lr: 0.1\n")
     spectrum = SpectrumOptions()
-    config = json.dumps({"every_n_epochs": 1, **dataclasses.asdict(spectrum)})
-    writer = RunWriter.open(
-        path, run_id="deltas", parameters=PARAMETERS, config_json=config, framework="test",
-        weights_dtype=None, deltas="previous",
-    )  # fmt: skip
+    config = {"every_n_epochs": 1, "deltas": "previous", **dataclasses.asdict(spectrum)}
+    writer = open_writer(path, run_id="deltas", config=config, weights_dtype=None, deltas="previous")
     snapshots = [random_weights(seed) for seed in range(3)]
     analyzer = SnapshotAnalyzer(
         writer, PARAMETERS, spectrum, report=lambda kind, text: None, weights_dtype=None, deltas="previous"

@@ -42,6 +42,7 @@ def open_writer(
     lock_timeout: float = 10.0,
     operators: Sequence[OperatorSpec] = (),
     operator_options: OperatorOptions | None = None,
+    deltas: str | None = None,
 ) -> RunWriter:
     """A writer on ``path`` (created, or reopened to resume after ``resume_after_step``).
 
@@ -60,6 +61,7 @@ def open_writer(
         lock_timeout=lock_timeout,
         operators=operators,
         operator_options=operator_options,
+        deltas=deltas,
     )
 
 
