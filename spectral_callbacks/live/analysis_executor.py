@@ -223,6 +223,12 @@ class LayerExecutor:
             return analyze_weights(items, **options.kwargs(), reference=reference)
         return ModelAnalysis(row for rows in found for row in rows)
 
+    def adopt(self, arrays: Mapping[str, np.ndarray], locations: Mapping[str, Array]) -> None:
+        """The next snapshot's ``arrays`` are mapped from ``locations`` in shared memory: workers on
+        this machine map them from there, rather than have them written again."""
+        if self._spec is not None:
+            self._shared.adopt(arrays, locations)
+
     def take_cpu_seconds(self) -> float:
         """The CPU seconds tasks took in other processes of this machine (a pool or local dask
         cluster; not a running scheduler's) since the last call: with the analysis process's

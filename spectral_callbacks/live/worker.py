@@ -29,7 +29,9 @@ from ..analysis.spawning import main_module_hidden
 from ..runfile.store import ParameterSpec, RunWriter
 from .analysis_executor import LayerExecutor
 from .inbox import Inbox
+from .shared_arrays import StoredArray, mapped
 from .snapshot_analysis import SnapshotAnalyzer
+from .snapshot_files import SnapshotFiles
 from .storage_policy import WeightPolicy
 
 __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
@@ -43,12 +45,13 @@ WORKER_NICENESS = 19
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Copied weights at one point of training."""
+    """Copied weights at one point of training: the arrays, or where they are in shared memory
+    (:mod:`.snapshot_files`)."""
 
     epoch: int
     step: int
     time: float
-    arrays: dict[str, np.ndarray] = field(repr=False)
+    arrays: dict[str, np.ndarray | StoredArray] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,12 @@ class AnalysisWorker:
         # submitted snapshots by step until the worker acknowledges them: a worker that dies with
         # some in its queue or half-written is restarted and given them again (it skips repeats)
         self._unacked: dict[int, Snapshot] = {}
+        self._files = SnapshotFiles(None)
 
     def start(self) -> None:
         """Spawn the process; returns at once (the child imports and opens the file by itself)."""
+        if self._files.directory is None:
+            self._files = SnapshotFiles.in_shared_memory()
         self._inbox = self._context.Queue(maxsize=self.queue_size)
         self._outbox = self._context.Queue()
         self._process = self._context.Process(
@@ -127,16 +133,19 @@ class AnalysisWorker:
             self._notes.extend(self._restart_or_fail())
             if self.failed:
                 return False
+        snapshot = dataclasses.replace(snapshot, arrays=self._files.pack(snapshot.step, snapshot.arrays))
         message = (snapshot, tuple(self._pending_dropped))
         if self.on_full == "drop":
             try:
                 self._inbox.put_nowait(message)
             except queue.Full:
+                self._files.release(snapshot.step)
                 self.dropped += 1
                 reason = f"worker behind: queue of {self.queue_size} full"
                 self._pending_dropped.append((snapshot.epoch, snapshot.step, snapshot.time, reason))
                 return False
         elif not self._put(message):
+            self._files.release(snapshot.step)
             return False
         self._pending_dropped.clear()
         self._unacked[snapshot.step] = snapshot
@@ -162,6 +171,7 @@ class AnalysisWorker:
                 break
             if kind == "ack":
                 self._unacked.pop(content, None)
+                self._files.release(content)
             else:
                 found.append((kind, content))
         if self._process is not None and not self.failed and not self._closed and self._died():
@@ -171,6 +181,7 @@ class AnalysisWorker:
     def close(self, timeout: float) -> list[tuple[str, Any]]:
         """Finish the queue, then stop the process; returns the last messages (as :meth:`messages`)."""
         if self._process is None:
+            self._files.close()
             return []
         notes = self.messages()  # a worker that died unnoticed is restarted to finish the queue
         _full_priority(self._process.pid)  # training is over: the worker may use the CPU it needs
@@ -193,6 +204,7 @@ class AnalysisWorker:
         else:
             notes += self.messages()  # never read after terminate(): a message may be half written
         self._process = None
+        self._files.close()
         return notes
 
     def _put(self, message: object) -> bool:
@@ -319,7 +331,16 @@ def _worker_main(inbox: multiprocessing.Queue, outbox: multiprocessing.Queue, sp
             analyzer.record_dropped(dropped)
             if snapshot is not None:
                 started = time.process_time()
-                analyzer.add(snapshot.epoch, snapshot.step, snapshot.time, snapshot.arrays)
+                try:
+                    arrays = mapped(snapshot.arrays)
+                except OSError as error:  # its file removed by someone else: nothing to analyze
+                    reason = f"weights unreadable in shared memory ({error})"
+                    analyzer.record_dropped([(snapshot.epoch, snapshot.step, snapshot.time, reason)])
+                    outbox.put(("warning", f"snapshot at step {snapshot.step} lost: {reason}"))
+                    outbox.put(("ack", snapshot.step))
+                    continue
+                layers.adopt(arrays, snapshot.arrays)
+                analyzer.add(snapshot.epoch, snapshot.step, snapshot.time, arrays)
                 seconds = time.process_time() - started + layers.take_cpu_seconds()
                 outbox.put(("cost", (snapshot.step, seconds)))
                 outbox.put(("ack", snapshot.step))
