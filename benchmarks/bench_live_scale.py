@@ -1,6 +1,7 @@
 """The live analysis of one snapshot on one core and on two: ``analysis_executor``'s speed-up.
 
-What is timed is what the analysis process does with a snapshot once training has handed it over:
+What is timed is what the analysis process does with a snapshot once training has handed it over
+(written into shared memory, as the callback does, untimed): mapping the arrays, then
 ``SnapshotAnalyzer.add`` (index row, every layer's analysis with the movement columns against the
 previous snapshot, rows recorded in the run file), the weights not saved (``save_weights=False``:
 committing them takes the same time whatever the executor). Each executor analyzes one run of
@@ -54,7 +55,9 @@ from spectral_callbacks import open_run
 from spectral_callbacks.analysis.executors import ExecutorSpec, open_executor
 from spectral_callbacks.analysis.options import SpectrumOptions
 from spectral_callbacks.live.analysis_executor import LayerExecutor
+from spectral_callbacks.live.shared_arrays import mapped
 from spectral_callbacks.live.snapshot_analysis import SnapshotAnalyzer
+from spectral_callbacks.live.snapshot_files import SnapshotFiles
 from spectral_callbacks.runfile.store import ParameterSpec, RunWriter
 from spectral_callbacks.spectra import METRIC_NAMES
 
@@ -114,14 +117,20 @@ def run(
     analyzer = SnapshotAnalyzer(
         writer, parameters, spectrum, report=report, weights_dtype=None, layer_executor=layers
     )
+    files = SnapshotFiles.in_shared_memory()  # training's side of the hand-over
     seconds = float("inf")
     try:
-        analyzer.add(0, 0, 0.0, arrays[0])
-        for step in range(1, repeats + 1):
+        for step in range(repeats + 1):
+            located = files.pack(step, arrays[step % 2])
             start = time.perf_counter()
-            analyzer.add(step, step, float(step), arrays[step % 2])
-            seconds = min(seconds, time.perf_counter() - start)
+            received = mapped(located)
+            layers.adopt(received, located)
+            analyzer.add(step, step, float(step), received)
+            if step > 0:
+                seconds = min(seconds, time.perf_counter() - start)
+            files.release(step)  # acknowledged
     finally:
+        files.close()
         layers.close()
         writer.close()
     if messages:

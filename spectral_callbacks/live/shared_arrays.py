@@ -27,6 +27,7 @@ __all__ = [
     "SHARED_MEMORY",
     "SharedSnapshots",
     "StoredArray",
+    "claim",
     "loaded",
     "mapped",
     "remove_file",
@@ -36,6 +37,7 @@ __all__ = [
 
 SHARED_MEMORY = Path("/dev/shm")
 _PREFIX = "spectral-snapshot-"  # then the owning process's id
+_CLAIM = "used-by-"  # then the id of another process using the directory
 _ALIGNMENT = 64  # bytes: each array starts on a cache line, as numpy aligns its own
 
 
@@ -85,15 +87,26 @@ def scratch_directory() -> Path | None:
     """A new directory in shared memory for this process's files, or None where there is none.
 
     Directories that processes killed before removing theirs left behind are removed first:
-    their files hold memory until the machine restarts.
+    their files hold memory until the machine restarts. A directory is left alone while its
+    owner or a process that :func:`claim` names in it lives (an analysis process finishing the
+    snapshots of a training process that was killed).
     """
     if not SHARED_MEMORY.is_dir() or not os.access(SHARED_MEMORY, os.W_OK):
         return None
     for directory in SHARED_MEMORY.glob(f"{_PREFIX}*"):
         owner = directory.name.removeprefix(_PREFIX).split("-", 1)[0]
-        if owner.isdigit() and not _alive(int(owner)):
+        claims = [path.name.removeprefix(_CLAIM) for path in directory.glob(f"{_CLAIM}*")]
+        users = [int(pid) for pid in [owner, *claims] if pid.isdigit()]
+        if users and not any(_alive(pid) for pid in users):
             shutil.rmtree(directory, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=SHARED_MEMORY))
+
+
+def claim(directory: Path, pid: int) -> None:
+    """Mark ``directory`` as in use by process ``pid`` too, which outlives its owner at times
+    (:func:`scratch_directory` keeps it while either lives)."""
+    with contextlib.suppress(OSError):
+        (directory / f"{_CLAIM}{pid}").touch()
 
 
 def _alive(pid: int) -> bool:

@@ -9,8 +9,10 @@ queue carries their locations; the analysis process maps them.
 
 A file is removed when the analysis process acknowledges its snapshot: it has mapped the arrays by
 then (a mapping outlives the file's name) and linked the file where its own workers still need
-it. A snapshot that is dropped has its file removed at once, and the directory goes with the run.
-Without ``/dev/shm``, or with less than twice a snapshot free in it, the arrays travel in the queue.
+it. A snapshot that is dropped has its file removed at once, and the directory goes with the run
+(or, when training is killed, with the next run on the machine once the analysis process has
+ended too). Without ``/dev/shm``, or with less than twice a snapshot free in it, the arrays
+travel in the queue.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shared_arrays import StoredArray, remove_file, scratch_directory, write_arrays
+from .shared_arrays import StoredArray, claim, remove_file, scratch_directory, write_arrays
 
 __all__ = ["SnapshotFiles"]
 
@@ -53,6 +55,12 @@ class SnapshotFiles:
         if path is not None:
             self._files[step] = path
         return dict(zip(names, stored, strict=True))
+
+    def claim(self, pid: int) -> None:
+        """Keep the directory while process ``pid`` lives, even after this one (the analysis
+        process still maps the snapshots queued when training was killed)."""
+        if self.directory is not None:
+            claim(self.directory, pid)
 
     def release(self, step: int) -> None:
         """Remove the file of the snapshot at ``step`` (acknowledged or dropped), if it has one."""

@@ -119,6 +119,7 @@ class AnalysisWorker:
         )
         with blas_threads_for_children(self.blas_threads), main_module_hidden():
             self._process.start()
+        self._files.claim(self._process.pid)
 
     def record_skipped(self, epoch: int, step: int, when: float, reason: str) -> None:
         """Have the run file's index list a snapshot the training side did not take, with why

@@ -15,7 +15,8 @@ of the same matrix view:
   centered kernel version). Dense slices are taken as stored, conv slices with the larger
   dimension first, as WeightWatcher extracts them from a torch model.
 
-Every product and norm is taken in float64, one slice at a time.
+Every product and norm is taken in float64, one slice at a time (without ``cka``, one block of
+rows at a time).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["LayerDistance", "layer_distance"]
 
 # A denominator WeightWatcher floors at this before dividing (an all-zero matrix's CKA).
 _CKA_FLOOR = 1e-6
+_BLOCK_ELEMENTS = 1 << 16  # float64 elements per block of rows (512 kB: stays in cache)
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,17 @@ def layer_distance(reference: MatrixView, current: MatrixView, *, alignment: boo
     reference_squared = 0.0
     tall = reference.kind != "linear" and before.shape[1] < before.shape[2]
     for index, (old, new) in enumerate(zip(before, after, strict=True)):
+        if not alignment:
+            squared_deltas[index], squared = _squared_norms(old, new)
+            reference_squared += squared
+            ckas[index] = math.nan
+            continue
         old64, new64 = np.asarray(old, dtype=np.float64), np.asarray(new, dtype=np.float64)
         if tall:
             old64, new64 = old64.T, new64.T
         squared_deltas[index] = _squared_norm(new64 - old64)
         reference_squared += _squared_norm(old64)
-        ckas[index] = _uncentered_cka(old64, new64) if alignment else math.nan
+        ckas[index] = _uncentered_cka(old64, new64)
     delta = math.sqrt(float(squared_deltas.sum()))
     return LayerDistance(
         delta_W=delta,
@@ -81,6 +88,20 @@ def layer_distance(reference: MatrixView, current: MatrixView, *, alignment: boo
 
 def _squared_norm(matrix: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", matrix, matrix))
+
+
+def _squared_norms(old: np.ndarray, new: np.ndarray) -> tuple[float, float]:
+    """``||new - old||_F^2`` and ``||old||_F^2`` in float64, from blocks of rows of about
+    :data:`_BLOCK_ELEMENTS`: float64 copies of a whole token embedding would be three fresh
+    allocations of its size per snapshot, each paid in page faults."""
+    rows = max(1, _BLOCK_ELEMENTS // max(1, old.shape[1]))
+    delta_squared = reference_squared = 0.0
+    for start in range(0, old.shape[0], rows):
+        old64 = np.asarray(old[start : start + rows], dtype=np.float64)
+        delta = np.subtract(new[start : start + rows], old64, dtype=np.float64)
+        delta_squared += _squared_norm(delta)
+        reference_squared += _squared_norm(old64)
+    return delta_squared, reference_squared
 
 
 def _uncentered_cka(first: np.ndarray, second: np.ndarray) -> float:

@@ -27,7 +27,7 @@ def my_directories() -> set[Path]:
 
 
 def snapshot_files() -> int:
-    return sum(len(list(directory.iterdir())) for directory in my_directories())
+    return sum(len(list(directory.glob("*.bin"))) for directory in my_directories())
 
 
 def test_every_snapshot_travels_in_shared_memory_and_no_file_outlives_the_run(

@@ -3,10 +3,13 @@ mapped equal, linked (not copied) for the analysis' own workers, and removed whe
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import numpy as np
+import pytest
 
+from spectral_callbacks.live import shared_arrays
 from spectral_callbacks.live.shared_arrays import SharedSnapshots, StoredArray, loaded, mapped
 from spectral_callbacks.live.snapshot_files import SnapshotFiles
 
@@ -95,3 +98,24 @@ def test_an_adopted_file_already_gone_is_written_instead(tmp_path) -> None:
         assert not written.name.startswith("linked-")
         for array, where in zip(arrays.values(), now, strict=True):
             np.testing.assert_array_equal(loaded(where), array)
+
+
+def test_a_killed_training_process_s_snapshots_stay_while_its_analysis_process_lives(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The analysis process of a killed training process still maps the queued snapshots: a new
+    run's clean-up leaves their directory alone until that process has ended too."""
+    monkeypatch.setattr(shared_arrays, "SHARED_MEMORY", tmp_path)
+    context = multiprocessing.get_context("spawn")
+    dead_training, dead_analysis = (context.Process(target=int) for _ in range(2))
+    for process in (dead_training, dead_analysis):
+        process.start()
+        process.join()
+    kept = tmp_path / f"spectral-snapshot-{dead_training.pid}-kept"
+    removed = tmp_path / f"spectral-snapshot-{dead_training.pid}-removed"
+    for directory, user in ((kept, os.getpid()), (removed, dead_analysis.pid)):
+        directory.mkdir()
+        (directory / "snapshot.bin").write_bytes(b"\0" * 8)
+        SnapshotFiles(directory).claim(user)
+    mine = shared_arrays.scratch_directory()
+    assert sorted(tmp_path.iterdir()) == sorted([kept, mine])

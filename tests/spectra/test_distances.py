@@ -27,6 +27,23 @@ def test_scaled_copy_has_the_closed_form_distances() -> None:
     assert distance.cka == pytest.approx(1.0, rel=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(3000, 64), (64, 3000), (24, 16, 3, 3)])
+def test_without_alignment_the_distances_come_from_blocks_of_rows_equal_to_numpy_s(shape) -> None:
+    """Blocks of rows (3 for the embedding-like 3000 x 64) give numpy's float64 norms."""
+    rng = np.random.default_rng(1)
+    before = rng.standard_normal(shape).astype(np.float32)
+    after = before + rng.standard_normal(shape).astype(np.float32) * np.float32(1e-3)
+    distance = layer_distance(view("w", before), view("w", after), alignment=False)
+    change = after.astype(np.float64) - before.astype(np.float64)
+    assert distance.delta_W == pytest.approx(np.linalg.norm(change.ravel()), rel=1e-12)
+    relative = np.linalg.norm(change.ravel()) / np.linalg.norm(before.astype(np.float64).ravel())
+    assert distance.relative_delta == pytest.approx(relative, rel=1e-12)
+    slices = change.reshape(*shape[:2], -1).transpose(2, 0, 1) if len(shape) == 4 else change[None]
+    expected_slices = np.mean([np.linalg.norm(part) for part in slices])
+    assert distance.delta_W_slices == pytest.approx(expected_slices, rel=1e-12)
+    assert math.isnan(distance.cka)
+
+
 def test_orthogonal_rows_have_zero_alignment_and_slices_average() -> None:
     """Matrices with orthogonal column spaces: A^T B = 0. A conv's slice distances average."""
     first = np.zeros((6, 4))
