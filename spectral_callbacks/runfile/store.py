@@ -93,6 +93,9 @@ class RunWriter:
     def __init__(self, file: h5py.File, lock: WriterLock | None = None):
         self.file = file
         self._lock = lock
+        # each layer's datasets, looked up once: a snapshot appends six rows to every layer
+        self._layers: dict[str, dict[str, h5py.Dataset]] = {}
+        self._names: set[str] | None = None
 
     @classmethod
     def open(
@@ -165,6 +168,19 @@ class RunWriter:
         if self._lock is not None:
             self._lock.release()
 
+    def _layer_datasets(self, layer: str) -> dict[str, h5py.Dataset]:
+        datasets = self._layers.get(layer)
+        if datasets is None:
+            group = self.file["layers"][group_name(layer)]
+            datasets = self._layers[layer] = {name: group[name] for name in group}
+        return datasets
+
+    def _layer_name_set(self) -> set[str]:
+        """The run's layers, read once (the file's layout is fixed when it is created)."""
+        if self._names is None:
+            self._names = set(self.layer_names)
+        return self._names
+
     @property
     def layer_names(self) -> list[str]:
         return [self.file["layers"][key].attrs["name"] for key in self.file["layers"]]
@@ -215,7 +231,7 @@ class RunWriter:
 
     def append_layer(self, snapshot: int, spectrum: LayerSpectrum) -> None:
         """Append one matrix's analysis for a snapshot (NaN metrics when skipped)."""
-        group = self.file["layers"][group_name(spectrum.name)]
+        group = self._layer_datasets(spectrum.name)
         _append(group["snapshot"], snapshot)
         svals = np.full(group["svals"].shape[1:], np.nan)
         if spectrum.svals.size:
@@ -263,7 +279,7 @@ class RunWriter:
         """Commit a captured snapshot's analysis: its rows for the run's layers (others are left
         out), flushed to disk, and only then the status ``"analyzed"``, so a crash in between
         leaves the snapshot ``"captured"`` (analyzed again later), never half-analyzed."""
-        layers = set(self.layer_names)
+        layers = self._layer_name_set()
         for spectrum in spectra:
             if spectrum.name in layers:
                 self.append_layer(snapshot, spectrum)
@@ -491,9 +507,16 @@ def _growing(group: h5py.Group, name: str, row_shape: tuple[int, ...], dtype: st
 
 
 def _append(dataset: h5py.Dataset, value: object) -> None:
-    size = dataset.shape[0]
-    dataset.resize(size + 1, axis=0)
-    dataset[size] = value
+    """One row at the end of a growing dataset, written through h5py's low-level API: the
+    high-level ``dataset[size] = value`` rebuilds a selection from Python objects each time, and
+    a snapshot appends several rows to every layer (a third of its recording time)."""
+    identifier = dataset.id
+    size, *row_shape = identifier.shape
+    identifier.set_extent((size + 1, *row_shape))
+    row = np.ascontiguousarray(value, dtype=dataset.dtype).reshape(1, *row_shape)
+    file_space = identifier.get_space()
+    file_space.select_hyperslab((size, *(0 for _ in row_shape)), row.shape)
+    identifier.write(h5py.h5s.create_simple(row.shape), file_space, row)
 
 
 def _keep_rows(dataset: h5py.Dataset, rows: np.ndarray) -> None:
