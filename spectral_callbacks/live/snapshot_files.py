@@ -38,6 +38,8 @@ class SnapshotFiles:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
         self._files: dict[int, str] = {}
+        # snapshots that had to go in the queue although there is a directory (too little room)
+        self.queued_instead = 0
 
     @classmethod
     def in_shared_memory(cls) -> SnapshotFiles:
@@ -51,9 +53,11 @@ class SnapshotFiles:
         try:
             path, stored = write_arrays([arrays[name] for name in names], self.directory)
         except OSError:  # shared memory filled up meanwhile: the queue takes the arrays
-            return dict(arrays)
+            path, stored = None, [arrays[name] for name in names]
         if path is not None:
             self._files[step] = path
+        elif self.directory is not None and any(array.size for array in stored):
+            self.queued_instead += 1
         return dict(zip(names, stored, strict=True))
 
     def claim(self, pid: int) -> None:

@@ -37,6 +37,11 @@ from .storage_policy import WeightPolicy
 __all__ = ["AnalysisWorker", "RunSpec", "Snapshot"]
 
 _PUT_POLL_SECONDS = 0.5
+_SHARED_MEMORY_FULL = (
+    "/dev/shm has less than twice a snapshot ({megabytes:.3g} MB) free: snapshots that do not fit "
+    "go through the analysis process's queue, which costs training about 4x more CPU per snapshot. "
+    "Give shared memory more room (in a container: docker run --shm-size=...)."
+)
 _RESUME_KEEP_ALL = np.iinfo(np.int64).max
 # The worker yields the CPU to training: it runs when a core is idle (it catches up between
 # epochs and while batches load). SCHED_IDLE where the OS has it, else the lowest nice value.
@@ -134,7 +139,12 @@ class AnalysisWorker:
             self._notes.extend(self._restart_or_fail())
             if self.failed:
                 return False
+        self._notes += self._read_outbox()  # acknowledged snapshots' files go before a new one comes
+        queued_instead = self._files.queued_instead
         snapshot = dataclasses.replace(snapshot, arrays=self._files.pack(snapshot.step, snapshot.arrays))
+        if self._files.queued_instead > queued_instead == 0:
+            size = sum(getattr(array, "nbytes", 0) for array in snapshot.arrays.values())
+            self._notes.append(("warning", _SHARED_MEMORY_FULL.format(megabytes=size / 1e6)))
         message = (snapshot, tuple(self._pending_dropped))
         if self.on_full == "drop":
             try:
@@ -165,16 +175,7 @@ class AnalysisWorker:
         seconds the worker spent on that snapshot, with those of its pool's processes.
         """
         found, self._notes = self._notes, []
-        while self._outbox is not None:
-            try:
-                kind, content = self._outbox.get_nowait()
-            except (queue.Empty, OSError, EOFError):
-                break
-            if kind == "ack":
-                self._unacked.pop(content, None)
-                self._files.release(content)
-            else:
-                found.append((kind, content))
+        found += self._read_outbox()
         if self._process is not None and not self.failed and not self._closed and self._died():
             found.extend(self._restart_or_fail())
         return found
@@ -208,6 +209,22 @@ class AnalysisWorker:
         self._files.close()
         return notes
 
+    def _read_outbox(self) -> list[tuple[str, Any]]:
+        """The worker's messages so far, acknowledgements taken out: their snapshots are done
+        with, and so are the snapshots' files."""
+        found = []
+        while self._outbox is not None:
+            try:
+                kind, content = self._outbox.get_nowait()
+            except (queue.Empty, OSError, EOFError):
+                break
+            if kind == "ack":
+                self._unacked.pop(content, None)
+                self._files.release(content)
+            else:
+                found.append((kind, content))
+        return found
+
     def _put(self, message: object) -> bool:
         while True:
             try:
@@ -216,6 +233,7 @@ class AnalysisWorker:
             except queue.Full:
                 if self._died():
                     return False
+                self._notes += self._read_outbox()  # release acknowledged snapshots' files meanwhile
 
     def _died(self) -> bool:
         """The process ended before it was told to: killed, crashed, or could not open the run."""

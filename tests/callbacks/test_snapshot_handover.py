@@ -86,3 +86,28 @@ def test_a_snapshot_whose_file_is_lost_is_dropped_with_the_reason_and_the_run_go
         (_, step, reason), *others = run.dropped
         assert step == lost_step[0] and "shared memory" in reason and others == []
         assert run.snapshots(status="analyzed")["epoch"].tolist() == [0, 2, 3]
+
+
+def test_without_room_in_shared_memory_snapshots_go_through_the_queue_with_one_warning(
+    tmp_path: Path, tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_usage = shared_arrays.shutil.disk_usage
+    monkeypatch.setattr(shared_arrays.shutil, "disk_usage", lambda path: real_usage(path)._replace(free=0))
+    packed: list[bool] = []
+    pack = SnapshotFiles.pack
+
+    def recording_pack(self: SnapshotFiles, step: int, arrays: Any) -> Any:
+        located = pack(self, step, arrays)
+        packed.append(any(isinstance(where, StoredArray) for where in located.values()))
+        return located
+
+    monkeypatch.setattr(SnapshotFiles, "pack", recording_pack)
+    spectral = SpectralCallback(log_dir=tmp_path / "spectral", tensorboard=False)
+    trainer = tiny.make_trainer(tmp_path, [spectral], max_epochs=2)
+    with pytest.warns(SpectralWarning, match="less than twice a snapshot") as caught:
+        trainer.fit(tiny.make_model(), tiny.make_loader())
+
+    assert packed == [False] * 3
+    assert sum("less than twice a snapshot" in str(warning.message) for warning in caught) == 1
+    with open_run(spectral.run_path) as run:
+        assert run.snapshots(status="analyzed")["epoch"].tolist() == [0, 1, 2]
